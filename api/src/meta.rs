@@ -1,0 +1,204 @@
+//! Object metadata and conditions, shared by every kind.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A point in time, serialised as RFC 3339 in UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Metadata every object carries. Users write `name`, `labels` and `annotations`; the server
+/// owns the rest.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// Unique name within the kind: DNS-1123 (lowercase letters, digits and `-`).
+    #[serde(default)]
+    pub name: String,
+    /// Set by the server at creation; a deleted and recreated object gets a new uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Identifying key/value pairs, used by label selectors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form key/value pairs, not used for selection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The global revision of the last write to this object. Sent back on writes, a stale
+    /// value is refused with 409 Conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<u64>,
+    /// Increases by one each time the spec changes (never on status or metadata changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Set by the server at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<Timestamp>,
+    /// Set by the server when deletion was asked while finalizers remained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<Timestamp>,
+    /// Cleanup that must happen before the object goes away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+}
+
+impl ObjectMeta {
+    /// Metadata with just a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// True once deletion was asked.
+    pub fn is_deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+}
+
+/// The truth value of a condition.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not known (e.g. the node stopped reporting).
+    #[default]
+    Unknown,
+}
+
+impl std::fmt::Display for ConditionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        })
+    }
+}
+
+/// One observation about an object, in the Kubernetes manner, so tools such as
+/// `kohakuriver wait --for=condition=Succeeded` and GitOps health checks can read it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// `Scheduled`, `Running`, `Succeeded`, `Failed` for tasks; `Ready` for nodes.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Whether it holds.
+    pub status: ConditionStatus,
+    /// A CamelCase word explaining the last transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When `status` last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Timestamp>,
+    /// The object's generation the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Finds a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Sets a condition, keeping `lastTransitionTime` unless the status really changed.
+/// Returns true when anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: Option<&str>,
+    message: Option<&str>,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) -> bool {
+    let new = |last: Option<Timestamp>| Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.map(str::to_string),
+        message: message.map(str::to_string),
+        last_transition_time: last,
+        observed_generation,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => {
+            let last = if existing.status == status {
+                existing.last_transition_time.or(Some(now))
+            } else {
+                Some(now)
+            };
+            let updated = new(last);
+            if *existing == updated {
+                false
+            } else {
+                *existing = updated;
+                true
+            }
+        }
+        None => {
+            conditions.push(new(Some(now)));
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(s, 0).unwrap()
+    }
+
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_holds() {
+        let mut c = Vec::new();
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            ConditionStatus::True,
+            Some("Up"),
+            None,
+            None,
+            at(1)
+        ));
+        assert!(!set_condition(
+            &mut c,
+            "Ready",
+            ConditionStatus::True,
+            Some("Up"),
+            None,
+            None,
+            at(2)
+        ));
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            ConditionStatus::True,
+            Some("Other"),
+            None,
+            None,
+            at(3)
+        ));
+        assert_eq!(c[0].last_transition_time, Some(at(1)));
+        assert!(set_condition(
+            &mut c,
+            "Ready",
+            ConditionStatus::False,
+            None,
+            None,
+            None,
+            at(4)
+        ));
+        assert_eq!(c[0].last_transition_time, Some(at(4)));
+        assert_eq!(c.len(), 1);
+    }
+}
