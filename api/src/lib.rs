@@ -8,6 +8,7 @@
 
 pub mod cpuset;
 pub mod error;
+pub mod info;
 pub mod manifest;
 pub mod meta;
 pub mod node;
@@ -23,6 +24,7 @@ pub mod watch;
 
 pub use cpuset::CpuSet;
 pub use error::{Cause, Status, StatusReason};
+pub use info::ServerInfo;
 pub use manifest::{Manifest, ManifestError};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, Timestamp};
 pub use node::{Gpu, Node, NodeResources, NodeSpec, NodeStatus, NodeUsage, NumaNode};
