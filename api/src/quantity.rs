@@ -144,7 +144,7 @@ pub fn format_bytes(bytes: u64) -> String {
     for (size, unit) in STEPS {
         if bytes >= *size {
             let value = bytes as f64 / *size as f64;
-            return if value >= 100.0 || bytes % size == 0 {
+            return if value >= 100.0 || bytes.is_multiple_of(*size) {
                 format!("{value:.0}{unit}")
             } else {
                 format!("{value:.1}{unit}")

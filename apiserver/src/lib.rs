@@ -1,1 +1,95 @@
-//! placeholder
+//! The KohakuRiver API server: an axum router over a SQLite store, in the Kubernetes manner.
+//!
+//! It stores `Task` and `Node` objects, versions every write with one global revision,
+//! streams changes to watchers, validates and admits writes, and proxies task logs to the
+//! owning agent. It holds no business logic beyond admission: scheduling and lifecycles live
+//! in the controllers, which talk to it over HTTP like everyone else.
+//!
+//! The whole public surface is [`serve`] (tests start it on `127.0.0.1:0`), [`router`] over an
+//! [`AppState`] (for in-process handler tests), and [`Config`].
+//!
+//! Module map: `store` (SQLite, revisions, history, live broadcast), `schema` (migrations and
+//! pragmas), `admission` (pure write rules), `body` (content types, size, merge patch),
+//! `params` (query parameters and selectors), `watch` (watch streams), `handlers` (routes),
+//! `logs` (log proxy), `error` (`AppError`, the `Status` answer).
+
+mod admission;
+mod body;
+mod error;
+mod handlers;
+mod logs;
+mod params;
+mod schema;
+mod state;
+mod store;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use error::{AppError, Error};
+pub use handlers::router;
+pub use schema::SyncMode;
+pub use state::AppState;
+
+/// How long a shutdown waits for open connections (say, a client that stopped reading a
+/// watch) before the server stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The SQLite file; `None` keeps everything in memory (tests).
+    pub db_path: Option<PathBuf>,
+    /// Largest accepted request body, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// How many events the watch history keeps (default 100 000); a watch resuming from
+    /// before them gets 410 Gone.
+    pub watch_history: u64,
+    /// How often an idle watch gets a `BOOKMARK` (default 30 s).
+    pub bookmark_interval: Duration,
+    /// The image for tasks that name neither `image` nor `container`, told to clients.
+    pub default_image: Option<String>,
+    /// SQLite durability (default `Normal`).
+    pub sync: SyncMode,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            db_path: None,
+            max_body_bytes: 1024 * 1024,
+            watch_history: 100_000,
+            bookmark_interval: Duration::from_secs(30),
+            default_image: None,
+            sync: SyncMode::Normal,
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then ends every watch and
+/// stops after in-flight requests finish (waiting at most a short grace period).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let state = tokio::task::spawn_blocking(move || AppState::open(config)).await??;
+    let state = state.with_shutdown(shutdown.clone());
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "api server listening");
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = async move { server.await } => result?,
+        () = grace => tracing::warn!("connections still open after the shutdown grace period; stopping anyway"),
+    }
+    tracing::info!("api server stopped");
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Reading request bodies: the size limit, JSON or YAML by `Content-Type` (sniffed when
+//! missing), conversion to typed objects with errors that name the field path, and JSON
+//! merge patch (RFC 7386).
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use kohakuriver_api::StatusReason;
+use kohakuriver_api::manifest::from_json;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The syntax of a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json` or `application/merge-patch+json`.
+    Json,
+    /// `application/yaml`, `application/x-yaml` or `text/yaml`.
+    Yaml,
+}
+
+/// Picks the format from the `Content-Type` header; without one, a body starting with `{`
+/// is JSON and anything else YAML. Other media types are 415.
+pub fn format(headers: &HeaderMap, body: &[u8]) -> Result<Format, AppError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        return Ok(if first == Some(&b'{') {
+            Format::Json
+        } else {
+            Format::Yaml
+        });
+    };
+    let text = value.to_str().unwrap_or_default();
+    let media = text.split(';').next().unwrap_or_default().trim();
+    match media.to_ascii_lowercase().as_str() {
+        "application/json" | "application/merge-patch+json" => Ok(Format::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(Format::Yaml),
+        _ => Err(AppError::new(
+            StatusReason::UnsupportedMediaType,
+            format!(
+                "content type {text:?} is not supported; send application/json, application/yaml or application/merge-patch+json"
+            ),
+        )),
+    }
+}
+
+/// Reads a JSON or YAML body into a JSON value.
+pub fn parse_value(format: Format, body: &[u8]) -> Result<Value, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::bad_request("the request body is empty"));
+    }
+    match format {
+        Format::Json => serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("malformed JSON: {e}"))),
+        Format::Yaml => {
+            let text = std::str::from_utf8(body).map_err(|e| {
+                AppError::bad_request(format!("the YAML body is not valid UTF-8: {e}"))
+            })?;
+            let yaml: serde_yaml::Value = serde_yaml::from_str(text)
+                .map_err(|e| AppError::bad_request(format!("malformed YAML: {e}")))?;
+            serde_json::to_value(yaml).map_err(|e| {
+                AppError::bad_request(format!("the YAML body cannot be read as JSON: {e}"))
+            })
+        }
+    }
+}
+
+/// Converts a JSON value into a typed object; the error names the field path, e.g.
+/// `spec.resources.cpus: unknown field `cpus``.
+pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, AppError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| AppError::internal(e.to_string()))?;
+    from_json(&bytes).map_err(AppError::bad_request)
+}
+
+/// Applies a JSON merge patch (RFC 7386) to `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(map) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                map.remove(key);
+            } else {
+                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// A request body, size-limited and parsed into a JSON value.
+#[derive(Debug)]
+pub struct Payload(pub Value);
+
+impl FromRequest<AppState> for Payload {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Payload, AppError> {
+        let limit = state.config().max_body_bytes;
+        let (parts, body) = req.into_parts();
+        let bytes = read_limited(&parts.headers, body, limit).await?;
+        let format = format(&parts.headers, &bytes)?;
+        parse_value(format, &bytes).map(Payload)
+    }
+}
+
+fn too_large(limit: usize) -> AppError {
+    AppError::new(
+        StatusReason::RequestEntityTooLarge,
+        format!("the request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, refusing (413) anything over `limit` bytes.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, AppError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large(limit)
+        } else {
+            AppError::bad_request(format!("the request body could not be read: {e}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        h
+    }
+
+    #[test]
+    fn picks_format_from_content_type_or_sniffs() {
+        assert_eq!(
+            format(&headers("application/json; charset=utf-8"), b"").unwrap(),
+            Format::Json
+        );
+        assert_eq!(format(&headers("text/yaml"), b"{").unwrap(), Format::Yaml);
+        assert_eq!(
+            format(&headers("application/merge-patch+json"), b"").unwrap(),
+            Format::Json
+        );
+        assert_eq!(
+            format(&HeaderMap::new(), b"  {\"a\":1}").unwrap(),
+            Format::Json
+        );
+        assert_eq!(format(&HeaderMap::new(), b"a: 1").unwrap(), Format::Yaml);
+        assert_eq!(format(&headers("text/plain"), b"").unwrap_err().0.code, 415);
+    }
+
+    #[test]
+    fn parse_errors_are_bad_requests_that_say_why() {
+        let e = parse_value(Format::Json, b"{oops").unwrap_err();
+        assert!(
+            e.0.code == 400 && e.0.message.starts_with("malformed JSON"),
+            "{e}"
+        );
+        let e = parse_value(Format::Yaml, b"a: [").unwrap_err();
+        assert!(e.0.message.starts_with("malformed YAML"), "{e}");
+        let e = parse_value(Format::Yaml, b"a: \xff\xfe").unwrap_err();
+        assert!(e.0.message.contains("not valid UTF-8"), "{e}");
+        assert_eq!(parse_value(Format::Yaml, b"a: 1").unwrap(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+        merge_patch(&mut doc, &json!({"c": [1]}));
+        assert_eq!(doc, json!({"a": "z", "c": [1]}));
+    }
+}

@@ -1,0 +1,56 @@
+//! The server's own endpoints: health, info, schemas, and the `Status` answers for unknown
+//! paths and methods.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Method, Uri, header};
+use axum::response::IntoResponse;
+use kohakuriver_api::{ServerInfo, StatusReason, schema};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// `GET /healthz`.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /apis/kohakuriver/v1/info`.
+pub async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
+    Json(ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        default_image: state.config().default_image.clone(),
+    })
+}
+
+/// `GET /apis/kohakuriver/v1/schemas/task`.
+pub async fn task_schema() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        schema::task_schema_json(),
+    )
+}
+
+/// `GET /apis/kohakuriver/v1/schemas/node`.
+pub async fn node_schema() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        schema::node_schema_json(),
+    )
+}
+
+/// Any path the API does not have.
+pub async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        StatusReason::NotFound,
+        format!("no such path: {method} {}", uri.path()),
+    )
+}
+
+/// A known path asked with a method it does not take.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        StatusReason::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}

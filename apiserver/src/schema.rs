@@ -1,0 +1,121 @@
+//! The SQLite schema and its migrations, versioned in code through `PRAGMA user_version`,
+//! plus the connection pragmas the store relies on.
+//!
+//! Each migration runs once, in order, inside a transaction that also bumps
+//! `user_version`, so a crash mid-migration leaves the previous version intact.
+
+use rusqlite::Connection;
+
+use crate::error::Error;
+
+/// How hard SQLite works to keep a commit on a power cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `synchronous=NORMAL`: in WAL mode a commit survives a process crash (kill -9); only an
+    /// OS crash or power cut may lose the last commits. Fast.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is fsynced; survives power cuts. Slower.
+    Full,
+}
+
+/// The migrations, in order; migration `i` brings the database to `user_version = i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: objects, the watch history and the revision counter.
+    "CREATE TABLE meta (
+         key   TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0);
+     CREATE TABLE objects (
+         kind  TEXT NOT NULL,
+         name  TEXT NOT NULL,
+         rv    INTEGER NOT NULL,
+         node  TEXT NOT NULL DEFAULT '',
+         phase TEXT NOT NULL DEFAULT '',
+         body  TEXT NOT NULL,
+         PRIMARY KEY (kind, name)
+     ) WITHOUT ROWID;
+     CREATE INDEX objects_by_node ON objects (kind, node);
+     CREATE INDEX objects_by_phase ON objects (kind, phase);
+     CREATE TABLE events (
+         rv   INTEGER PRIMARY KEY,
+         kind TEXT NOT NULL,
+         name TEXT NOT NULL,
+         type TEXT NOT NULL,
+         body TEXT NOT NULL
+     );",
+];
+
+/// The schema version this server writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn db(context: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Database {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Sets the pragmas every connection needs: WAL, the sync mode, a busy timeout and
+/// foreign keys.
+pub fn configure(conn: &Connection, sync: SyncMode) -> Result<(), Error> {
+    // journal_mode answers with the mode in force; an in-memory database stays "memory".
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+        .map_err(db("setting journal_mode=WAL"))?;
+    tracing::debug!(journal_mode = %mode, "sqlite journal mode");
+    let sync = match sync {
+        SyncMode::Normal => "NORMAL",
+        SyncMode::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync};
+         PRAGMA busy_timeout=5000;
+         PRAGMA foreign_keys=ON;"
+    ))
+    .map_err(db("setting pragmas"))?;
+    Ok(())
+}
+
+/// Brings the schema to `SCHEMA_VERSION`; refuses a database from a newer server.
+pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(db("reading user_version"))?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::Corrupt(format!(
+            "schema version {current} is newer than {SCHEMA_VERSION}, the newest this server knows; run a newer server"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let tx = conn.transaction().map_err(db("starting a migration"))?;
+        tx.execute_batch(sql).map_err(db("running a migration"))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(db("setting user_version"))?;
+        tx.commit().map_err(db("committing a migration"))?;
+        tracing::info!(version, "migrated database schema");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn, SyncMode::Normal).unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(migrate(&mut conn), Err(Error::Corrupt(_))));
+    }
+}

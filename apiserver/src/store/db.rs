@@ -1,0 +1,158 @@
+//! The SQL behind the store: reading objects and committing one write (object, history
+//! event, revision counter, compaction) in a single transaction.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Written;
+use super::event::{Event, EventType};
+use crate::admission::Served;
+use crate::error::AppError;
+
+/// The connection and the counters mirrored from the `meta` table.
+pub(super) struct Db {
+    pub(super) conn: Connection,
+    /// The last committed revision.
+    pub(super) revision: u64,
+    /// Events with `rv <= compacted` were dropped from the history.
+    pub(super) compacted: u64,
+    /// How many events to keep.
+    pub(super) watch_history: u64,
+}
+
+pub(super) fn read_failed(e: impl std::fmt::Display) -> AppError {
+    AppError::internal(format!("database read failed: {e}"))
+}
+
+pub(super) fn write_failed(e: impl std::fmt::Display) -> AppError {
+    AppError::internal(format!("database write failed: {e}"))
+}
+
+fn first_column(row: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    row.get(0)
+}
+
+fn parse_stored<R: Served>(body: &str) -> Result<R, AppError> {
+    serde_json::from_str(body)
+        .map_err(|e| AppError::internal(format!("stored {} is unreadable: {e}", R::SINGULAR)))
+}
+
+impl Db {
+    pub(super) fn load<R: Served>(&self, name: &str) -> Result<Option<R>, AppError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM objects WHERE kind = ?1 AND name = ?2")
+            .map_err(read_failed)?;
+        let body: Option<String> = stmt
+            .query_row(params![R::KIND, name], |row| row.get(0))
+            .optional()
+            .map_err(read_failed)?;
+        body.map(|b| parse_stored(&b)).transpose()
+    }
+
+    pub(super) fn bodies(
+        &self,
+        kind: &str,
+        node: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Vec<String>, AppError> {
+        let (sql, arg) = match (node, phase) {
+            (Some(node), _) => (
+                "SELECT body FROM objects WHERE kind = ?1 AND node = ?2 ORDER BY name",
+                Some(node),
+            ),
+            (None, Some(phase)) => (
+                "SELECT body FROM objects WHERE kind = ?1 AND phase = ?2 ORDER BY name",
+                Some(phase),
+            ),
+            (None, None) => (
+                "SELECT body FROM objects WHERE kind = ?1 ORDER BY name",
+                None,
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(read_failed)?;
+        let rows = match arg {
+            Some(arg) => stmt.query_map(params![kind, arg], first_column),
+            None => stmt.query_map(params![kind], first_column),
+        }
+        .map_err(read_failed)?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(read_failed)
+    }
+
+    pub(super) fn check_retained(&self, after: u64) -> Result<(), AppError> {
+        if after < self.compacted {
+            Err(AppError::gone(after, self.compacted))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes the object (or removes it) with the next revision, records the event and
+    /// compacts the history, all in one transaction. The counters move only after commit.
+    pub(super) fn commit<R: Served>(
+        &mut self,
+        object: &mut R,
+        written: Written,
+    ) -> Result<Event, AppError> {
+        let rv = self.revision + 1;
+        object.metadata_mut().resource_version = Some(rv);
+        let body = serde_json::to_string(object).map_err(write_failed)?;
+        let (node, phase) = object.index_columns();
+        let name = object.name().to_string();
+        let event_type = match written {
+            Written::Created => EventType::Added,
+            Written::Removed => EventType::Deleted,
+            _ => EventType::Modified,
+        };
+        // Compact in batches (an eighth of the history at a time) so the cost of the delete
+        // is spread over many writes.
+        let slack = self.watch_history / 8;
+        let compact_to = (rv.saturating_sub(self.compacted) > self.watch_history + slack)
+            .then(|| rv.saturating_sub(self.watch_history));
+        let tx = self.conn.transaction().map_err(write_failed)?;
+        {
+            if written == Written::Removed {
+                tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND name = ?2")
+                    .and_then(|mut s| s.execute(params![R::KIND, name]))
+                    .map_err(write_failed)?;
+            } else {
+                tx.prepare_cached(
+                    "INSERT INTO objects (kind, name, rv, node, phase, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (kind, name) DO UPDATE SET rv = excluded.rv, node = excluded.node,
+                     phase = excluded.phase, body = excluded.body",
+                )
+                .and_then(|mut s| s.execute(params![R::KIND, name, rv as i64, node, phase, body]))
+                .map_err(write_failed)?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO events (rv, kind, name, type, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![rv as i64, R::KIND, name, event_type.as_str(), body])
+            })
+            .map_err(write_failed)?;
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")
+                .and_then(|mut s| s.execute([rv as i64]))
+                .map_err(write_failed)?;
+            if let Some(cutoff) = compact_to {
+                tx.prepare_cached("DELETE FROM events WHERE rv <= ?1")
+                    .and_then(|mut s| s.execute([cutoff as i64]))
+                    .map_err(write_failed)?;
+                tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'compacted'")
+                    .and_then(|mut s| s.execute([cutoff as i64]))
+                    .map_err(write_failed)?;
+            }
+        }
+        tx.commit().map_err(write_failed)?;
+        self.revision = rv;
+        if let Some(cutoff) = compact_to {
+            self.compacted = cutoff;
+        }
+        Ok(Event {
+            rv,
+            kind: R::KIND.to_string(),
+            event_type,
+            body,
+        })
+    }
+}

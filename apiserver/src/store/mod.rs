@@ -1,0 +1,363 @@
+//! The SQLite store: objects by kind and name, one global revision counter, and the watch
+//! history, plus the broadcast channel that feeds live watches.
+//!
+//! `Store` is a cheap `Clone` handle around one connection behind a `std::sync::Mutex`.
+//! A std mutex is right here: every critical section is short, synchronous SQLite work that
+//! runs inside `spawn_blocking`, never across an `.await`, and one writer at a time is what
+//! SQLite allows anyway. Holding the lock from "read current object" to "commit and
+//! broadcast" makes each write an atomic read-modify-write (so optimistic concurrency checks
+//! cannot race) and makes live events leave in revision order.
+//!
+//! Architecture Invariant: a write is committed before it is broadcast or acknowledged, so
+//! everything a client was told about survives a crash, and every revision a watcher sees
+//! live is also readable from the history table.
+
+mod db;
+mod event;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, params};
+use tokio::sync::broadcast;
+
+use crate::admission::{Served, finalized};
+use crate::error::{AppError, Error};
+use crate::schema::{self, SyncMode};
+use db::{Db, read_failed};
+pub use event::{Event, EventType};
+
+/// How many live events a watcher may fall behind before it re-reads from SQLite.
+const LIVE_BUFFER: usize = 4096;
+
+/// What an admission decision asks the store to do.
+#[derive(Debug)]
+pub enum Change<R> {
+    /// Nothing to write; answer with this (the stored) object.
+    Unchanged(R),
+    /// Create or replace the object.
+    Put(R),
+    /// Remove the object; this is its last state.
+    Remove(R),
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The object was created.
+    Created,
+    /// The object was changed.
+    Updated,
+    /// The object was removed.
+    Removed,
+    /// Nothing was written.
+    Unchanged,
+}
+
+/// A cheap `Clone` handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Mutex<Db>,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+/// A live subscription opened at a known revision.
+pub struct Subscription {
+    /// Live events after `revision`.
+    pub receiver: broadcast::Receiver<Arc<Event>>,
+    /// Every event up to this revision is in the history table (or compacted).
+    pub revision: u64,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database; `None` is in-memory.
+    pub fn open(path: Option<&Path>, sync: SyncMode, watch_history: u64) -> Result<Store, Error> {
+        let db_err = |context: &str| {
+            let context = context.to_string();
+            move |source| Error::Database { context, source }
+        };
+        let mut conn = match path {
+            Some(p) => Connection::open(p).map_err(db_err(&format!("opening {}", p.display())))?,
+            None => Connection::open_in_memory().map_err(db_err("opening in-memory database"))?,
+        };
+        schema::configure(&conn, sync)?;
+        schema::migrate(&mut conn)?;
+        let meta = |key: &str| -> Result<u64, Error> {
+            let v: i64 = conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .map_err(db_err("reading the revision counter"))?;
+            Ok(v as u64)
+        };
+        let revision = meta("revision")?;
+        let compacted = meta("compacted")?;
+        tracing::info!(revision, compacted, "opened store");
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Mutex::new(Db {
+                    conn,
+                    revision,
+                    compacted,
+                    watch_history,
+                }),
+                live,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Db> {
+        // A panic while holding the lock cannot leave half a write behind: writes are
+        // transactions and the counters move only after a commit. So a poisoned lock is safe
+        // to keep using.
+        self.inner.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the locked database in a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store, &mut Db) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = store.lock();
+            f(&store, &mut db)
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("database task failed: {e}")))?
+    }
+
+    /// The last committed revision.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// Reads one object.
+    pub async fn get<R: Served>(&self, name: String) -> Result<Option<R>, AppError> {
+        self.blocking(move |_, db| db.load::<R>(&name)).await
+    }
+
+    /// Reads the JSON of every object of a kind, ordered by name, with the revision it was
+    /// read at. `node` and `phase` narrow the read through the indexed columns.
+    pub async fn list(
+        &self,
+        kind: &'static str,
+        node: Option<String>,
+        phase: Option<String>,
+    ) -> Result<(u64, Vec<String>), AppError> {
+        self.blocking(move |_, db| {
+            let bodies = db.bodies(kind, node.as_deref(), phase.as_deref())?;
+            Ok((db.revision, bodies))
+        })
+        .await
+    }
+
+    /// Reads every object of a kind and opens a live subscription at the same revision, so
+    /// a fresh watch misses nothing between its initial list and its live events.
+    pub async fn snapshot(
+        &self,
+        kind: &'static str,
+        node: Option<String>,
+        phase: Option<String>,
+    ) -> Result<(Subscription, Vec<String>), AppError> {
+        self.blocking(move |store, db| {
+            let bodies = db.bodies(kind, node.as_deref(), phase.as_deref())?;
+            let sub = Subscription {
+                receiver: store.inner.live.subscribe(),
+                revision: db.revision,
+            };
+            Ok((sub, bodies))
+        })
+        .await
+    }
+
+    /// Opens a live subscription for a watch resuming after revision `after`; 410 Gone when
+    /// the history no longer reaches back that far, or `after` is past the current revision.
+    pub async fn subscribe_after(&self, after: u64) -> Result<Subscription, AppError> {
+        self.blocking(move |store, db| {
+            db.check_retained(after)?;
+            // A version from the future means the client saw another database (the file was
+            // replaced or wiped); resuming would silently skip revisions, so make it re-list.
+            if after > db.revision {
+                return Err(AppError::new(
+                    kohakuriver_api::StatusReason::Gone,
+                    format!(
+                        "resourceVersion {after} is newer than the store's revision {}; list again and watch from the list's resourceVersion",
+                        db.revision
+                    ),
+                ));
+            }
+            Ok(Subscription {
+                receiver: store.inner.live.subscribe(),
+                revision: db.revision,
+            })
+        })
+        .await
+    }
+
+    /// Up to `limit` events of `kind` with `after < rv <= up_to`, oldest first, and the
+    /// revision the read reached (`up_to`, or the last event's when `limit` cut it short);
+    /// 410 Gone when events after `after` were compacted away.
+    pub async fn history(
+        &self,
+        kind: &'static str,
+        after: u64,
+        up_to: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Arc<Event>>, u64), AppError> {
+        self.blocking(move |_, db| {
+            db.check_retained(after)?;
+            let up_to = up_to.unwrap_or(db.revision);
+            let mut stmt = db
+                .conn
+                .prepare_cached(
+                    "SELECT rv, type, body FROM events WHERE rv > ?1 AND rv <= ?2 AND kind = ?3 ORDER BY rv LIMIT ?4",
+                )
+                .map_err(read_failed)?;
+            let rows = stmt
+                .query_map(
+                    params![after as i64, up_to as i64, kind, limit as i64],
+                    |row| {
+                        Ok(Event {
+                            rv: row.get::<_, i64>(0)? as u64,
+                            kind: kind.to_string(),
+                            event_type: EventType::parse(&row.get::<_, String>(1)?),
+                            body: row.get(2)?,
+                        })
+                    },
+                )
+                .map_err(read_failed)?;
+            let events = rows
+                .map(|r| r.map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(read_failed)?;
+            let reached = if events.len() == limit {
+                events.last().map_or(up_to, |e| e.rv)
+            } else {
+                up_to
+            };
+            Ok((events, reached))
+        })
+        .await
+    }
+
+    /// The one write path. Under the lock: reads the current object, asks `decide` what to
+    /// do, and (unless `dry_run`) commits the change with the next revision and broadcasts
+    /// its event. A put that leaves a deleting object without finalizers removes it.
+    /// Answers the object as stored (or as it would be), what happened, and `decide`'s extra
+    /// value.
+    pub async fn write<R, T, F>(
+        &self,
+        name: String,
+        dry_run: bool,
+        decide: F,
+    ) -> Result<(R, Written, T), AppError>
+    where
+        R: Served,
+        T: Send + 'static,
+        F: FnOnce(Option<R>) -> Result<(Change<R>, T), AppError> + Send + 'static,
+    {
+        self.blocking(move |store, db| {
+            let current = db.load::<R>(&name)?;
+            let existed = current.is_some();
+            let (change, extra) = decide(current)?;
+            let change = match change {
+                Change::Put(object) if finalized(&object) => Change::Remove(object),
+                other => other,
+            };
+            let (mut object, written) = match change {
+                Change::Unchanged(object) => return Ok((object, Written::Unchanged, extra)),
+                Change::Put(object) if existed => (object, Written::Updated),
+                Change::Put(object) => (object, Written::Created),
+                Change::Remove(object) => (object, Written::Removed),
+            };
+            if dry_run {
+                return Ok((object, written, extra));
+            }
+            let event = db.commit(&mut object, written)?;
+            // Sent while the lock is held so live events leave in revision order. A send
+            // fails only when nobody watches, which is fine.
+            let _ = store.inner.live.send(Arc::new(event));
+            Ok((object, written, extra))
+        })
+        .await
+    }
+
+    #[cfg(test)]
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.lock().conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kohakuriver_api::Task;
+
+    fn put(task: Task) -> impl FnOnce(Option<Task>) -> Result<(Change<Task>, ()), AppError> {
+        move |_| Ok((Change::Put(task), ()))
+    }
+
+    #[tokio::test]
+    async fn writes_take_consecutive_revisions_and_land_in_history() {
+        let store = Store::open(None, SyncMode::Normal, 100).unwrap();
+        let (a, w, ()) = store
+            .write("a".into(), false, put(Task::test("a")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.metadata.resource_version, w),
+            (Some(1), Written::Created)
+        );
+        let (a, w, ()) = store.write("a".into(), false, put(a)).await.unwrap();
+        assert_eq!(
+            (a.metadata.resource_version, w),
+            (Some(2), Written::Updated)
+        );
+        let (events, reached) = store.history("Task", 0, None, 10).await.unwrap();
+        assert_eq!(reached, 2);
+        let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, [EventType::Added, EventType::Modified]);
+    }
+
+    #[tokio::test]
+    async fn compaction_makes_old_versions_gone() {
+        let store = Store::open(None, SyncMode::Normal, 3).unwrap();
+        for i in 0..10 {
+            let name = format!("t{i}");
+            store
+                .write(name.clone(), false, put(Task::test(&name)))
+                .await
+                .unwrap();
+        }
+        let e = store.history("Task", 2, None, 10).await.unwrap_err();
+        assert_eq!(e.0.code, 410);
+        let (events, _) = store.history("Task", 7, None, 10).await.unwrap();
+        assert_eq!(events.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_behind() {
+        let store = Store::open(None, SyncMode::Normal, 100).unwrap();
+        store
+            .write("a".into(), false, put(Task::test("a")))
+            .await
+            .unwrap();
+        // Simulate a full disk: forbid the database from growing.
+        store.with_conn(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            c.pragma_update(None, "max_page_count", pages).unwrap();
+        });
+        let big = Task::test("b").command(&[&"x".repeat(200_000)]);
+        let e = store.write("b".into(), false, put(big)).await.unwrap_err();
+        assert_eq!(e.0.code, 500);
+        assert!(e.0.message.starts_with("database write failed"), "{e}");
+        assert_eq!(store.revision(), 1);
+        assert!(store.get::<Task>("b".into()).await.unwrap().is_none());
+        let (events, _) = store.history("Task", 0, None, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+    }
+}

@@ -1,0 +1,222 @@
+//! Watch streams: newline-delimited `WatchEvent`s for one kind, filtered by selectors.
+//!
+//! A fresh watch (no `resourceVersion`, or 0) lists the matching objects as `ADDED` and a
+//! `BOOKMARK` at the list's revision, read atomically with opening the live subscription. A
+//! resumed watch replays the history after its revision from SQLite, then goes live. Each
+//! stream is a task that moves events from the store's broadcast channel into the HTTP body
+//! and tracks the last revision it has covered (its cursor): live events at or below the
+//! cursor are skipped, so replay and live delivery neither miss nor repeat an event.
+//!
+//! A watcher that falls behind (its client reads slowly) never slows writers or other
+//! watchers: the broadcast channel drops its oldest events for that watcher only, and the
+//! watcher re-reads what it missed from the history (or ends with 410 Gone if compaction
+//! got there first).
+//!
+//! Selectors apply to each event's object as written: an object that stops matching sends
+//! no further events (no synthetic `DELETED`); clients that need to notice that watch
+//! without the selector.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use kohakuriver_api::WatchEvent;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Served;
+use crate::error::AppError;
+use crate::params::Selection;
+use crate::state::AppState;
+use crate::store::{Event, Store, Subscription};
+
+/// Events read from the history per database round trip.
+const HISTORY_PAGE: usize = 512;
+
+/// Lines buffered between a watch task and its HTTP body.
+const BODY_BUFFER: usize = 64;
+
+fn bookmark_line(rv: u64) -> String {
+    format!("{{\"type\":\"BOOKMARK\",\"resourceVersion\":{rv}}}\n")
+}
+
+fn error_line<R: Served>(error: AppError) -> String {
+    let event = WatchEvent::<R>::Error { status: *error.0 };
+    let mut line = serde_json::to_string(&event).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// Starts a watch of kind `R` from `from` (None or 0: fresh). Errors found before streaming
+/// starts (410 Gone, a database failure) are answered as plain HTTP errors.
+pub async fn respond<R: Served>(
+    state: AppState,
+    from: Option<u64>,
+    selection: Selection,
+) -> Result<Response, AppError> {
+    let store = state.store().clone();
+    let (node, phase) = selection.index_hints();
+    let (subscription, cursor, first_chunk, replay_to) = match from {
+        None | Some(0) => {
+            let (sub, bodies) = store.snapshot(R::KIND, node, phase).await?;
+            let mut chunk = String::new();
+            for body in bodies.iter().filter(|b| selection.matches::<R>(b)) {
+                chunk.push_str("{\"type\":\"ADDED\",\"object\":");
+                chunk.push_str(body);
+                chunk.push_str("}\n");
+            }
+            chunk.push_str(&bookmark_line(sub.revision));
+            let revision = sub.revision;
+            (sub, revision, Some(chunk), None)
+        }
+        Some(after) => {
+            let sub = store.subscribe_after(after).await?;
+            let revision = sub.revision;
+            (sub, after, None, Some(revision))
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
+    let watcher = Watcher::<R> {
+        store,
+        selection,
+        cursor,
+        tx,
+        shutdown: state.shutdown().clone(),
+        _kind: std::marker::PhantomData,
+    };
+    let interval = state.config().bookmark_interval;
+    tokio::spawn(watcher.run(subscription, first_chunk, replay_to, interval));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One watch stream's task.
+struct Watcher<R> {
+    store: Store,
+    selection: Selection,
+    /// Every revision up to this one has been handled (sent or filtered out).
+    cursor: u64,
+    tx: mpsc::Sender<Bytes>,
+    shutdown: CancellationToken,
+    _kind: std::marker::PhantomData<fn() -> R>,
+}
+
+/// Why a watch stopped.
+enum Stop {
+    /// The client went away or the server is shutting down.
+    Closed,
+    /// The watch failed; the client is told with an `ERROR` event.
+    Failed(AppError),
+}
+
+impl<R: Served> Watcher<R> {
+    async fn run(
+        mut self,
+        mut subscription: Subscription,
+        first_chunk: Option<String>,
+        replay_to: Option<u64>,
+        bookmark_interval: std::time::Duration,
+    ) {
+        let result = self
+            .stream(&mut subscription, first_chunk, replay_to, bookmark_interval)
+            .await;
+        if let Err(Stop::Failed(error)) = result {
+            tracing::debug!(kind = R::KIND, error = %error, "watch ended with an error");
+            let _ = self.send(error_line::<R>(error)).await;
+        }
+    }
+
+    async fn stream(
+        &mut self,
+        subscription: &mut Subscription,
+        first_chunk: Option<String>,
+        replay_to: Option<u64>,
+        bookmark_interval: std::time::Duration,
+    ) -> Result<(), Stop> {
+        if let Some(chunk) = first_chunk {
+            self.send(chunk).await?;
+        }
+        if let Some(up_to) = replay_to {
+            self.catch_up(Some(up_to)).await?;
+        }
+        let mut bookmarks =
+            tokio::time::interval_at(Instant::now() + bookmark_interval, bookmark_interval);
+        bookmarks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(Stop::Closed),
+                () = self.tx.closed() => return Err(Stop::Closed),
+                _ = bookmarks.tick() => self.send(bookmark_line(self.cursor)).await?,
+                received = subscription.receiver.recv() => match received {
+                    Ok(event) => self.deliver(&event).await?,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(kind = R::KIND, missed, "watcher lagged; reading the history");
+                        self.catch_up(None).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
+                },
+            }
+        }
+    }
+
+    /// Sends one live event unless it was already covered or does not match.
+    async fn deliver(&mut self, event: &Arc<Event>) -> Result<(), Stop> {
+        if event.rv <= self.cursor {
+            return Ok(());
+        }
+        self.cursor = event.rv;
+        if event.kind == R::KIND && self.selection.matches::<R>(&event.body) {
+            self.send(event.to_line()).await?;
+        }
+        Ok(())
+    }
+
+    /// Replays the history after the cursor, up to `up_to` (or the current revision).
+    async fn catch_up(&mut self, up_to: Option<u64>) -> Result<(), Stop> {
+        loop {
+            let (events, reached) = self
+                .store
+                .history(R::KIND, self.cursor, up_to, HISTORY_PAGE)
+                .await
+                .map_err(Stop::Failed)?;
+            let full = events.len() == HISTORY_PAGE;
+            let mut chunk = String::new();
+            for event in events
+                .iter()
+                .filter(|e| self.selection.matches::<R>(&e.body))
+            {
+                chunk.push_str(&event.to_line());
+            }
+            self.cursor = self.cursor.max(reached);
+            if !chunk.is_empty() {
+                self.send(chunk).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Hands a chunk to the HTTP body, giving up when the client is gone or the server
+    /// shuts down.
+    async fn send(&self, chunk: String) -> Result<(), Stop> {
+        tokio::select! {
+            sent = self.tx.send(Bytes::from(chunk)) => sent.map_err(|_| Stop::Closed),
+            () = self.shutdown.cancelled() => Err(Stop::Closed),
+        }
+    }
+}
