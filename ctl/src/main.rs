@@ -1,1 +1,117 @@
-fn main() {}
+//! `kohakuriver`: the command-line interface and every daemon, in one binary.
+//!
+//! `main` parses the command line (the clap tree below), connects to the server when the
+//! command needs one, and hands over to one module per command under `cmd/`. Errors travel
+//! up as `anyhow` errors with context and are printed once, as one line on stderr.
+//!
+//! To add a command: write `cmd/NAME.rs` with an `Args` struct (`#[derive(clap::Args)]`)
+//! and an `async fn run(…) -> anyhow::Result<ExitCode>`, add a variant to [`Command`], and
+//! dispatch it in [`run`].
+
+mod cmd;
+mod config;
+mod kind;
+mod line_diff;
+mod manifest_source;
+mod output;
+mod rows;
+mod wait;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServerArgs;
+
+/// KohakuRiver: run command tasks on a cluster, pinned to cores, NUMA nodes and GPUs.
+#[derive(Parser, Debug)]
+#[command(name = "kohakuriver", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the API server (SQLite store, watch streams, log proxy).
+    Server(cmd::server::Args),
+    /// Create or update objects from manifests.
+    Apply(cmd::apply::Args),
+    /// Show what `apply` would change (exit 0: no change, 1: changes, 2: error).
+    Diff(cmd::diff::Args),
+    /// List objects or show some of them.
+    Get(cmd::get::Args),
+    /// Show one object in detail.
+    Describe(cmd::describe::Args),
+    /// Delete objects.
+    Delete(cmd::delete::Args),
+}
+
+impl Command {
+    /// The exit code for a failed run: 2 for `diff` (whose 1 means "changes"), else 1.
+    fn error_code(&self) -> u8 {
+        match self {
+            Command::Diff(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let error_code = cli.command.error_code();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error_code);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", describe_error(&err));
+            ExitCode::from(error_code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Server(args) => cmd::server::run(args).await,
+        Command::Apply(args) => cmd::apply::run(&cli.server.client()?, args).await,
+        Command::Diff(args) => cmd::diff::run(&cli.server.client()?, args).await,
+        Command::Get(args) => cmd::get::run(&cli.server.client()?, args).await,
+        Command::Describe(args) => cmd::describe::run(&cli.server.client()?, args).await,
+        Command::Delete(args) => cmd::delete::run(&cli.server.client()?, args).await,
+    }
+}
+
+/// One line for an error: an unreachable server is told plainly with what to do; anything
+/// else shows its context chain.
+fn describe_error(err: &anyhow::Error) -> String {
+    for cause in err.chain() {
+        if let Some(e @ kohakuriver_client::Error::Connect { .. }) =
+            cause.downcast_ref::<kohakuriver_client::Error>()
+        {
+            return format!("{e}; start one with `kohakuriver server` or set --server");
+        }
+    }
+    format!("{err:#}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,203 @@
+//! The connection to one API server: URL building, sending, and mapping answers to errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use kohakuriver_api::{API_PREFIX, Resource, ServerInfo, Task};
+use reqwest::{Method, RequestBuilder, Response, Url};
+use serde::de::DeserializeOwned;
+
+use crate::api::Api;
+use crate::error::{Error, from_error_body};
+use crate::params::LogParams;
+
+/// A handle on one KohakuRiver API server. Cheap to clone: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// As given (without a trailing slash), for messages.
+    base: String,
+    /// The API group root: `{base}/apis/kohakuriver/v1`.
+    root: Url,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the server at `base_url`, e.g. `http://127.0.0.1:8000`. A trailing slash
+    /// is fine; a bare `host:port` is taken as `http://host:port`.
+    pub fn new(base_url: &str) -> Result<Client, Error> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: base_url.to_string(),
+            reason,
+        };
+        let given = base_url.trim();
+        let with_scheme = if given.contains("://") {
+            given.to_string()
+        } else {
+            format!("http://{given}")
+        };
+        let parsed = Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
+        if parsed.scheme() != "http" {
+            return Err(invalid(format!(
+                "scheme {:?} is not supported; use http://",
+                parsed.scheme()
+            )));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no host".to_string()));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid(
+                "a server URL takes no query or fragment".to_string(),
+            ));
+        }
+        let base = parsed.as_str().trim_end_matches('/').to_string();
+        let root =
+            Url::parse(&format!("{base}{API_PREFIX}")).map_err(|e| invalid(e.to_string()))?;
+        // No overall timeout: watches and followed logs stay open for hours. Dead peers are
+        // found by TCP keepalive and, for watches, by the bookmark idle check.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Client {
+            inner: Arc::new(Inner { base, root, http }),
+        })
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The typed API of one kind: `client.api::<Task>()`.
+    pub fn api<R: Resource>(&self) -> Api<R> {
+        Api::new(self.clone())
+    }
+
+    /// What the server says about itself (`GET /info`).
+    pub async fn info(&self) -> Result<ServerInfo, Error> {
+        let url = self.url(&["info"]);
+        self.request_json(self.inner.http.get(url)).await
+    }
+
+    /// A task's captured output, as raw bytes. With `follow`, the stream stays open until the
+    /// task's container exits.
+    pub async fn task_log(
+        &self,
+        name: &str,
+        params: &LogParams,
+    ) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
+        let url = self.url(&[Task::PLURAL, name, "log"]);
+        let resp = self
+            .send(self.inner.http.get(url).query(&params.query()))
+            .await?;
+        Ok(resp.bytes_stream().map_err(Error::Http).boxed())
+    }
+
+    /// `{root}/{segments…}`, each segment percent-encoded.
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.root.clone();
+        url.path_segments_mut()
+            .expect("an http URL has path segments")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// A request builder on the shared pool.
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.inner.http.request(method, url)
+    }
+
+    /// Sends a request; a non-2xx answer becomes an error.
+    pub(crate) async fn send(&self, req: RequestBuilder) -> Result<Response, Error> {
+        let resp = req.send().await.map_err(|e| self.map_send_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.map_err(Error::Http)?;
+        Err(from_error_body(status.as_u16(), &body))
+    }
+
+    /// Sends a request and reads a JSON answer.
+    pub(crate) async fn request_json<T: DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+    ) -> Result<T, Error> {
+        let resp = self.send(req).await?;
+        read_json(resp).await
+    }
+
+    fn map_send_error(&self, e: reqwest::Error) -> Error {
+        if e.is_connect() {
+            Error::Connect {
+                url: self.inner.base.clone(),
+                source: e,
+            }
+        } else {
+            Error::Http(e)
+        }
+    }
+}
+
+/// Reads a whole JSON body, naming the field path when it does not fit `T`.
+pub(crate) async fn read_json<T: DeserializeOwned>(resp: Response) -> Result<T, Error> {
+    let body = resp.bytes().await.map_err(Error::Http)?;
+    decode(&body)
+}
+
+/// Parses JSON into `T`, naming the field path on error.
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    kohakuriver_api::manifest::from_json(body).map_err(Error::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kohakuriver_api::Node;
+
+    #[test]
+    fn urls() {
+        let c = Client::new("http://127.0.0.1:8000/").unwrap();
+        assert_eq!(c.base_url(), "http://127.0.0.1:8000");
+        assert_eq!(
+            c.url(&[Task::PLURAL]).as_str(),
+            "http://127.0.0.1:8000/apis/kohakuriver/v1/tasks"
+        );
+        assert_eq!(
+            c.url(&[Node::PLURAL, "n1", "status"]).as_str(),
+            "http://127.0.0.1:8000/apis/kohakuriver/v1/nodes/n1/status"
+        );
+        // Names are percent-encoded, so a odd name cannot escape its path segment.
+        assert_eq!(
+            c.url(&[Task::PLURAL, "a/b?c"]).as_str(),
+            "http://127.0.0.1:8000/apis/kohakuriver/v1/tasks/a%2Fb%3Fc"
+        );
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            Client::new("localhost:9000").unwrap().base_url(),
+            "http://localhost:9000"
+        );
+        let c = Client::new("http://example.com/prefix/").unwrap();
+        assert_eq!(
+            c.url(&["info"]).as_str(),
+            "http://example.com/prefix/apis/kohakuriver/v1/info"
+        );
+        for bad in ["https://x", "ftp://x", "http://", "http://x/?q=1"] {
+            let err = Client::new(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
+        }
+    }
+}

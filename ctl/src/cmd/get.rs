@@ -1,0 +1,191 @@
+//! `kohakuriver get tasks|nodes [NAME…]`: tables, YAML, JSON or names; `-w` follows changes.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use kohakuriver_api::{Node, Task};
+use kohakuriver_client::watcher::Event;
+use kohakuriver_client::{Api, Client, ListParams};
+
+use crate::kind::{Kind, split_kind_name};
+use crate::output::{Format, Table, kind_name, list_of, render_row, to_json, to_yaml};
+use crate::rows::Columns;
+
+/// Options of `kohakuriver get`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// `tasks`, `nodes` (or `task`, `node`); `task/NAME` also works.
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+    /// Only these objects.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Label selector, e.g. `team=vision,tier!=batch`.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Field selector, e.g. `status.phase=Running,status.node=n1`.
+    #[arg(long, value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<Format>,
+    /// After listing, keep printing objects as they change, until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+impl Args {
+    fn format(&self) -> Format {
+        self.output.unwrap_or_default()
+    }
+}
+
+/// Prints the objects.
+pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<ExitCode> {
+    let kind = match split_kind_name(&args.kind) {
+        Some((kind, name)) => {
+            args.names.insert(0, name.to_string());
+            kind
+        }
+        None => args.kind.parse::<Kind>().map_err(anyhow::Error::msg)?,
+    };
+    match kind {
+        Kind::Task => get(&client.api::<Task>(), &args).await,
+        Kind::Node => get(&client.api::<Node>(), &args).await,
+    }
+}
+
+async fn get<R: Columns>(api: &Api<R>, args: &Args) -> anyhow::Result<ExitCode> {
+    let params = ListParams {
+        label_selector: args.selector.clone(),
+        field_selector: args.field_selector.clone(),
+    };
+    if args.watch {
+        return watch(api, params, args).await;
+    }
+    let (items, revision, single) = if args.names.is_empty() {
+        let list = api
+            .list(&params)
+            .await
+            .with_context(|| format!("cannot list {}", R::PLURAL))?;
+        (list.items, list.metadata.resource_version, false)
+    } else {
+        let mut items = Vec::new();
+        for name in &args.names {
+            items.push(api.get(name).await?);
+        }
+        let revision = items
+            .iter()
+            .map(|o| o.resource_version())
+            .max()
+            .unwrap_or(0);
+        (items, revision, args.names.len() == 1)
+    };
+    match args.format() {
+        Format::Yaml if single => print!("{}", to_yaml(&items[0])?),
+        Format::Json if single => print!("{}", to_json(&items[0])?),
+        Format::Yaml => print!("{}", to_yaml(&list_of(items, revision))?),
+        Format::Json => print!("{}", to_json(&list_of(items, revision))?),
+        Format::Name => items.iter().for_each(|o| println!("{}", kind_name(o))),
+        Format::Table | Format::Wide => {
+            if items.is_empty() {
+                eprintln!("no {} found", R::PLURAL);
+            } else {
+                print!("{}", table(&items, args.format() == Format::Wide).render());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table<R: Columns>(items: &[R], wide: bool) -> Table {
+    let now = chrono::Utc::now();
+    let mut table = Table::new(&R::header(wide));
+    for item in items {
+        table.push(item.row(wide, now));
+    }
+    table
+}
+
+/// Prints the current objects, then each change, until Ctrl-C.
+async fn watch<R: Columns>(
+    api: &Api<R>,
+    params: ListParams,
+    args: &Args,
+) -> anyhow::Result<ExitCode> {
+    let mut events = api.watcher(params);
+    let mut printer = WatchPrinter {
+        names: &args.names,
+        output: args.format(),
+        widths: None,
+    };
+    let mut connected = false;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        match event {
+            None => bail!("the watch ended unexpectedly"),
+            Some(Ok(Event::Restarted(items))) => {
+                connected = true;
+                printer.print(items)?;
+            }
+            Some(Ok(Event::Applied(obj) | Event::Deleted(obj))) => printer.print(vec![obj])?,
+            Some(Err(e)) if !connected => {
+                return Err(e).with_context(|| format!("cannot list {}", R::PLURAL));
+            }
+            Some(Err(e)) => eprintln!("warning: watch interrupted ({e}); reconnecting"),
+        }
+    }
+}
+
+/// Prints objects as a watch delivers them. Table rows keep the column widths of the first
+/// batch (with its header) so they line up, widening only when a cell must.
+struct WatchPrinter<'a> {
+    names: &'a [String],
+    output: Format,
+    widths: Option<Vec<usize>>,
+}
+
+impl WatchPrinter<'_> {
+    fn print<R: Columns>(&mut self, objs: Vec<R>) -> anyhow::Result<()> {
+        let objs: Vec<R> = objs
+            .into_iter()
+            .filter(|o| self.names.is_empty() || self.names.iter().any(|n| n == o.name()))
+            .collect();
+        let wide = self.output == Format::Wide;
+        match self.output {
+            Format::Yaml => objs.iter().try_for_each(|o| -> anyhow::Result<()> {
+                print!("---\n{}", to_yaml(o)?);
+                Ok(())
+            })?,
+            Format::Json => objs.iter().try_for_each(|o| -> anyhow::Result<()> {
+                print!("{}", to_json(o)?);
+                Ok(())
+            })?,
+            Format::Name => objs.iter().for_each(|o| println!("{}", kind_name(o))),
+            Format::Table | Format::Wide => match &mut self.widths {
+                None => {
+                    let t = table(&objs, wide);
+                    print!("{}", t.render());
+                    self.widths = Some(t.widths());
+                }
+                Some(widths) => {
+                    let now = chrono::Utc::now();
+                    for obj in &objs {
+                        let row = obj.row(wide, now);
+                        for (slot, cell) in widths.iter_mut().zip(&row) {
+                            *slot = (*slot).max(cell.chars().count());
+                        }
+                        println!("{}", render_row(&row, widths));
+                    }
+                }
+            },
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        Ok(())
+    }
+}

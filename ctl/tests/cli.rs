@@ -1,0 +1,435 @@
+//! The real `kohakuriver` binary against an in-process API server.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tokio_util::sync::CancellationToken;
+
+/// An API server on 127.0.0.1:0 in its own runtime thread; stops when dropped.
+struct Server {
+    url: String,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                kohakuriver_apiserver::serve(listener, Default::default(), token)
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = rx.recv().expect("server thread started");
+        Server {
+            url: format!("http://{addr}"),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    /// The binary, pointed at this server.
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("kohakuriver").unwrap();
+        cmd.arg("--server").arg(&self.url);
+        cmd.env_remove("KOHAKURIVER_HOST")
+            .env_remove("KOHAKURIVER_PORT");
+        cmd
+    }
+
+    /// Runs the binary with `args`; returns (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        output(self.cmd().args(args))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn task_yaml(name: &str, cpu: u32, labels: &str) -> String {
+    format!(
+        "apiVersion: kohakuriver/v1\nkind: Task\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n  command: [echo, hi]\n  resources: {{cpu: {cpu}}}\n"
+    )
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn apply_creates_then_is_unchanged_then_configured() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
+    assert_eq!(
+        server.run(&["apply", "-f", s(&f)]),
+        (0, "task/a created\n".into(), "".into())
+    );
+    assert_eq!(server.run(&["apply", "-f", s(&f)]).1, "task/a unchanged\n");
+    write(dir.path(), "a.yaml", &task_yaml("a", 2, ""));
+    assert_eq!(server.run(&["apply", "-f", s(&f)]).1, "task/a configured\n");
+}
+
+#[test]
+fn apply_reads_directories_multi_document_files_and_stdin() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let two = format!("{}---\n{}", task_yaml("b", 1, ""), task_yaml("c", 1, ""));
+    write(dir.path(), "2.yaml", &two);
+    write(dir.path(), "1.yml", &task_yaml("a", 1, ""));
+    write(dir.path(), "README.md", "not a manifest");
+    let (code, out, _) = server.run(&["apply", "-f", s(dir.path())]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "task/a created\ntask/b created\ntask/c created\n");
+    let (code, out, _) = output(
+        server
+            .cmd()
+            .args(["apply", "-f", "-"])
+            .write_stdin(task_yaml("d", 1, "")),
+    );
+    assert_eq!((code, out.as_str()), (0, "task/d created\n"));
+}
+
+#[test]
+fn dry_run_stores_nothing() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
+    let (code, out, _) = server.run(&["apply", "--dry-run", "-f", s(&f)]);
+    assert_eq!((code, out.as_str()), (0, "task/a created (dry run)\n"));
+    let (code, _, err) = server.run(&["get", "task", "a"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn diff_exit_codes() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
+    // Not there yet: a change.
+    let (code, out, _) = server.run(&["diff", "-f", s(&f)]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("+++ task/a (applied)") && out.contains("+  name: a"),
+        "{out}"
+    );
+    server.run(&["apply", "-f", s(&f)]);
+    assert_eq!(
+        server.run(&["diff", "-f", s(&f)]),
+        (0, "".into(), "".into())
+    );
+    write(dir.path(), "a.yaml", &task_yaml("a", 3, ""));
+    let (code, out, _) = server.run(&["diff", "-f", s(&f)]);
+    assert_eq!(code, 1);
+    assert!(out.contains("-    cpu: 1\n+    cpu: 3\n"), "{out}");
+    // The server rejects it: an error, exit 2.
+    write(
+        dir.path(),
+        "a.yaml",
+        &task_yaml("a", 3, "").replace("[echo, hi]", "[]"),
+    );
+    let (code, _, err) = server.run(&["diff", "-f", s(&f)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("task/a"), "{err}");
+}
+
+#[test]
+fn get_prints_tables_yaml_json_and_names() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "t.yaml",
+        &format!(
+            "{}---\n{}",
+            task_yaml("a", 2, "team: x"),
+            task_yaml("b", 1, "")
+        ),
+    );
+    server.run(&["apply", "-f", s(&f)]);
+
+    let (code, out, _) = server.run(&["get", "tasks"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME   PHASE     NODE   CPUS   GPUS   AGE"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("a      Pending   -      2      0"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 3);
+
+    let (_, out, _) = server.run(&["get", "tasks", "-o", "wide"]);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .ends_with("IMAGE       ALLOCATION   REASON   COMMAND"),
+        "{out}"
+    );
+
+    let (_, out, _) = server.run(&["get", "tasks", "-o", "name", "-l", "team=x"]);
+    assert_eq!(out, "task/a\n");
+    let (_, out, _) = server.run(&[
+        "get",
+        "tasks",
+        "-o",
+        "name",
+        "--field-selector",
+        "metadata.name=b",
+    ]);
+    assert_eq!(out, "task/b\n");
+
+    let (_, out, _) = server.run(&["get", "task", "a", "-o", "yaml"]);
+    let task: kohakuriver_api::Task = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(task.spec.resources.cpu, 2);
+    let (_, out, _) = server.run(&["get", "task/a", "-o", "json"]);
+    let task: kohakuriver_api::Task = serde_json::from_str(&out).unwrap();
+    assert_eq!(task.metadata.labels["team"], "x");
+    let (_, out, _) = server.run(&["get", "tasks", "-o", "json"]);
+    let list: kohakuriver_api::List<kohakuriver_api::Task> = serde_json::from_str(&out).unwrap();
+    assert_eq!((list.kind.as_str(), list.items.len()), ("TaskList", 2));
+    let (_, out, _) = server.run(&["get", "nodes", "-o", "yaml"]);
+    assert!(
+        out.contains("kind: NodeList") && out.contains("items: []"),
+        "{out}"
+    );
+
+    let (code, out, err) = server.run(&["get", "nodes"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "", "no nodes found\n")
+    );
+
+    let (code, out, _) = server.run(&["describe", "task", "a"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Name:           a\n") && out.contains("  Phase:        Pending\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn prune_deletes_selected_tasks_missing_from_the_manifests() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let both = format!(
+        "{}---\n{}",
+        task_yaml("a", 1, "app: demo"),
+        task_yaml("b", 1, "app: demo")
+    );
+    let f = write(dir.path(), "t.yaml", &both);
+    server.run(&["apply", "-f", s(&f)]);
+    let other = write(dir.path(), "o.yaml", &task_yaml("other", 1, "app: else"));
+    server.run(&["apply", "-f", s(&other)]);
+
+    write(dir.path(), "t.yaml", &task_yaml("a", 1, "app: demo"));
+    let (code, out, _) = server.run(&[
+        "apply",
+        "-f",
+        s(&f),
+        "--prune",
+        "-l",
+        "app=demo",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "task/a unchanged (dry run)\ntask/b pruned (dry run)\n")
+    );
+    let (code, out, _) = server.run(&["apply", "-f", s(&f), "--prune", "-l", "app=demo"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "task/a unchanged\ntask/b pruned\n")
+    );
+    let (_, out, _) = server.run(&["get", "tasks", "-o", "name"]);
+    assert_eq!(out, "task/a\ntask/other\n");
+
+    let (code, _, err) = server.run(&["apply", "-f", s(&f), "--prune"]);
+    assert_eq!(code, 2, "clap usage error: {err}");
+    assert!(err.contains("--selector"), "{err}");
+}
+
+#[test]
+fn delete_reports_each_object() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "a.yaml",
+        &format!("{}---\n{}", task_yaml("a", 1, ""), task_yaml("b", 1, "")),
+    );
+    server.run(&["apply", "-f", s(&f)]);
+    let (code, out, err) = server.run(&["delete", "task", "a", "missing", "b", "--wait"]);
+    assert_eq!(code, 1);
+    assert_eq!(out, "task/a deleted\ntask/b deleted\n");
+    assert!(
+        err.contains("task/missing") && err.contains("not found"),
+        "{err}"
+    );
+    let (_, out, _) = server.run(&["get", "tasks", "-o", "name"]);
+    assert_eq!(out, "");
+}
+
+#[test]
+fn unreachable_server_is_one_clear_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = output(
+        Command::cargo_bin("kohakuriver")
+            .unwrap()
+            .args(["get", "tasks", "--server", &url]),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot reach the KohakuRiver server at {url} (connection refused); start one with `kohakuriver server` or set --server\n"
+        )
+    );
+    // The environment names the server when --server is not given.
+    let (code, _, err) = output(
+        Command::cargo_bin("kohakuriver")
+            .unwrap()
+            .env("KOHAKURIVER_HOST", "127.0.0.1")
+            .env("KOHAKURIVER_PORT", port.to_string())
+            .args(["get", "nodes"]),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains(&url), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
+    let (code, _, err) = output(Command::cargo_bin("kohakuriver").unwrap().args([
+        "diff",
+        "-f",
+        s(&f),
+        "--server",
+        &url,
+    ]));
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn malformed_manifest_names_file_document_and_field_and_applies_nothing() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}---\n{}",
+        task_yaml("a", 1, ""),
+        task_yaml("b", 1, "").replace("resources: {cpu: 1}", "resources: {cpus: 1}")
+    );
+    let f = write(dir.path(), "bad.yaml", &text);
+    let (code, out, err) = server.run(&["apply", "-f", s(&f)]);
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    let want = format!(
+        "error: {}: document 2: spec.resources.cpus: unknown field `cpus`",
+        f.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert_eq!(server.run(&["get", "tasks", "-o", "name"]).1, "");
+}
+
+#[test]
+fn force_replaces_a_scheduled_task_once_its_container_is_gone() {
+    use kohakuriver_api::Task;
+    let server = Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tasks = kohakuriver_client::Client::new(&server.url)
+        .unwrap()
+        .api::<Task>();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
+    server.run(&["apply", "-f", s(&f)]);
+    // Bind it to a node, as the scheduler would; the server then adds the container finalizer.
+    rt.block_on(tasks.patch_status("a", &serde_json::json!({"status": {"node": "n1"}})))
+        .unwrap();
+    let old_uid = rt.block_on(tasks.get("a")).unwrap().metadata.uid;
+
+    write(dir.path(), "a.yaml", &task_yaml("a", 4, ""));
+    let (code, _, err) = server.run(&["apply", "-f", s(&f)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("spec.resources") && err.contains("--force"),
+        "{err}"
+    );
+
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kohakuriver"))
+        .args(["--server", &server.url, "apply", "--force", "-f", s(&f)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Play the agent: once deletion is asked, the container is "gone"; drop the finalizer.
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let task = tasks.get_opt("a").await.unwrap();
+            if task.as_ref().is_some_and(|t| t.metadata.is_deleting()) {
+                tasks
+                    .update_with("a", |t| {
+                        t.metadata.finalizers.clear();
+                        true
+                    })
+                    .await
+                    .unwrap();
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "apply --force never deleted the task"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "task/a replaced\n");
+    assert!(stderr.contains("task/a deleting"), "{stderr}");
+    let fresh = rt.block_on(tasks.get("a")).unwrap();
+    assert_eq!(fresh.spec.resources.cpu, 4);
+    assert_ne!(fresh.metadata.uid, old_uid);
+}
