@@ -47,6 +47,14 @@ enum Command {
     Describe(cmd::describe::Args),
     /// Delete objects.
     Delete(cmd::delete::Args),
+    /// Submit and manage command tasks (submit, logs, kill, pause, resume, status, watch, list).
+    #[command(subcommand)]
+    Task(Box<cmd::task::TaskCommand>),
+    /// Inspect and cordon nodes (list, status, cordon, uncordon).
+    #[command(subcommand)]
+    Node(cmd::node::NodeCommand),
+    /// Wait until tasks meet a condition or are deleted.
+    Wait(cmd::wait::WaitArgs),
 }
 
 impl Command {
@@ -89,7 +97,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => cmd::get::run(&cli.server.client()?, args).await,
         Command::Describe(args) => cmd::describe::run(&cli.server.client()?, args).await,
         Command::Delete(args) => cmd::delete::run(&cli.server.client()?, args).await,
+        Command::Task(c) => exit(cmd::task::run(&cli.server.client()?, *c).await?),
+        Command::Node(c) => exit(cmd::node::run(&cli.server.client()?, c).await?),
+        Command::Wait(args) => exit(cmd::wait::run(&cli.server.client()?, args).await?),
     }
+}
+
+/// The process exit code for a command's numeric result (the command's own exit code for
+/// `task submit -w`, which may be any value a program exits with).
+fn exit(code: i32) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 /// One line for an error: an unreachable server is told plainly with what to do; anything

@@ -6,7 +6,10 @@ pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod get;
+pub mod node;
 pub mod server;
+pub mod task;
+pub mod wait;
 
 /// True when `e` says the server could not be reached: one such error fails every object the
 /// same way, so commands stop at the first and `main` prints it once.

@@ -1,0 +1,773 @@
+//! `kohakuriver task …`: the command-task workflow of KohakuRiver (submit, logs, kill,
+//! pause, resume, status, watch, list), on top of the same `Task` objects `apply` creates.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use kohakuriver_api::{DesiredState, Memory, Target, Task, TaskPhase};
+use kohakuriver_client::{Client, ListParams, LogParams, LogStream, watcher};
+
+use crate::cmd::describe::describe_task;
+use crate::cmd::get;
+use crate::output::Format;
+use crate::wait::parse_duration;
+
+/// `kohakuriver task …`.
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Submit a command task; prints its id alone on stdout.
+    #[command(after_help = "Examples:
+  kohakuriver task submit -t mynode -- echo \"Hello World\"
+  kohakuriver task submit -t mynode -c 4 -m 8G -- python /shared/train.py --batch-size 32
+  kohakuriver task submit -t mynode::0,1 -- python multi_gpu_train.py
+  kohakuriver task submit --gpus 2 --image ubuntu:22.04 -w -- nvidia-smi
+  id=$(kohakuriver task submit -t mynode -- sleep 60)")]
+    Submit(Box<SubmitArgs>),
+    /// Print a task's captured stdout (or stderr), complete and byte-exact.
+    #[command(after_help = "Examples:
+  kohakuriver task logs 7234512345678901234
+  kohakuriver task logs 7234512345678901234 --stderr
+  kohakuriver task logs 7234512345678901234 -f")]
+    Logs(LogsArgs),
+    /// Kill running tasks (SIGTERM, then SIGKILL after a grace period).
+    #[command(after_help = "Example:\n  kohakuriver task kill 7234512345678901234")]
+    Kill(ControlArgs),
+    /// Pause running tasks (docker pause).
+    #[command(after_help = "Example:\n  kohakuriver task pause 7234512345678901234")]
+    Pause(ControlArgs),
+    /// Resume paused tasks (docker unpause).
+    #[command(after_help = "Example:\n  kohakuriver task resume 7234512345678901234")]
+    Resume(ControlArgs),
+    /// Show a task in detail: phase, reason, node, allocation, image, command, times.
+    #[command(after_help = "Example:\n  kohakuriver task status 7234512345678901234")]
+    Status(NameArg),
+    /// Show a task's status live, refreshed in place, until it ends.
+    #[command(after_help = "Example:\n  kohakuriver task watch 7234512345678901234")]
+    Watch(NameArg),
+    /// List tasks.
+    #[command(after_help = "Examples:
+  kohakuriver task list
+  kohakuriver task list -s running -n mynode
+  kohakuriver task list -l team=vision")]
+    List(ListArgs),
+}
+
+/// Flags of `task submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Target node: hostname[:numa][::gpu,gpu], e.g. mynode, mynode::0,1, mynode:0::0,1.
+    /// Without it the scheduler picks a node.
+    #[arg(short = 't', long = "target", value_name = "TARGET", value_parser = parse_target)]
+    pub target: Option<Target>,
+    /// CPU cores, pinned exclusively (0 = no limit and not counted).
+    #[arg(short = 'c', long = "cores", value_name = "N", default_value = "1",
+          allow_negative_numbers = true, value_parser = parse_cores)]
+    pub cores: u32,
+    /// Memory limit, e.g. 4G, 512M (powers of ten) or 4Gi (powers of two).
+    #[arg(short = 'm', long = "memory", value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<Memory>,
+    /// Number of GPUs; the scheduler picks which (use -t host::0,1 for exact ones).
+    #[arg(long = "gpus", value_name = "N", allow_negative_numbers = true, value_parser = parse_gpus)]
+    pub gpus: Option<u32>,
+    /// Container environment name (image kohakuriver/NAME:base from shared storage).
+    #[arg(long, value_name = "NAME", conflicts_with = "image")]
+    pub container: Option<String>,
+    /// Docker registry image (mutually exclusive with --container).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Run the container with --privileged.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Additional mount HOST:CONTAINER[:ro|rw] (repeatable).
+    #[arg(long = "mount", value_name = "HOST:CONTAINER[:ro]")]
+    pub mounts: Vec<String>,
+    /// Wait for the task to finish and exit with its exit code.
+    #[arg(short = 'w', long)]
+    pub wait: bool,
+    /// Task name (default: a generated snowflake id).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Priority in the queue: higher runs first (default 0).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Re-run the task this many times if it fails.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Deadline in seconds for the whole task.
+    #[arg(long = "timeout", value_name = "SECONDS")]
+    pub timeout_seconds: Option<u64>,
+    /// Working directory in the container (default /shared with shared storage, else /).
+    #[arg(long = "workdir", value_name = "DIR")]
+    pub working_dir: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Flags of `task logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The task id (name).
+    pub name: String,
+    /// Show stderr instead of stdout.
+    #[arg(short = 'e', long)]
+    pub stderr: bool,
+    /// Stream new output as it is written, like tail -f, until the task ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+}
+
+/// Task ids for kill/pause/resume.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// Task ids (names).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Return at once instead of waiting for the node to act.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the node to act.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// One task id.
+#[derive(Args, Debug)]
+pub struct NameArg {
+    /// The task id (name).
+    pub name: String,
+}
+
+/// Filters of `task list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only tasks in this phase (pending, running, succeeded/completed, failed, killed, lost…).
+    #[arg(short = 's', long = "status", value_name = "PHASE", value_parser = parse_phase)]
+    pub status: Option<TaskPhase>,
+    /// Only tasks on this node.
+    #[arg(short = 'n', long = "node", value_name = "NODE")]
+    pub node: Option<String>,
+    /// Label selector, e.g. team=vision.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<Format>,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    Target::parse(s)
+}
+
+fn parse_memory(s: &str) -> Result<Memory, String> {
+    Memory::parse(s)
+}
+
+fn parse_cores(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| {
+        format!("{s:?} is not a number of cores: expected a whole number ≥ 0 (0 = no limit)")
+    })
+}
+
+fn parse_gpus(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a number of GPUs: expected a whole number ≥ 0"))
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_phase(s: &str) -> Result<TaskPhase, String> {
+    TaskPhase::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = TaskPhase::ALL.iter().map(|p| p.as_str()).collect();
+        format!(
+            "{s:?} is not a task phase; expected one of {}",
+            all.join(", ")
+        )
+    })
+}
+
+/// Runs a `task` subcommand; returns the process exit code.
+pub async fn run(client: &Client, command: TaskCommand) -> Result<i32> {
+    match command {
+        TaskCommand::Submit(args) => submit(client, *args).await,
+        TaskCommand::Logs(args) => logs(client, args).await,
+        TaskCommand::Kill(args) => control(client, args, Control::Kill).await,
+        TaskCommand::Pause(args) => control(client, args, Control::Pause).await,
+        TaskCommand::Resume(args) => control(client, args, Control::Resume).await,
+        TaskCommand::Status(arg) => status(client, &arg.name).await,
+        TaskCommand::Watch(arg) => watch(client, &arg.name).await,
+        TaskCommand::List(args) => list(client, args).await,
+    }
+}
+
+/// Builds the task `submit` asks for (pure, so it is tested without a server).
+pub fn task_from_submit(args: &SubmitArgs, name: String) -> Task {
+    let mut task = Task::new(name, args.command.clone());
+    let spec = &mut task.spec;
+    spec.image = args.image.clone();
+    spec.container = args.container.clone();
+    spec.resources.cpu = args.cores;
+    spec.resources.memory = args.memory.clone();
+    if let Some(target) = &args.target {
+        spec.placement = target.to_placement();
+    }
+    if let Some(gpus) = args.gpus {
+        spec.resources.gpus = gpus;
+    }
+    spec.privileged = args.privileged;
+    spec.mounts = args.mounts.clone();
+    spec.env = args.env.iter().cloned().collect::<BTreeMap<_, _>>();
+    task.metadata.labels = args.labels.iter().cloned().collect();
+    spec.priority = args.priority.unwrap_or(0);
+    spec.retries = args.retries.unwrap_or(0);
+    spec.timeout_seconds = args.timeout_seconds;
+    spec.working_dir = args.working_dir.clone();
+    task
+}
+
+/// A snowflake-style id: milliseconds since 2024-01-01 in the high bits, random low bits.
+/// It sorts by submission time and collides with negligible probability (a collision is
+/// refused by the server and retried with a fresh id).
+pub fn snowflake_id() -> String {
+    const EPOCH_MS: u64 = 1_704_067_200_000;
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let random: u64 = rand_bits();
+    (((now_ms.saturating_sub(EPOCH_MS)) << 22) | (random & 0x3f_ffff)).to_string()
+}
+
+fn rand_bits() -> u64 {
+    // The standard library's hasher is seeded randomly per process; mixing in the time and a
+    // counter gives distinct values within one process too.
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
+    let tasks = client.api::<Task>();
+    let mut attempt = 0;
+    let created = loop {
+        let name = args.name.clone().unwrap_or_else(snowflake_id);
+        let task = task_from_submit(&args, name);
+        match tasks.create(&task).await {
+            Ok(created) => break created,
+            Err(e) if e.is_already_exists() && args.name.is_none() && attempt < 3 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let name = created.metadata.name.clone();
+    println!("{name}");
+    std::io::stdout().flush().ok();
+    if !args.wait {
+        return Ok(0);
+    }
+    let done = wait_for_end(client, &name, true).await?;
+    Ok(exit_code_of(&done))
+}
+
+/// The exit code `submit -w` ends with: the command's own code, or 1 with a reason printed
+/// when the task ended without one (killed before it started, lost, unschedulable…).
+pub fn exit_code_of(task: &Task) -> i32 {
+    match (task.status.phase, task.status.exit_code) {
+        (TaskPhase::Succeeded, _) => 0,
+        (_, Some(code)) if code != 0 => code.clamp(1, 255) as i32,
+        _ => 1,
+    }
+}
+
+/// One line saying how a task ended.
+pub fn ending_line(task: &Task) -> String {
+    let s = &task.status;
+    let mut line = format!(
+        "task {} {}",
+        task.metadata.name,
+        s.phase.as_str().to_lowercase()
+    );
+    if let Some(code) = s.exit_code {
+        line.push_str(&format!(" with exit code {code}"));
+    }
+    if let Some(reason) = &s.reason {
+        line.push_str(&format!(" ({reason}"));
+        if let Some(message) = &s.message {
+            line.push_str(&format!(": {message}"));
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// Watches one task until it reaches a terminal phase; with `progress`, prints each phase
+/// change on stderr.
+async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Task> {
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    let mut events = client.api::<Task>().watcher(params);
+    let mut last_phase: Option<TaskPhase> = None;
+    let mut last_reason: Option<String> = None;
+    while let Some(event) = events.next().await {
+        let current = match event {
+            Ok(watcher::Event::Restarted(items)) => match items.into_iter().next() {
+                Some(t) => t,
+                None => bail!("task {name:?} was deleted while waiting for it"),
+            },
+            Ok(watcher::Event::Applied(t)) => t,
+            Ok(watcher::Event::Deleted(_)) => {
+                bail!("task {name:?} was deleted while waiting for it")
+            }
+            Err(e) if e.is_connect() => {
+                eprintln!("warning: {e}; retrying");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let phase = current.status.phase;
+        if progress && (last_phase != Some(phase) || last_reason != current.status.reason) {
+            let mut line = format!("task {name}: {phase}");
+            if let Some(node) = &current.status.node {
+                line.push_str(&format!(" on {node}"));
+            }
+            if let Some(reason) = &current.status.reason {
+                line.push_str(&format!(" ({reason})"));
+            }
+            eprintln!("{line}");
+        }
+        last_phase = Some(phase);
+        last_reason = current.status.reason.clone();
+        if phase.is_terminal() {
+            if progress {
+                eprintln!("{}", ending_line(&current));
+            }
+            return Ok(current);
+        }
+    }
+    Err(anyhow!("the watch on task {name:?} ended unexpectedly"))
+}
+
+async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
+    let tasks = client.api::<Task>();
+    let task = tasks.get(&args.name).await?;
+    if args.follow && task.status.node.is_none() && !task.status.phase.is_terminal() {
+        // Not started yet: wait until it is placed, then follow.
+        wait_until(client, &args.name, |t| {
+            t.status.node.is_some() || t.status.phase.is_terminal()
+        })
+        .await?;
+    }
+    let params = LogParams {
+        stream: if args.stderr {
+            LogStream::Stderr
+        } else {
+            LogStream::Stdout
+        },
+        follow: args.follow,
+        tail: args.tail,
+    };
+    let mut stream = client.task_log(&args.name, &params).await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the log stream")?;
+        out.write_all(&chunk)?;
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+async fn wait_until(client: &Client, name: &str, done: impl Fn(&Task) -> bool) -> Result<Task> {
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    let mut events = client.api::<Task>().watcher(params);
+    while let Some(event) = events.next().await {
+        let current = match event {
+            Ok(watcher::Event::Restarted(items)) => items.into_iter().next(),
+            Ok(watcher::Event::Applied(t)) => Some(t),
+            Ok(watcher::Event::Deleted(_)) => None,
+            Err(e) if e.is_connect() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match current {
+            Some(t) if done(&t) => return Ok(t),
+            Some(_) => {}
+            None => bail!("task {name:?} was deleted while waiting for it"),
+        }
+    }
+    Err(anyhow!("the watch on task {name:?} ended unexpectedly"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Kill,
+    Pause,
+    Resume,
+}
+
+/// Why a control verb cannot apply to a task in its current state, if it cannot (pure).
+fn control_refusal(task: &Task, verb: Control) -> Option<String> {
+    let name = &task.metadata.name;
+    let phase = task.status.phase;
+    if phase.is_terminal() {
+        return Some(format!(
+            "task {name} has already finished ({phase}); there is nothing to {}",
+            match verb {
+                Control::Kill => "kill",
+                Control::Pause => "pause",
+                Control::Resume => "resume",
+            }
+        ));
+    }
+    match verb {
+        Control::Kill if task.spec.state == DesiredState::Killed => {
+            Some(format!("task {name} is already being killed"))
+        }
+        Control::Pause if phase != TaskPhase::Running && phase != TaskPhase::Assigned => Some(
+            format!("task {name} is {phase}; only a Running task can be paused"),
+        ),
+        Control::Resume
+            if phase != TaskPhase::Paused && task.spec.state != DesiredState::Paused =>
+        {
+            Some(format!(
+                "task {name} is {phase}, not Paused; there is nothing to resume"
+            ))
+        }
+        _ => None,
+    }
+}
+
+async fn control(client: &Client, args: ControlArgs, verb: Control) -> Result<i32> {
+    let tasks = client.api::<Task>();
+    let mut failures = 0;
+    for name in &args.names {
+        let result: Result<String> = async {
+            let task = tasks.get(name).await?;
+            if let Some(why) = control_refusal(&task, verb) {
+                bail!(why);
+            }
+            let desired = match verb {
+                Control::Kill => DesiredState::Killed,
+                Control::Pause => DesiredState::Paused,
+                Control::Resume => DesiredState::Running,
+            };
+            tasks
+                .update_with(name, |t| {
+                    let changed = t.spec.state != desired;
+                    t.spec.state = desired;
+                    changed
+                })
+                .await?;
+            if args.no_wait {
+                return Ok(format!("task/{name} {} requested", verb_word(verb)));
+            }
+            let reached = tokio::time::timeout(
+                args.timeout,
+                wait_until(client, name, move |t| match verb {
+                    Control::Kill => t.status.phase.is_terminal(),
+                    Control::Pause => t.status.phase == TaskPhase::Paused || t.status.phase.is_terminal(),
+                    Control::Resume => t.status.phase == TaskPhase::Running || t.status.phase.is_terminal(),
+                }),
+            )
+            .await;
+            match reached {
+                Ok(Ok(t)) => Ok(match verb {
+                    Control::Kill => ending_line(&t),
+                    _ if t.status.phase.is_terminal() => ending_line(&t),
+                    Control::Pause => format!("task/{name} paused"),
+                    Control::Resume => format!("task/{name} resumed"),
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(format!(
+                    "task/{name} {} requested; the node has not acted on it within {}s (see `kohakuriver task status {name}`)",
+                    verb_word(verb),
+                    args.timeout.as_secs()
+                )),
+            }
+        }
+        .await;
+        match result {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failures += 1;
+            }
+        }
+    }
+    Ok(if failures > 0 { 1 } else { 0 })
+}
+
+fn verb_word(verb: Control) -> &'static str {
+    match verb {
+        Control::Kill => "kill",
+        Control::Pause => "pause",
+        Control::Resume => "resume",
+    }
+}
+
+async fn status(client: &Client, name: &str) -> Result<i32> {
+    let task = client.api::<Task>().get(name).await?;
+    print!("{}", describe_task(&task, chrono::Utc::now()));
+    Ok(0)
+}
+
+async fn watch(client: &Client, name: &str) -> Result<i32> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    // Fail fast on a wrong id.
+    client.api::<Task>().get(name).await?;
+    let mut events = client.api::<Task>().watcher(params);
+    let mut last = String::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut current: Option<Task> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                match event {
+                    Some(Ok(watcher::Event::Restarted(items))) => current = items.into_iter().next(),
+                    Some(Ok(watcher::Event::Applied(t))) => current = Some(t),
+                    Some(Ok(watcher::Event::Deleted(_))) | None => bail!("task {name:?} was deleted"),
+                    Some(Err(e)) if e.is_connect() => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            _ = ticker.tick() => {}
+        }
+        let Some(task) = &current else {
+            bail!("task {name:?} not found");
+        };
+        let view = describe_task(task, chrono::Utc::now());
+        if view != last {
+            if tty {
+                // Clear the screen and redraw in place.
+                print!("\x1b[H\x1b[2J{view}");
+            } else {
+                println!("{view}");
+            }
+            std::io::stdout().flush().ok();
+            last = view;
+        }
+        if task.status.phase.is_terminal() {
+            return Ok(0);
+        }
+    }
+}
+
+async fn list(client: &Client, args: ListArgs) -> Result<i32> {
+    let mut fields = Vec::new();
+    if let Some(phase) = args.status {
+        fields.push(format!("status.phase={phase}"));
+    }
+    if let Some(node) = &args.node {
+        fields.push(format!("status.node={node}"));
+    }
+    let get_args = get::Args {
+        kind: "tasks".to_string(),
+        names: Vec::new(),
+        selector: args.selector,
+        field_selector: (!fields.is_empty()).then(|| fields.join(",")),
+        output: args.output,
+        watch: false,
+    };
+    get::run(client, get_args).await?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        task: TaskCommand,
+    }
+
+    fn submit_args(argv: &[&str]) -> Result<SubmitArgs, String> {
+        let mut full = vec!["test", "submit"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full) {
+            Ok(Cli {
+                task: TaskCommand::Submit(a),
+            }) => Ok(*a),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn seed_examples_build_the_right_task() {
+        let a = submit_args(&["-t", "mynode", "--", "echo", "Hello World"]).unwrap();
+        let t = task_from_submit(&a, "x".into());
+        assert_eq!(t.spec.command, ["echo", "Hello World"]);
+        assert_eq!(t.spec.placement.node.as_deref(), Some("mynode"));
+        assert_eq!(t.spec.resources.cpu, 1);
+
+        let a = submit_args(&[
+            "-t",
+            "mynode",
+            "-c",
+            "4",
+            "-m",
+            "8G",
+            "--",
+            "python",
+            "/shared/train.py",
+            "--batch-size",
+            "32",
+        ])
+        .unwrap();
+        let t = task_from_submit(&a, "x".into());
+        assert_eq!(t.spec.resources.cpu, 4);
+        assert_eq!(
+            t.spec.resources.memory.as_ref().map(Memory::bytes),
+            Some(8_000_000_000)
+        );
+        assert_eq!(t.spec.command.last().map(String::as_str), Some("32"));
+
+        let a = submit_args(&["-t", "mynode:0::0,1", "--", "python", "train.py"]).unwrap();
+        let t = task_from_submit(&a, "x".into());
+        assert_eq!(t.spec.placement.numa, Some(0));
+        assert_eq!(t.spec.placement.gpu_ids, Some(vec![0, 1]));
+
+        let a = submit_args(&[
+            "-t",
+            "mynode",
+            "--mount",
+            "/data:/data",
+            "--privileged",
+            "--",
+            "ls",
+            "/data",
+        ])
+        .unwrap();
+        let t = task_from_submit(&a, "x".into());
+        assert_eq!(t.spec.mounts, ["/data:/data"]);
+        assert!(t.spec.privileged);
+
+        let a = submit_args(&[
+            "-t",
+            "mynode",
+            "--image",
+            "ubuntu:22.04",
+            "--",
+            "apt",
+            "list",
+        ])
+        .unwrap();
+        assert_eq!(
+            task_from_submit(&a, "x".into()).spec.image.as_deref(),
+            Some("ubuntu:22.04")
+        );
+        let a = submit_args(&[
+            "-t",
+            "mynode",
+            "--container",
+            "my-pytorch",
+            "--",
+            "python",
+            "train.py",
+        ])
+        .unwrap();
+        assert_eq!(
+            task_from_submit(&a, "x".into()).spec.container.as_deref(),
+            Some("my-pytorch")
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_value() {
+        for (argv, want) in [
+            (vec!["-m", "8X", "--", "x"], "invalid memory size \"8X\""),
+            (vec!["-t", "host:x", "--", "x"], "NUMA node \"x\""),
+            (
+                vec!["-c", "-1", "--", "x"],
+                "\"-1\" is not a number of cores",
+            ),
+            (
+                vec!["--image", "a", "--container", "b", "--", "x"],
+                "cannot be used with",
+            ),
+            (vec!["-t", "n", "echo"], "unexpected argument"),
+            (vec!["-t", "n"], "required"),
+            (
+                vec!["--env", "NOVALUE", "--", "x"],
+                "\"NOVALUE\" is not KEY=VALUE",
+            ),
+        ] {
+            let e = submit_args(&argv).unwrap_err();
+            assert!(e.contains(want), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn snowflakes_are_valid_distinct_names() {
+        let a = snowflake_id();
+        let b = snowflake_id();
+        assert_ne!(a, b);
+        assert!(kohakuriver_api::validation::check_dns_label(&a).is_ok());
+    }
+
+    #[test]
+    fn control_refusals() {
+        let done = Task::test("t").phase(TaskPhase::Succeeded);
+        assert!(
+            control_refusal(&done, Control::Pause)
+                .unwrap()
+                .contains("already finished (Succeeded)")
+        );
+        let pending = Task::test("t");
+        assert!(
+            control_refusal(&pending, Control::Pause)
+                .unwrap()
+                .contains("only a Running task")
+        );
+        assert!(control_refusal(&pending, Control::Kill).is_none());
+        let running = Task::test("t").phase(TaskPhase::Running);
+        assert!(
+            control_refusal(&running, Control::Resume)
+                .unwrap()
+                .contains("not Paused")
+        );
+        assert!(control_refusal(&running, Control::Pause).is_none());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut t = Task::test("t").phase(TaskPhase::Failed);
+        t.status.exit_code = Some(3);
+        assert_eq!(exit_code_of(&t), 3);
+        t.status.exit_code = None;
+        assert_eq!(exit_code_of(&t), 1);
+        assert_eq!(
+            exit_code_of(&Task::test("t").phase(TaskPhase::Succeeded)),
+            0
+        );
+        let mut k = Task::test("t").phase(TaskPhase::Killed);
+        k.status.exit_code = Some(137);
+        assert_eq!(exit_code_of(&k), 137);
+    }
+}

@@ -1,0 +1,231 @@
+//! `kohakuriver wait task/NAME --for=condition=Succeeded|--for=delete [--timeout 30s]`.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use futures::StreamExt;
+use kohakuriver_api::meta::find_condition;
+use kohakuriver_api::{ConditionStatus, Task};
+use kohakuriver_client::{Client, ListParams, watcher};
+
+use crate::wait::parse_duration;
+
+/// Flags of `wait`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver wait task/train-resnet --for=condition=Succeeded --timeout 1h
+  kohakuriver wait task/7234512345678901234 --for=delete
+  kohakuriver wait task/a task/b --for=condition=Running")]
+pub struct WaitArgs {
+    /// What to wait on: task/NAME (or a bare task name), one or more.
+    #[arg(required = true, value_name = "task/NAME")]
+    pub targets: Vec<String>,
+    /// condition=TYPE[=True|False] (Scheduled, Running, Succeeded, Failed) or delete.
+    #[arg(long = "for", value_name = "CONDITION", value_parser = parse_for)]
+    pub for_: WaitFor,
+    /// Give up after this long (e.g. 30s, 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// What `wait` waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// A condition of this type with this status.
+    Condition(String, ConditionStatus),
+    /// The object is gone.
+    Delete,
+}
+
+fn parse_for(s: &str) -> Result<WaitFor, String> {
+    if s == "delete" {
+        return Ok(WaitFor::Delete);
+    }
+    let Some(rest) = s.strip_prefix("condition=") else {
+        return Err(format!(
+            "{s:?}: expected condition=TYPE[=True|False] or delete"
+        ));
+    };
+    let (type_, status) = match rest.split_once('=') {
+        Some((t, v)) => {
+            let status = match v.to_ascii_lowercase().as_str() {
+                "true" => ConditionStatus::True,
+                "false" => ConditionStatus::False,
+                "unknown" => ConditionStatus::Unknown,
+                _ => {
+                    return Err(format!(
+                        "{s:?}: the condition status must be True, False or Unknown"
+                    ));
+                }
+            };
+            (t, status)
+        }
+        None => (rest, ConditionStatus::True),
+    };
+    if type_.is_empty() {
+        return Err(format!(
+            "{s:?}: no condition type; e.g. condition=Succeeded"
+        ));
+    }
+    Ok(WaitFor::Condition(type_.to_string(), status))
+}
+
+fn task_name(target: &str) -> Result<&str> {
+    match target.split_once('/') {
+        Some(("task" | "tasks", name)) if !name.is_empty() => Ok(name),
+        Some((kind, _)) => {
+            bail!("{target:?}: only tasks can be waited on (task/NAME), not {kind:?}")
+        }
+        None => Ok(target),
+    }
+}
+
+/// The outcome for one task as it is now (pure): Some(Ok) met, Some(Err) can never be met.
+fn check(task: &Task, want: &WaitFor) -> Option<Result<(), String>> {
+    match want {
+        WaitFor::Delete => None,
+        WaitFor::Condition(type_, status) => {
+            let met =
+                find_condition(&task.status.conditions, type_).is_some_and(|c| c.status == *status);
+            if met {
+                Some(Ok(()))
+            } else if task.status.phase.is_terminal() {
+                Some(Err(format!(
+                    "task {} ended {} ({}); condition {type_}={status} will never be met",
+                    task.metadata.name,
+                    task.status.phase,
+                    task.status.reason.as_deref().unwrap_or("no reason given")
+                )))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Runs `wait`; returns the exit code.
+pub async fn run(client: &Client, args: WaitArgs) -> Result<i32> {
+    let mut failures = 0;
+    for target in &args.targets {
+        let name = task_name(target)?;
+        let outcome = tokio::time::timeout(args.timeout, wait_one(client, name, &args.for_)).await;
+        match outcome {
+            Ok(Ok(())) => println!(
+                "task/{name} {}",
+                match &args.for_ {
+                    WaitFor::Delete => "deleted".to_string(),
+                    WaitFor::Condition(t, s) => format!("condition met ({t}={s})"),
+                }
+            ),
+            Ok(Err(e)) => {
+                eprintln!("error: {e:#}");
+                failures += 1;
+            }
+            Err(_) => {
+                eprintln!(
+                    "error: timed out after {}s waiting for task/{name}",
+                    args.timeout.as_secs()
+                );
+                failures += 1;
+            }
+        }
+    }
+    Ok(if failures > 0 { 1 } else { 0 })
+}
+
+async fn wait_one(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
+    let api = client.api::<Task>();
+    if api.get_opt(name).await?.is_none() {
+        return match want {
+            WaitFor::Delete => Ok(()),
+            WaitFor::Condition(..) => Err(anyhow!("task {name:?} not found")),
+        };
+    }
+    let mut events = api.watcher(ListParams::default().fields(&format!("metadata.name={name}")));
+    while let Some(event) = events.next().await {
+        let current = match event {
+            Ok(watcher::Event::Restarted(items)) => items.into_iter().next(),
+            Ok(watcher::Event::Applied(t)) => Some(t),
+            Ok(watcher::Event::Deleted(_)) => None,
+            Err(e) if e.is_connect() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match (current, want) {
+            (None, WaitFor::Delete) => return Ok(()),
+            (None, WaitFor::Condition(..)) => bail!("task {name:?} was deleted"),
+            (Some(t), _) => match check(&t, want) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(why)) => bail!(why),
+                None => {}
+            },
+        }
+    }
+    Err(anyhow!("the watch on task {name:?} ended unexpectedly"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kohakuriver_api::TaskPhase;
+    use kohakuriver_api::meta::set_condition;
+
+    #[test]
+    fn parses_for() {
+        assert_eq!(parse_for("delete"), Ok(WaitFor::Delete));
+        assert_eq!(
+            parse_for("condition=Succeeded"),
+            Ok(WaitFor::Condition(
+                "Succeeded".into(),
+                ConditionStatus::True
+            ))
+        );
+        assert_eq!(
+            parse_for("condition=Running=false"),
+            Ok(WaitFor::Condition("Running".into(), ConditionStatus::False))
+        );
+        assert!(
+            parse_for("jsonpath={.x}")
+                .unwrap_err()
+                .contains("expected condition=")
+        );
+        assert!(
+            parse_for("condition=X=maybe")
+                .unwrap_err()
+                .contains("True, False or Unknown")
+        );
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(task_name("task/abc").unwrap(), "abc");
+        assert_eq!(task_name("abc").unwrap(), "abc");
+        assert!(task_name("node/x").is_err());
+    }
+
+    #[test]
+    fn terminal_tasks_end_the_wait() {
+        let want = WaitFor::Condition("Succeeded".into(), ConditionStatus::True);
+        let running = Task::test("t").phase(TaskPhase::Running);
+        assert_eq!(check(&running, &want), None);
+        let mut failed = Task::test("t").phase(TaskPhase::Failed);
+        failed.status.reason = Some("Error".into());
+        assert!(
+            check(&failed, &want)
+                .unwrap()
+                .unwrap_err()
+                .contains("will never be met")
+        );
+        let mut ok = Task::test("t").phase(TaskPhase::Succeeded);
+        set_condition(
+            &mut ok.status.conditions,
+            "Succeeded",
+            ConditionStatus::True,
+            None,
+            None,
+            None,
+            chrono::Utc::now(),
+        );
+        assert_eq!(check(&ok, &want), Some(Ok(())));
+    }
+}
