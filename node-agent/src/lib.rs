@@ -1,1 +1,312 @@
-//! placeholder
+//! The KohakuRiver node agent: one per machine.
+//!
+//! It discovers the machine (cores, NUMA topology, memory, GPUs), registers its `Node` and
+//! heartbeats, watches the tasks bound to it and turns each into one pinned Docker container,
+//! captures their output to files and serves them over HTTP. The whole public surface for
+//! daemons is [`AgentConfig`] and [`run`] (or [`start`], which also tells where the endpoint
+//! listens); the modules are public so tests and tools can use the pure parts.
+//!
+//! Module map: `discovery` (sysfs/procfs), `gpu` (NVML or static list), `container_config`
+//! (pure task → container translation), `runtime` (the engine trait), `docker` (bollard),
+//! `fake_runtime` (recording fake), `image` (present/pull/load), `plan` (pure reconcile
+//! decision), `reconciler` (watch, workers, steps, status reports), `log_capture` (byte-exact
+//! capture), `endpoint` (HTTP), `heartbeat` (Node registration and usage).
+//!
+//! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
+//! Architecture Invariant: on shutdown the agent stops its loops but leaves containers
+//! running; the next start adopts them.
+
+pub mod container_config;
+pub mod discovery;
+pub mod docker;
+pub mod endpoint;
+pub mod fake_runtime;
+pub mod gpu;
+mod heartbeat;
+pub mod image;
+pub mod log_capture;
+pub mod plan;
+mod reconciler;
+pub mod runtime;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kohakuriver_api::{CpuSet, Node, NodeUsage, Task};
+use kohakuriver_client::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::container_config::AgentSettings;
+use crate::gpu::{GpuInventory, NvmlInventory, StaticGpuSource, StaticGpus};
+use crate::runtime::ContainerRuntime;
+
+pub use heartbeat::parse_proc_stat;
+pub use reconciler::ReconcileError;
+
+/// How the agent reaches its container engine.
+#[derive(Clone, Default)]
+pub enum DockerConnection {
+    /// `DOCKER_HOST` or the local socket, with API version negotiation.
+    #[default]
+    LocalDefaults,
+    /// This runtime (a fake in tests, or a preconfigured client).
+    Runtime(Arc<dyn ContainerRuntime>),
+}
+
+impl std::fmt::Debug for DockerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DockerConnection::LocalDefaults => f.write_str("LocalDefaults"),
+            DockerConnection::Runtime(_) => f.write_str("Runtime(..)"),
+        }
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The node's name (usually the host name).
+    pub name: String,
+    /// The API server, e.g. `http://127.0.0.1:8000`.
+    pub server_url: String,
+    /// Where logs and small state live (`<data_dir>/logs`, `<data_dir>/images`).
+    pub data_dir: PathBuf,
+    /// Shared storage mounted at `/shared` in every task container; environment tarballs
+    /// are read from `<shared_dir>/kohakuriver-containers/NAME.tar`.
+    pub shared_dir: Option<PathBuf>,
+    /// Where the agent's HTTP endpoint listens (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The endpoint's URL as the server should reach it; default `http://<listen>`, with an
+    /// unspecified IP replaced by the address this machine uses to reach the server.
+    pub advertise_url: Option<String>,
+    /// Root of sysfs (`/sys`); tests point it at a fake tree.
+    pub sysfs_root: PathBuf,
+    /// Root of procfs (`/proc`).
+    pub procfs_root: PathBuf,
+    /// Use this GPU list instead of NVML.
+    pub static_gpus: Option<StaticGpuSource>,
+    /// How often to heartbeat (default 5 s).
+    pub heartbeat_interval: Duration,
+    /// How often every task is reconciled even without events (default 10 s).
+    pub resync_interval: Duration,
+    /// How long a killed task has between SIGTERM and SIGKILL (default 10 s).
+    pub kill_grace: Duration,
+    /// Image for tasks naming neither image nor container when the server names none.
+    pub default_image: Option<String>,
+    /// The container engine.
+    pub docker: DockerConnection,
+}
+
+impl AgentConfig {
+    /// A config with defaults for everything but the name, server and data dir.
+    pub fn new(
+        name: impl Into<String>,
+        server_url: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+    ) -> AgentConfig {
+        AgentConfig {
+            name: name.into(),
+            server_url: server_url.into(),
+            data_dir: data_dir.into(),
+            shared_dir: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
+            advertise_url: None,
+            sysfs_root: PathBuf::from("/sys"),
+            procfs_root: PathBuf::from("/proc"),
+            static_gpus: None,
+            heartbeat_interval: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(10),
+            default_image: None,
+            docker: DockerConnection::LocalDefaults,
+        }
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The machine could not be read.
+    #[error("cannot discover this machine: {0}")]
+    Discovery(#[from] discovery::DiscoveryError),
+    /// The static GPU list could not be read.
+    #[error(transparent)]
+    Gpu(#[from] gpu::GpuError),
+    /// Docker is not reachable.
+    #[error("cannot use the docker engine ({0}); is docker running and is its socket readable?")]
+    Docker(#[source] runtime::RuntimeError),
+    /// The API server rejected or could not be reached for registration.
+    #[error("cannot register node with the server: {0}")]
+    Server(#[from] kohakuriver_client::Error),
+    /// The endpoint could not listen, or the data dir is unusable.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started agent.
+pub struct RunningAgent {
+    /// Where the HTTP endpoint listens.
+    pub local_addr: SocketAddr,
+    /// The URL advertised in the Node's status.
+    pub advertise_url: String,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Waits until the agent has stopped (after shutdown was cancelled).
+    pub async fn wait(self) {
+        let _ = self.join.await;
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled. Containers keep running after it returns.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}
+
+/// Starts the agent: discovers, connects, registers its Node (failing fast when anything is
+/// wrong), then runs the reconciler, heartbeat and endpoint in the background until
+/// `shutdown` is cancelled.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, Error> {
+    let topology = discovery::discover(&config.sysfs_root, &config.procfs_root)?;
+    let gpus: Arc<dyn GpuInventory> = match &config.static_gpus {
+        Some(source) => Arc::new(StaticGpus::from_source(source)?),
+        None => Arc::new(NvmlInventory::open(&config.sysfs_root)),
+    };
+    let runtime: Arc<dyn ContainerRuntime> = match &config.docker {
+        DockerConnection::LocalDefaults => Arc::new(
+            docker::DockerRuntime::connect()
+                .await
+                .map_err(Error::Docker)?,
+        ),
+        DockerConnection::Runtime(r) => r.clone(),
+    };
+    let docker_version = runtime.version().await.map_err(Error::Docker)?;
+
+    let logs_dir = config.data_dir.join("logs");
+    std::fs::create_dir_all(&logs_dir).map_err(|source| Error::Io {
+        what: format!("cannot create data dir {}", logs_dir.display()),
+        source,
+    })?;
+
+    let client = Client::new(&config.server_url)?;
+    let info = client.info().await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("cannot listen on {}", config.listen),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Io {
+        what: "cannot read the endpoint's address".into(),
+        source,
+    })?;
+    let advertise_url = match &config.advertise_url {
+        Some(url) => url.clone(),
+        None => advertised(local_addr, &config.server_url).await,
+    };
+
+    // The real kernel's memory nodes, whatever sysfs root discovery used: a faked NUMA
+    // topology must not put a nonexistent memory node into cpuset-mems.
+    let memory_nodes = std::fs::read_to_string("/sys/devices/system/node/online")
+        .ok()
+        .and_then(|t| CpuSet::parse(&t).ok())
+        .unwrap_or_else(|| std::iter::once(0).collect());
+    let settings = AgentSettings {
+        node_name: config.name.clone(),
+        shared_dir: config.shared_dir.clone(),
+        default_image: info.default_image.clone().or(config.default_image.clone()),
+        memory_nodes,
+    };
+
+    let facts = heartbeat::NodeFacts {
+        name: config.name.clone(),
+        topology,
+        gpus,
+        address: advertise_url.clone(),
+        docker_version,
+        shared_storage: config.shared_dir.is_some(),
+        procfs_root: config.procfs_root.clone(),
+    };
+    let nodes = client.api::<Node>();
+    heartbeat::beat(&nodes, &facts, NodeUsage::default()).await?;
+
+    let reconciler = reconciler::Reconciler::new(
+        client.api::<Task>(),
+        runtime.clone(),
+        image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images")),
+        log_capture::LogStore::new(&logs_dir),
+        settings,
+        config.kill_grace,
+        config.resync_interval,
+        shutdown.clone(),
+    );
+    let router = endpoint::router(endpoint::EndpointState {
+        logs: log_capture::LogStore::new(&logs_dir),
+        shutdown: shutdown.clone(),
+    });
+
+    tracing::info!(node = %config.name, endpoint = %advertise_url, "agent started");
+    let join = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let interval = config.heartbeat_interval;
+        async move {
+            let counter = reconciler.clone();
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let beats = heartbeat::run(
+                nodes,
+                facts,
+                interval,
+                move || counter.active_tasks(),
+                shutdown.clone(),
+            );
+            let (served, _, _) = tokio::join!(serve, beats, reconciler.run());
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "agent endpoint failed");
+            }
+            tracing::info!("agent stopped; containers keep running");
+        }
+    });
+    Ok(RunningAgent {
+        local_addr,
+        advertise_url,
+        join,
+    })
+}
+
+/// The endpoint URL for `addr`; an unspecified IP is replaced by the local address used to
+/// reach the server.
+async fn advertised(addr: SocketAddr, server_url: &str) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("http://{addr}");
+    }
+    let host_port = server_url
+        .split_once("://")
+        .map_or(server_url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:8000")
+        .to_string();
+    let ip = async {
+        let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+        socket.connect(&host_port).await.ok()?;
+        Some(socket.local_addr().ok()?.ip())
+    }
+    .await
+    .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}

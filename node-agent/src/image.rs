@@ -1,0 +1,215 @@
+//! Making a container's image available: present, pulled, or loaded from a tarball.
+//!
+//! Registry images are used when present locally and pulled otherwise. A named environment
+//! `kohakuriver/NAME:base` is loaded from `<shared>/kohakuriver-containers/NAME.tar` (or the
+//! newest `NAME-<timestamp>.tar`) when it is missing locally or the tarball is newer than the
+//! local image; a marker under the data dir remembers which tarball was loaded, so an image
+//! built long ago is not reloaded at every task. Loads of one image are serialised; different
+//! images proceed in parallel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::container_config::{ImageSource, environment_image};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+
+/// Ensures images, one at a time per image.
+#[derive(Clone)]
+pub struct ImageEnsurer {
+    runtime: Arc<dyn ContainerRuntime>,
+    markers: PathBuf,
+    // A std Mutex around the map only; the per-image async lock is what is held across IO.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// The newest tarball of environment `name` in `dir`: `NAME.tar` or `NAME-<digits>.tar`.
+pub fn find_tarball(dir: &Path, name: &str) -> Option<(PathBuf, SystemTime)> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name();
+            let Some(file) = file.to_str() else {
+                return false;
+            };
+            let Some(stem) = file.strip_suffix(".tar") else {
+                return false;
+            };
+            stem == name
+                || stem
+                    .strip_prefix(name)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|ts| !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
+        .max_by_key(|(_, mtime)| *mtime)
+}
+
+impl ImageEnsurer {
+    /// An ensurer keeping its load markers in `markers_dir`.
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, markers_dir: PathBuf) -> ImageEnsurer {
+        ImageEnsurer {
+            runtime,
+            markers: markers_dir,
+            locks: Arc::default(),
+        }
+    }
+
+    fn lock_for(&self, image: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(image.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Makes `source` available locally; the error is ImageNotFound or ImagePullFailed with
+    /// a message saying what was tried.
+    pub async fn ensure(&self, source: &ImageSource) -> Result<(), RuntimeError> {
+        let image = source.image();
+        let lock = self.lock_for(&image);
+        let _guard = lock.lock().await;
+        let local = self.runtime.image(&image).await?;
+        match source {
+            ImageSource::Registry(_) => {
+                if local.is_none() {
+                    tracing::info!(image = %image, "pulling image");
+                    self.runtime.pull(&image).await?;
+                }
+                Ok(())
+            }
+            ImageSource::Environment { name, tarball_dir } => {
+                let tarball = tarball_dir.as_deref().and_then(|d| find_tarball(d, name));
+                let Some((tarball, mtime)) = tarball else {
+                    return match local {
+                        Some(_) => Ok(()),
+                        None => Err(RuntimeError::ImageNotFound {
+                            image: environment_image(name),
+                            message: match tarball_dir {
+                                Some(dir) => format!(
+                                    "not present locally and no tarball {name}.tar in {}",
+                                    dir.display()
+                                ),
+                                None => "not present locally and this node has no shared \
+                                         storage to load it from"
+                                    .to_string(),
+                            },
+                        }),
+                    };
+                };
+                let marker = self.markers.join(format!("{name}.loaded"));
+                let stamp = format!(
+                    "{}:{}",
+                    tarball.display(),
+                    mtime
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0)
+                );
+                let already_loaded =
+                    std::fs::read_to_string(&marker).ok().as_deref() == Some(&stamp);
+                let local_is_older = match &local {
+                    None => true,
+                    Some(info) => info
+                        .created
+                        .is_none_or(|created| SystemTime::from(created) < mtime),
+                };
+                if local.is_some() && (already_loaded || !local_is_older) {
+                    return Ok(());
+                }
+                tracing::info!(image = %image, tarball = %tarball.display(), "loading environment tarball");
+                self.runtime.load(&tarball).await?;
+                if self.runtime.image(&image).await?.is_none() {
+                    return Err(RuntimeError::ImageNotFound {
+                        image: image.clone(),
+                        message: format!("tarball {} does not contain it", tarball.display()),
+                    });
+                }
+                let _ = std::fs::create_dir_all(&self.markers);
+                let _ = std::fs::write(&marker, stamp);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_runtime::{Call, FakeRuntime};
+
+    #[test]
+    fn newest_tarball_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(find_tarball(dir.path(), "env").is_none());
+        std::fs::write(dir.path().join("env-100.tar"), "a").unwrap();
+        std::fs::write(dir.path().join("envx.tar"), "a").unwrap();
+        std::fs::write(dir.path().join("env-abc.tar"), "a").unwrap();
+        let (path, _) = find_tarball(dir.path(), "env").unwrap();
+        assert_eq!(path.file_name().unwrap(), "env-100.tar");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("env.tar"), "b").unwrap();
+        let (path, _) = find_tarball(dir.path(), "env").unwrap();
+        assert_eq!(path.file_name().unwrap(), "env.tar");
+    }
+
+    #[tokio::test]
+    async fn registry_image_is_pulled_only_when_missing() {
+        let fake = FakeRuntime::new();
+        fake.add_image("present:1");
+        let markers = tempfile::tempdir().unwrap();
+        let e = ImageEnsurer::new(Arc::new(fake.clone()), markers.path().into());
+        e.ensure(&ImageSource::Registry("present:1".into()))
+            .await
+            .unwrap();
+        assert!(!fake.calls().iter().any(|c| matches!(c, Call::Pull(_))));
+        let err = e
+            .ensure(&ImageSource::Registry("missing:1".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::ImageNotFound { .. }), "{err}");
+        assert!(fake.calls().contains(&Call::Pull("missing:1".into())));
+    }
+
+    #[tokio::test]
+    async fn environment_is_loaded_once_from_its_tarball() {
+        let fake = FakeRuntime::new();
+        let shared = tempfile::tempdir().unwrap();
+        let markers = tempfile::tempdir().unwrap();
+        let tar = shared.path().join("torch.tar");
+        std::fs::write(&tar, "x").unwrap();
+        fake.on_load(&tar, "kohakuriver/torch:base");
+        let e = ImageEnsurer::new(Arc::new(fake.clone()), markers.path().into());
+        let source = ImageSource::Environment {
+            name: "torch".into(),
+            tarball_dir: Some(shared.path().into()),
+        };
+        e.ensure(&source).await.unwrap();
+        e.ensure(&source).await.unwrap();
+        let loads = fake
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Load(_)))
+            .count();
+        assert_eq!(loads, 1);
+    }
+
+    #[tokio::test]
+    async fn environment_without_tarball_or_image_is_not_found() {
+        let fake = FakeRuntime::new();
+        let markers = tempfile::tempdir().unwrap();
+        let e = ImageEnsurer::new(Arc::new(fake), markers.path().into());
+        let err = e
+            .ensure(&ImageSource::Environment {
+                name: "nope".into(),
+                tarball_dir: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::ImageNotFound { .. }));
+        assert!(err.to_string().contains("kohakuriver/nope:base"));
+    }
+}

@@ -1,0 +1,660 @@
+//! The async shell around [`crate::plan`]: watch the tasks bound to this node, and for each
+//! one observe its container, plan, act and report, until there is nothing left to do.
+//!
+//! Each task name has its own worker, so a slow step (a 10 s kill grace, a large image load)
+//! of one task never delays another, while the steps of one task never run concurrently.
+//! Workers are woken by watch events, by the end of their container's log capture (which is
+//! how an exit is noticed at once) and by a periodic requeue, the safety net for anything
+//! missed. On start, the first full list also adopts this node's existing containers and
+//! removes those whose task is gone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kohakuriver_api::meta::set_condition;
+use kohakuriver_api::{CONTAINER_FINALIZER, ConditionStatus, Task, TaskPhase, labels};
+use kohakuriver_client::{Api, ListParams, watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::container_config::{AgentSettings, ConfigError, container_config, container_name};
+use crate::image::ImageEnsurer;
+use crate::log_capture::{Captures, LogStore};
+use crate::plan::{Step, plan};
+use crate::runtime::{ContainerRuntime, ContainerState, ContainerStatus, RuntimeError};
+
+/// Why one reconcile round failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The engine failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The server failed.
+    #[error("api server: {0}")]
+    Api(#[from] kohakuriver_client::Error),
+}
+
+/// Everything a worker needs; a cheap `Clone` handle.
+#[derive(Clone)]
+pub(crate) struct Reconciler {
+    pub tasks: Api<Task>,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub images: ImageEnsurer,
+    pub logs: LogStore,
+    pub captures: Captures,
+    pub settings: Arc<AgentSettings>,
+    pub kill_grace: Duration,
+    pub requeue: Duration,
+    pub shutdown: CancellationToken,
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    cache: HashMap<String, Task>,
+    workers: HashMap<String, mpsc::Sender<()>>,
+}
+
+/// What a round ended with.
+enum Outcome {
+    /// Nothing left to do until something changes.
+    Done,
+    /// Waiting for something (a log capture to finish): look again soon.
+    Soon,
+}
+
+impl Reconciler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tasks: Api<Task>,
+        runtime: Arc<dyn ContainerRuntime>,
+        images: ImageEnsurer,
+        logs: LogStore,
+        settings: AgentSettings,
+        kill_grace: Duration,
+        requeue: Duration,
+        shutdown: CancellationToken,
+    ) -> Reconciler {
+        let captures = Captures::new(runtime.clone(), logs.clone(), shutdown.clone());
+        Reconciler {
+            tasks,
+            runtime,
+            images,
+            logs,
+            captures,
+            settings: Arc::new(settings),
+            kill_grace,
+            requeue,
+            shutdown,
+            shared: Arc::default(),
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tasks this agent currently runs or is about to run (for the heartbeat).
+    pub fn active_tasks(&self) -> u32 {
+        self.shared()
+            .cache
+            .values()
+            .filter(|t| matches!(t.status.phase, TaskPhase::Running | TaskPhase::Paused))
+            .count() as u32
+    }
+
+    /// Watches the tasks bound to this node until shutdown.
+    pub async fn run(self) {
+        let selector = format!("status.node={}", self.settings.node_name);
+        let mut events = self.tasks.watcher(ListParams::default().fields(&selector));
+        loop {
+            let event = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Err(err)) => tracing::warn!(error = %err, "task watch failed; retrying"),
+                Some(Ok(watcher::Event::Restarted(tasks))) => {
+                    let names: HashSet<String> =
+                        tasks.iter().map(|t| t.metadata.name.clone()).collect();
+                    let gone: Vec<String> = {
+                        let mut shared = self.shared();
+                        let gone = shared
+                            .cache
+                            .keys()
+                            .filter(|n| !names.contains(*n))
+                            .cloned()
+                            .collect();
+                        shared.cache = tasks
+                            .into_iter()
+                            .map(|t| (t.metadata.name.clone(), t))
+                            .collect();
+                        gone
+                    };
+                    for name in gone.iter().chain(names.iter()) {
+                        self.trigger(name);
+                    }
+                    let this = self.clone();
+                    tokio::spawn(async move { this.remove_orphans().await });
+                }
+                Some(Ok(watcher::Event::Applied(task))) => {
+                    let name = task.metadata.name.clone();
+                    self.shared().cache.insert(name.clone(), task);
+                    self.trigger(&name);
+                }
+                Some(Ok(watcher::Event::Deleted(task))) => {
+                    let name = task.metadata.name.clone();
+                    self.shared().cache.remove(&name);
+                    self.trigger(&name);
+                }
+            }
+        }
+    }
+
+    /// Wakes the worker of task `name`, starting one if none runs.
+    pub fn trigger(&self, name: &str) {
+        let mut shared = self.shared();
+        if let Some(tx) = shared.workers.get(name) {
+            // A full channel means a wake-up is already pending; that is enough.
+            let _ = tx.try_send(());
+            return;
+        }
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(());
+        shared.workers.insert(name.to_string(), tx);
+        drop(shared);
+        let this = self.clone();
+        let name = name.to_string();
+        let span = tracing::info_span!("task", task = %name, node = %self.settings.node_name);
+        tokio::spawn(async move { this.worker(name, rx).await }.instrument(span));
+    }
+
+    async fn worker(self, name: String, mut wake: mpsc::Receiver<()>) {
+        let mut failures = 0u32;
+        loop {
+            let task = {
+                let mut shared = self.shared();
+                let task = shared.cache.get(&name).cloned();
+                if task.is_none() {
+                    // Decided under the lock, so a trigger racing with this exit starts a
+                    // new worker instead of waking this one.
+                    shared.workers.remove(&name);
+                }
+                task
+            };
+            let Some(task) = task else {
+                if let Err(err) = self.remove_container_of_deleted(&name).await {
+                    tracing::warn!(error = %err, "cannot remove container of deleted task");
+                }
+                return;
+            };
+            let delay = match self.reconcile(task).await {
+                Ok(Outcome::Done) => {
+                    failures = 0;
+                    self.requeue
+                }
+                Ok(Outcome::Soon) => Duration::from_millis(500),
+                Err(err) => {
+                    failures += 1;
+                    tracing::warn!(error = %err, failures, "reconcile failed; retrying");
+                    Duration::from_millis(200 * 2u64.pow(failures.min(6)))
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = wake.recv() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One level-triggered pass: observe, plan, act, until the plan is empty.
+    async fn reconcile(&self, mut task: Task) -> Result<Outcome, ReconcileError> {
+        let name = task.metadata.name.clone();
+        let cname = container_name(&name);
+        for _ in 0..12 {
+            let actual = self.runtime.inspect(&cname).await?;
+            if let Some(c) = &actual {
+                self.follow_logs(&task, c);
+            }
+            let steps = plan(&task, actual.as_ref());
+            if steps.is_empty() {
+                return Ok(Outcome::Done);
+            }
+            tracing::debug!(?steps, "plan");
+            for step in steps {
+                match self.execute(&mut task, actual.as_ref(), &step).await? {
+                    StepResult::Continue => {}
+                    StepResult::Replan => break,
+                    StepResult::Wait => return Ok(Outcome::Soon),
+                    StepResult::Gone => return Ok(Outcome::Done),
+                }
+            }
+        }
+        Ok(Outcome::Soon)
+    }
+
+    /// Makes sure a started container of this task has its output captured.
+    fn follow_logs(
+        &self,
+        task: &Task,
+        c: &ContainerState,
+    ) -> Option<tokio::sync::watch::Receiver<bool>> {
+        if c.status == ContainerStatus::Created || c.uid() != task.metadata.uid.as_deref() {
+            return None;
+        }
+        let uid = c.uid()?;
+        let this = self.clone();
+        let name = task.metadata.name.clone();
+        Some(
+            self.captures
+                .ensure(&task.metadata.name, uid, &c.id, move || this.trigger(&name)),
+        )
+    }
+
+    async fn execute(
+        &self,
+        task: &mut Task,
+        actual: Option<&ContainerState>,
+        step: &Step,
+    ) -> Result<StepResult, ReconcileError> {
+        let name = task.metadata.name.clone();
+        let cname = container_name(&name);
+        let uid = task.metadata.uid.clone().unwrap_or_default();
+        match step {
+            Step::Create => {
+                let allocation = task.status.allocation.clone().unwrap_or_default();
+                let spec = match container_config(task, &allocation, &self.settings) {
+                    Ok(spec) => spec,
+                    Err(err) => {
+                        let reason = match err {
+                            ConfigError::NoImage => "ImageNotFound",
+                            ConfigError::NoUid => "Invalid",
+                        };
+                        self.report_failure(task, reason, &err.to_string()).await?;
+                        return Ok(StepResult::Gone);
+                    }
+                };
+                if let Err(err) = self.images.ensure(&spec.image).await {
+                    return match err {
+                        RuntimeError::ImageNotFound { .. } => {
+                            self.report_failure(task, "ImageNotFound", &err.to_string())
+                                .await?;
+                            Ok(StepResult::Gone)
+                        }
+                        RuntimeError::ImagePullFailed { .. } => {
+                            self.report_failure(task, "ImagePullFailed", &err.to_string())
+                                .await?;
+                            Ok(StepResult::Gone)
+                        }
+                        other => Err(other.into()),
+                    };
+                }
+                if let Err(err) = self.logs.prepare(&name, &uid) {
+                    tracing::warn!(error = %err, "cannot prepare log files");
+                }
+                match self.runtime.create(&spec).await {
+                    Ok(id) => tracing::info!(container = %id, "container created"),
+                    // Someone (an earlier round, before a restart) created it: look again
+                    // and let the plan decide whether to adopt it.
+                    Err(RuntimeError::AlreadyExists(_)) => return Ok(StepResult::Replan),
+                    Err(err @ RuntimeError::ImageNotFound { .. }) => {
+                        self.report_failure(task, "ImageNotFound", &err.to_string())
+                            .await?;
+                        return Ok(StepResult::Gone);
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Step::Start => {
+                if let Err(err) = self.runtime.start(&cname).await {
+                    // A command that cannot be executed leaves an exited container with the
+                    // engine's error: the next plan reports it as a failure.
+                    match self.runtime.inspect(&cname).await? {
+                        Some(c) if c.status == ContainerStatus::Exited => {
+                            return Ok(StepResult::Replan);
+                        }
+                        // Still only created: the engine refuses this configuration (a
+                        // missing GPU runtime, a bad mount or cpuset). Retrying would fail
+                        // the same way, so the task fails now with the engine's words.
+                        Some(c) if c.status == ContainerStatus::Created => {
+                            let message = format!("container could not start: {err}");
+                            self.report_failure(task, "StartFailed", &message).await?;
+                            return Ok(StepResult::Replan);
+                        }
+                        _ => return Err(err.into()),
+                    }
+                }
+                return Ok(StepResult::Replan);
+            }
+            Step::Pause => {
+                self.runtime.pause(&cname).await?;
+                return Ok(StepResult::Replan);
+            }
+            Step::Unpause => {
+                self.runtime.unpause(&cname).await?;
+                return Ok(StepResult::Replan);
+            }
+            Step::Stop => {
+                tracing::info!(grace = ?self.kill_grace, "stopping container");
+                match self.runtime.stop(&cname, self.kill_grace).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Step::ReportRunning | Step::ReportPaused => {
+                let Some(c) = actual else {
+                    return Ok(StepResult::Replan);
+                };
+                let phase = if *step == Step::ReportRunning {
+                    TaskPhase::Running
+                } else {
+                    TaskPhase::Paused
+                };
+                let c = c.clone();
+                *task = self
+                    .update_status(task, |t, now| {
+                        apply_container_facts(t, &c);
+                        t.status.phase = phase;
+                        t.status.reason = None;
+                        t.status.message = None;
+                        set_condition(
+                            &mut t.status.conditions,
+                            "Running",
+                            ConditionStatus::True,
+                            Some(if phase == TaskPhase::Running {
+                                "Started"
+                            } else {
+                                "Paused"
+                            }),
+                            None,
+                            t.metadata.generation,
+                            now,
+                        );
+                    })
+                    .await?;
+                tracing::info!(phase = %phase, "reported");
+            }
+            Step::ReportExited {
+                exit_code,
+                oom_killed,
+            } => {
+                let c = actual.cloned();
+                let (exit_code, oom) = (*exit_code, *oom_killed);
+                *task = self
+                    .update_status(task, |t, now| {
+                        if let Some(c) = &c {
+                            apply_container_facts(t, c);
+                        }
+                        t.status.exit_code = Some(exit_code);
+                        t.status.finished_at =
+                            Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
+                        let generation = t.metadata.generation;
+                        set_condition(
+                            &mut t.status.conditions,
+                            "Running",
+                            ConditionStatus::False,
+                            Some("Exited"),
+                            None,
+                            generation,
+                            now,
+                        );
+                        if exit_code == 0 && !oom {
+                            t.status.phase = TaskPhase::Succeeded;
+                            t.status.reason = None;
+                            t.status.message = None;
+                            set_condition(
+                                &mut t.status.conditions,
+                                "Succeeded",
+                                ConditionStatus::True,
+                                Some("Completed"),
+                                None,
+                                generation,
+                                now,
+                            );
+                        } else {
+                            let (reason, message) = if oom {
+                                (
+                                    "OOMKilled",
+                                    format!(
+                                        "killed by the out-of-memory killer (exit code {exit_code}); raise resources.memory"
+                                    ),
+                                )
+                            } else {
+                                let engine = c
+                                    .as_ref()
+                                    .and_then(|c| c.error.clone())
+                                    .map(|e| format!(": {e}"))
+                                    .unwrap_or_default();
+                                ("Error", format!("exited with code {exit_code}{engine}"))
+                            };
+                            t.status.phase = TaskPhase::Failed;
+                            t.status.reason = Some(reason.to_string());
+                            t.status.message = Some(message.clone());
+                            set_condition(
+                                &mut t.status.conditions,
+                                "Failed",
+                                ConditionStatus::True,
+                                Some(reason),
+                                Some(&message),
+                                generation,
+                                now,
+                            );
+                        }
+                    })
+                    .await?;
+                tracing::info!(phase = %task.status.phase, exit_code, "reported exit");
+            }
+            Step::ReportKilled => {
+                let c = actual.cloned();
+                *task = self
+                    .update_status(task, |t, now| {
+                        if let Some(c) = &c {
+                            apply_container_facts(t, c);
+                            t.status.exit_code = c.exit_code;
+                        }
+                        t.status.phase = TaskPhase::Killed;
+                        t.status.reason = Some("Killed".to_string());
+                        t.status.message = Some("killed on request".to_string());
+                        t.status.finished_at =
+                            Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
+                        set_condition(
+                            &mut t.status.conditions,
+                            "Running",
+                            ConditionStatus::False,
+                            Some("Killed"),
+                            None,
+                            t.metadata.generation,
+                            now,
+                        );
+                    })
+                    .await?;
+                if actual.is_none() || actual.is_some_and(|c| c.status == ContainerStatus::Created)
+                {
+                    let _ = self.logs.mark_final(&name, &uid);
+                }
+                tracing::info!("reported killed");
+            }
+            Step::ReportContainerLost => {
+                self.report_failure(
+                    task,
+                    "ContainerLost",
+                    "the task's container disappeared while the task was running; it is not restarted",
+                )
+                .await?;
+            }
+            Step::RemoveContainer => {
+                let Some(c) = actual else {
+                    return Ok(StepResult::Continue);
+                };
+                // Logs first: a container is removed only once its output is safe.
+                if c.status != ContainerStatus::Created
+                    && c.uid() == Some(uid.as_str())
+                    && let Some(mut done) = self.follow_logs(task, c)
+                {
+                    let wait = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        done.wait_for(|final_| *final_),
+                    )
+                    .await;
+                    if !matches!(wait, Ok(Ok(_))) {
+                        return Ok(StepResult::Wait);
+                    }
+                }
+                self.runtime.remove(&c.id).await?;
+                tracing::info!(container = %c.id, "container removed");
+            }
+            Step::RemoveFinalizer => {
+                let result = self
+                    .tasks
+                    .update_with(&name, |t| {
+                        if t.metadata.uid.as_deref() != Some(uid.as_str()) {
+                            return false;
+                        }
+                        let before = t.metadata.finalizers.len();
+                        t.metadata.finalizers.retain(|f| f != CONTAINER_FINALIZER);
+                        t.metadata.finalizers.len() != before
+                    })
+                    .await;
+                match result {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                tracing::info!("finalizer removed");
+                return Ok(StepResult::Gone);
+            }
+        }
+        Ok(StepResult::Continue)
+    }
+
+    /// Reports a terminal failure before (or without) a container, and closes the logs.
+    async fn report_failure(
+        &self,
+        task: &mut Task,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ReconcileError> {
+        tracing::warn!(reason, message, "task failed");
+        *task = self
+            .update_status(task, |t, now| {
+                t.status.phase = TaskPhase::Failed;
+                t.status.reason = Some(reason.to_string());
+                t.status.message = Some(message.to_string());
+                t.status.finished_at = Some(now);
+                set_condition(
+                    &mut t.status.conditions,
+                    "Failed",
+                    ConditionStatus::True,
+                    Some(reason),
+                    Some(message),
+                    t.metadata.generation,
+                    now,
+                );
+            })
+            .await?;
+        if let Some(uid) = &task.metadata.uid {
+            let _ = self.logs.mark_final(&task.metadata.name, uid);
+        }
+        Ok(())
+    }
+
+    /// Writes the status through the status subresource, re-reading on conflict. Nothing is
+    /// written to a task that is another one now (uid) or that already ended: a terminal
+    /// phase is never left.
+    async fn update_status(
+        &self,
+        task: &Task,
+        mut f: impl FnMut(&mut Task, kohakuriver_api::Timestamp),
+    ) -> Result<Task, ReconcileError> {
+        let uid = task.metadata.uid.clone();
+        let updated = self
+            .tasks
+            .update_status_with(&task.metadata.name, |t| {
+                if t.metadata.uid != uid || t.status.phase.is_terminal() {
+                    return false;
+                }
+                let before = t.status.clone();
+                f(t, chrono::Utc::now());
+                t.status != before
+            })
+            .await?;
+        let mut shared = self.shared();
+        if let Some(cached) = shared.cache.get_mut(&updated.metadata.name)
+            && cached.metadata.uid == updated.metadata.uid
+            && cached.metadata.resource_version <= updated.metadata.resource_version
+        {
+            *cached = updated.clone();
+        }
+        Ok(updated)
+    }
+
+    /// The task `name` is gone from the server: its container (if any) goes too.
+    async fn remove_container_of_deleted(&self, name: &str) -> Result<(), RuntimeError> {
+        let cname = container_name(name);
+        if let Some(c) = self.runtime.inspect(&cname).await?
+            && c.labels.get(labels::NODE) == Some(&self.settings.node_name)
+        {
+            tracing::info!(container = %c.id, "removing container of deleted task");
+            if c.status.is_alive() {
+                self.runtime.stop(&c.id, self.kill_grace).await?;
+            }
+            self.runtime.remove(&c.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes this node's containers whose task no longer exists (or is another task now).
+    async fn remove_orphans(&self) {
+        let node = self.settings.node_name.clone();
+        let containers = match self.runtime.list(&[(labels::NODE, node.as_str())]).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list containers");
+                return;
+            }
+        };
+        for c in containers {
+            let task = c.labels.get(labels::TASK).cloned().unwrap_or_default();
+            let known = self.shared().cache.contains_key(&task);
+            if !known {
+                tracing::info!(container = %c.id, task = %task, "removing orphan container");
+                let result = async {
+                    if c.status.is_alive() {
+                        self.runtime.stop(&c.id, self.kill_grace).await?;
+                    }
+                    self.runtime.remove(&c.id).await
+                }
+                .await;
+                if let Err(err) = result {
+                    tracing::warn!(container = %c.id, error = %err, "cannot remove orphan");
+                }
+            }
+        }
+    }
+}
+
+/// What to do after one step.
+enum StepResult {
+    /// Run the plan's next step.
+    Continue,
+    /// Observe and plan again.
+    Replan,
+    /// Look again later.
+    Wait,
+    /// Nothing more to do for this task now.
+    Gone,
+}
+
+/// Copies what the container says about the attempt into the status.
+fn apply_container_facts(t: &mut Task, c: &ContainerState) {
+    t.status.container_id = Some(c.id.clone());
+    if c.started_at.is_some() {
+        t.status.started_at = c.started_at;
+    }
+    t.status.attempts = c.attempt().unwrap_or(t.status.attempts.max(1));
+}

@@ -1,0 +1,330 @@
+//! Shared fixtures of the real-Docker tests: the test image, an in-process server plus
+//! agent per test (unique node name, temp data dir), binding tasks as the scheduler would,
+//! and waiting on conditions with deadlines.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kohakuriver_api::{Allocation, Node, Task, TaskPhase};
+use kohakuriver_client::{Api, Client};
+use kohakuriver_node_agent::gpu::StaticGpuSource;
+use kohakuriver_node_agent::{AgentConfig, RunningAgent};
+use tokio_util::sync::CancellationToken;
+
+/// The image every test task runs.
+pub const IMAGE: &str = "kohakuriver-test:latest";
+
+/// True (after printing why) when the Docker tests must be skipped; panics with a clear
+/// message when Docker is unreachable and skipping was not asked for.
+pub fn skip_without_docker() -> bool {
+    static STATE: OnceLock<Result<(), String>> = OnceLock::new();
+    let state = STATE.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => ensure_image(),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Err(format!("cannot run docker: {e}")),
+        }
+    });
+    match state {
+        Ok(()) => false,
+        Err(why) if std::env::var("KOHAKURIVER_SKIP_DOCKER_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipping docker test (KOHAKURIVER_SKIP_DOCKER_TESTS=1): {why}");
+            true
+        }
+        Err(why) => panic!(
+            "the docker engine is needed for this test and is not usable: {why}\n\
+             start docker, or set KOHAKURIVER_SKIP_DOCKER_TESTS=1 to skip these tests"
+        ),
+    }
+}
+
+/// Builds the test image from the machine's static busybox when it is missing.
+fn ensure_image() -> Result<(), String> {
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/build-test-image.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg(IMAGE)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot build test image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A unique node name for this test process and test.
+pub fn unique_name(test: &str) -> String {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{test}-{}-{n}", std::process::id())
+}
+
+/// An in-process server plus one agent.
+pub struct Cluster {
+    pub client: Client,
+    pub tasks: Api<Task>,
+    pub nodes: Api<Node>,
+    pub node: String,
+    pub server_url: String,
+    pub data_dir: tempfile::TempDir,
+    pub shared_dir: Option<tempfile::TempDir>,
+    pub agent_shutdown: CancellationToken,
+    pub agent: Option<RunningAgent>,
+    server_shutdown: CancellationToken,
+    pub gpus: Option<StaticGpuSource>,
+    pub kill_grace: Option<Duration>,
+    pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
+}
+
+/// Options for [`Cluster::start`].
+#[derive(Default)]
+pub struct Options {
+    pub gpus: Option<StaticGpuSource>,
+    pub shared: bool,
+    pub kill_grace: Option<Duration>,
+    pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
+}
+
+impl Cluster {
+    /// Server on 127.0.0.1:0 (in memory) and an agent named after `test`.
+    pub async fn start(test: &str, options: Options) -> Cluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_url = format!("http://{}", listener.local_addr().unwrap());
+        let server_shutdown = CancellationToken::new();
+        tokio::spawn(kohakuriver_apiserver::serve(
+            listener,
+            kohakuriver_apiserver::Config::default(),
+            server_shutdown.clone(),
+        ));
+        let client = Client::new(&server_url).unwrap();
+        let shared_dir = options.shared.then(|| tempfile::tempdir().unwrap());
+        let mut cluster = Cluster {
+            tasks: client.api(),
+            nodes: client.api(),
+            client,
+            node: unique_name(test),
+            server_url,
+            data_dir: tempfile::tempdir().unwrap(),
+            shared_dir,
+            agent_shutdown: CancellationToken::new(),
+            agent: None,
+            server_shutdown,
+            gpus: options.gpus,
+            kill_grace: None,
+            runtime: options.runtime,
+        };
+        cluster.kill_grace = options.kill_grace;
+        cluster.start_agent().await;
+        cluster
+    }
+
+    /// The agent's config for this cluster.
+    pub fn agent_config(&self) -> AgentConfig {
+        let mut config = AgentConfig::new(&self.node, &self.server_url, self.data_dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.shared_dir = self.shared_dir.as_ref().map(|d| d.path().to_path_buf());
+        config.static_gpus = self.gpus.clone();
+        config.heartbeat_interval = Duration::from_millis(500);
+        config.resync_interval = Duration::from_secs(2);
+        config.kill_grace = Duration::from_secs(2);
+        config.default_image = Some(IMAGE.to_string());
+        if let Some(runtime) = &self.runtime {
+            config.docker = runtime.clone();
+        }
+        config
+    }
+
+    /// (Re)starts the agent; the server waits up to a few seconds for the first start
+    /// because it starts concurrently.
+    pub async fn start_agent(&mut self) {
+        self.agent_shutdown = CancellationToken::new();
+        let mut config = self.agent_config();
+        if let Some(grace) = self.kill_grace {
+            config.kill_grace = grace;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let agent = loop {
+            match kohakuriver_node_agent::start(config.clone(), self.agent_shutdown.clone()).await {
+                Ok(agent) => break agent,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("agent not started yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("agent did not start: {e}"),
+            }
+        };
+        self.agent = Some(agent);
+    }
+
+    /// Stops the agent (its containers keep running).
+    pub async fn stop_agent(&mut self) {
+        self.agent_shutdown.cancel();
+        if let Some(agent) = self.agent.take() {
+            tokio::time::timeout(Duration::from_secs(15), agent.wait())
+                .await
+                .expect("agent stops within 15 s");
+        }
+    }
+
+    /// Creates `task` (image defaulted to the test image) and binds it to this node holding
+    /// `allocation`, as the scheduler would. Returns the bound task.
+    pub async fn run(&self, mut task: Task, allocation: Allocation) -> Task {
+        if task.spec.image.is_none() && task.spec.container.is_none() {
+            task.spec.image = Some(IMAGE.to_string());
+        }
+        let created = self.tasks.create(&task).await.expect("create task");
+        self.bind(&created.metadata.name, allocation).await
+    }
+
+    /// Binds an existing task to this node.
+    pub async fn bind(&self, name: &str, allocation: Allocation) -> Task {
+        let node = self.node.clone();
+        self.tasks
+            .update_status_with(name, |t| {
+                t.status.node = Some(node.clone());
+                t.status.allocation = Some(allocation.clone());
+                t.status.phase = TaskPhase::Assigned;
+                true
+            })
+            .await
+            .expect("bind task")
+    }
+
+    /// Waits until task `name` satisfies `pred`, failing after `timeout`.
+    pub async fn wait_task(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Task) -> bool,
+    ) -> Task {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.tasks.get(name).await.expect("get task");
+            if pred(&t) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "task {name} not {what} within {timeout:?}; status: {:#?}",
+                    t.status
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for phase `phase`.
+    pub async fn wait_phase(&self, name: &str, phase: TaskPhase, timeout: Duration) -> Task {
+        self.wait_task(name, timeout, phase.as_str(), |t| t.status.phase == phase)
+            .await
+    }
+
+    /// The captured log of task `t`, read from the agent's files.
+    pub fn log_file(&self, t: &Task, stream: &str) -> PathBuf {
+        self.data_dir.path().join("logs").join(format!(
+            "{}-{}/{stream}",
+            t.metadata.name,
+            t.metadata.uid.as_deref().unwrap()
+        ))
+    }
+
+    /// Reads the agent's endpoint for the task's log.
+    pub async fn endpoint_log(&self, t: &Task, query: &str) -> String {
+        let addr = self.agent.as_ref().unwrap().local_addr;
+        let url = format!(
+            "http://{addr}/v1/tasks/{}/log?uid={}&{query}",
+            t.metadata.name,
+            t.metadata.uid.as_deref().unwrap()
+        );
+        let resp = reqwest::get(&url).await.expect("endpoint reachable");
+        assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        resp.text().await.unwrap()
+    }
+}
+
+/// The container of task `name`, as `docker inspect` reports it (JSON), if it exists.
+pub fn docker_inspect(name: &str) -> Option<serde_json::Value> {
+    let out = Command::new("docker")
+        .args(["inspect", &format!("kohakuriver-task-{name}")])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    list.pop()
+}
+
+/// Waits until `cond` holds, polling, failing after `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("not {what} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.agent_shutdown.cancel();
+        self.server_shutdown.cancel();
+        // Leave no test container behind.
+        let label = format!("label=kohakuriver.node={}", self.node);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// An allocation of these cores (and memory limit).
+pub fn alloc(cpus: &str, memory: Option<u64>) -> Allocation {
+    Allocation {
+        cpus: cpus.to_string(),
+        numa: None,
+        gpus: vec![],
+        memory_bytes: memory,
+    }
+}
