@@ -1,1 +1,130 @@
-//! placeholder
+//! KohakuRiver controllers: scheduler and allocator, node lifecycle, task lifecycle.
+//!
+//! Decisions are pure functions with their own unit tests: [`allocator`] (exact cores,
+//! NUMA node, GPUs and memory on one node), [`placement`] (filter and score over the
+//! cluster), [`queue`] (order, starvation rule, one scheduling round), [`task_lifecycle`]
+//! and [`node_lifecycle`] (what to do with one object at a given time), [`retry`]
+//! (attempts and back-off). The loops — [`scheduler`] and the lifecycle loop — observe the
+//! server through the `client` crate's watchers into a shared [`store::Store`], call the
+//! decisions and write the results back with `resourceVersion` preconditions.
+//!
+//! Entry point: [`run`].
+
+pub mod allocator;
+pub mod clock;
+mod lifecycle;
+pub mod node_lifecycle;
+pub mod placement;
+pub mod queue;
+pub mod retry;
+pub mod scheduler;
+pub mod store;
+pub mod task_lifecycle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kohakuriver_api::{Node, Task};
+use kohakuriver_client::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::retry::RetryPolicy;
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct ControllersConfig {
+    /// A node silent for longer than this is not Ready and its tasks are lost (default 30 s).
+    pub node_grace: Duration,
+    /// Every loop looks at everything at least this often, even without news (default 10 s).
+    /// Also the shortest interval between two rewrites of one task's Unschedulable message.
+    pub resync: Duration,
+    /// Back-off between retries of a failed task (default 10 s doubling up to 5 min).
+    pub retry: RetryPolicy,
+    /// Status writes each loop keeps in flight at once (default 64).
+    pub max_in_flight: usize,
+    /// How many blocked tasks at the head of the queue may reserve a node (default 1); see
+    /// [`queue`].
+    pub max_reservations: usize,
+    /// The lifecycle loop's shortest interval between rounds driven by changes (default
+    /// 100 ms), so a burst of events costs one sweep.
+    pub sweep_interval: Duration,
+    /// The scheduler's wait after a change before its next round (default 10 ms), so the
+    /// answers to a batch of bindings cost one round, not one each.
+    pub batch_window: Duration,
+    /// Run the scheduler (default true).
+    pub scheduler: bool,
+    /// Run node and task lifecycle (default true).
+    pub lifecycle: bool,
+    /// Where the time comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            node_grace: Duration::from_secs(30),
+            resync: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            max_in_flight: 64,
+            max_reservations: 1,
+            sweep_interval: Duration::from_millis(100),
+            batch_window: Duration::from_millis(10),
+            scheduler: true,
+            lifecycle: true,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Why the controllers stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached before the controllers started.
+    #[error("controllers cannot reach the server")]
+    Client(#[from] kohakuriver_client::Error),
+    /// A loop ended abnormally.
+    #[error("a controller loop failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Runs the scheduler and the lifecycle loops against the server behind `client` until
+/// `shutdown` is cancelled, then returns once every loop has finished its in-flight writes.
+pub async fn run(
+    client: Client,
+    config: ControllersConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let store = store::Store::new();
+    let tasks = client.api::<Task>();
+    let nodes = client.api::<Node>();
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(
+        store
+            .clone()
+            .feed(tasks.clone(), nodes.clone(), shutdown.clone()),
+    );
+    if config.scheduler {
+        loops.spawn(scheduler::run(
+            tasks.clone(),
+            store.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if config.lifecycle {
+        loops.spawn(lifecycle::run(
+            tasks,
+            nodes,
+            store,
+            config,
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!("controllers started");
+    while let Some(done) = loops.join_next().await {
+        done?;
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}

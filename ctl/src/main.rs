@@ -35,8 +35,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the API server (SQLite store, watch streams, log proxy).
-    Server(cmd::server::Args),
+    /// Run the API server (SQLite store, watch streams, log proxy) and the controllers.
+    Server(Box<cmd::server::Args>),
+    /// Run the scheduler and lifecycle controllers against a server.
+    Controllers(cmd::controllers::Args),
+    /// Run the node agent for this machine.
+    Agent(Box<cmd::agent::Args>),
+    /// Run server, controllers and an agent for this machine in one process.
+    Up(Box<cmd::up::Args>),
     /// Create or update objects from manifests.
     Apply(cmd::apply::Args),
     /// Show what `apply` would change (exit 0: no change, 1: changes, 2: error).
@@ -91,7 +97,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Server(args) => cmd::server::run(args).await,
+        Command::Server(args) => cmd::server::run(*args).await,
+        Command::Controllers(args) => cmd::controllers::run(cli.server.client()?, args).await,
+        Command::Agent(args) => cmd::agent::run(cli.server.url(), *args).await,
+        Command::Up(args) => cmd::up::run(*args).await,
         Command::Apply(args) => cmd::apply::run(&cli.server.client()?, args).await,
         Command::Diff(args) => cmd::diff::run(&cli.server.client()?, args).await,
         Command::Get(args) => cmd::get::run(&cli.server.client()?, args).await,

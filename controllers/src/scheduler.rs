@@ -1,0 +1,426 @@
+//! The scheduler loop: queued tasks in, bindings out.
+//!
+//! Each round (on every cache change, at the next `retryAfter`, and every `resync` as a
+//! safety net) takes the queued tasks in queue order, builds a [`Cluster`] from the cached
+//! nodes, the tasks holding allocations and this scheduler's bindings still in flight, runs
+//! [`queue::schedule`] and turns the decisions into status writes. The round itself is
+//! synchronous and runs on the blocking pool, so a large queue does not stall the runtime.
+//!
+//! Writes are pipelined: up to `max_in_flight` run concurrently. A binding in flight counts
+//! as held until the cache shows the task at a newer `resourceVersion` (then either the
+//! binding is visible, or the write failed and released nothing).
+//!
+//! Architecture Invariant: every binding is a `PUT …/status` carrying the `resourceVersion`
+//! the decision was made from, so a task is bound at most once even when two schedulers
+//! race; a 409 means the task changed: it is read again and decided next round. Each
+//! scheduler counts every binding it sees in its watch plus its own in flight, so decisions
+//! from a fresh view never overlap. Two schedulers with different views can still both bind
+//! different tasks onto the same cores in the instant before each sees the other's
+//! binding, which is why exactly one scheduler is meant to act at a time (one per
+//! `kohakuriver server`); the deterministic decisions (same order, same tie-breaks) make
+//! such a race collide on the same task, where the precondition settles it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kohakuriver_api::meta::{ConditionStatus, Timestamp, set_condition};
+use kohakuriver_api::{Allocation, Resource, Task, TaskPhase};
+use kohakuriver_client::Api;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::ControllersConfig;
+use crate::clock::until;
+use crate::placement::{Cluster, Decision};
+use crate::queue::{is_queued, order, schedule};
+use crate::store::Store;
+
+/// A write this scheduler has sent and not yet seen answered.
+#[derive(Clone, Debug)]
+struct InFlight {
+    /// The version the write was decided from.
+    rv: u64,
+    /// The binding, for writes that bind.
+    hold: Option<(String, Allocation)>,
+}
+
+type InFlightMap = Arc<Mutex<HashMap<String, InFlight>>>;
+
+fn lock(map: &InFlightMap) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One status write decided by a round.
+struct Write {
+    task: Task,
+    hold: Option<(String, Allocation)>,
+}
+
+/// What a round decided.
+struct Round {
+    writes: Vec<Write>,
+    /// The soonest `retryAfter` still ahead.
+    wake: Option<Duration>,
+}
+
+/// Runs the scheduler until shutdown.
+pub(crate) async fn run(
+    api: Api<Task>,
+    store: Store,
+    config: ControllersConfig,
+    shutdown: CancellationToken,
+) {
+    let mut changes = store.subscribe();
+    let in_flight: InFlightMap = Arc::default();
+    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut writers = JoinSet::new();
+    let mut last_wait_write: HashMap<String, Instant> = HashMap::new();
+    let mut last_race_check = Instant::now();
+    loop {
+        let check_races = last_race_check.elapsed() >= config.resync;
+        if check_races {
+            last_race_check = Instant::now();
+        }
+        changes.borrow_and_update();
+        let round = {
+            let store = store.clone();
+            let in_flight = in_flight.clone();
+            let config = config.clone();
+            let recent = std::mem::take(&mut last_wait_write);
+            let result = tokio::task::spawn_blocking(move || {
+                let mut recent = recent;
+                let round = decide(&store, &in_flight, &config, &mut recent, check_races);
+                (round, recent)
+            })
+            .await;
+            match result {
+                Ok((round, recent)) => {
+                    last_wait_write = recent;
+                    round
+                }
+                Err(error) => {
+                    tracing::error!(%error, "scheduling round panicked");
+                    Round {
+                        writes: Vec::new(),
+                        wake: None,
+                    }
+                }
+            }
+        };
+        for write in round.writes {
+            let api = api.clone();
+            let store = store.clone();
+            let in_flight = in_flight.clone();
+            let permits = permits.clone();
+            let span = tracing::debug_span!("bind", task = %write.task.metadata.name, node = write.hold.as_ref().map(|h| h.0.as_str()).unwrap_or(""));
+            writers.spawn(
+                async move {
+                    let _permit = permits.acquire_owned().await;
+                    send(&api, &store, &in_flight, write.task).await;
+                }
+                .instrument(span),
+            );
+        }
+        while writers.try_join_next().is_some() {}
+        let wait = round.wake.map_or(config.resync, |w| w.min(config.resync));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+            _ = async {
+                let _ = changes.changed().await;
+                // Gather the burst of events a round of writes causes into one round.
+                tokio::time::sleep(config.batch_window).await;
+            } => {}
+        }
+    }
+    // Let the writes already sent finish (they are short) so nothing is left half-done.
+    while writers.join_next().await.is_some() {}
+}
+
+/// Sends one status write and records the answer.
+async fn send(api: &Api<Task>, store: &Store, in_flight: &InFlightMap, task: Task) {
+    let name = task.metadata.name.clone();
+    let rv = task.resource_version();
+    match api.replace_status(&task).await {
+        Ok(stored) => {
+            tracing::debug!(phase = %stored.status.phase, "written");
+            store.upsert_task(stored);
+        }
+        Err(e) if e.is_conflict() => {
+            tracing::debug!("task changed since read; deciding again");
+            if let Ok(Some(fresh)) = api.get_opt(&name).await {
+                store.upsert_task(fresh);
+            }
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(error) => tracing::warn!(%error, "status write failed; retrying next round"),
+    }
+    let mut map = lock(in_flight);
+    if map.get(&name).is_some_and(|f| f.rv == rv) {
+        map.remove(&name);
+    }
+    drop(map);
+    store.notify();
+}
+
+/// One round: reads the cache, decides, and records the writes as in flight. The cache
+/// and in-flight locks are held only to take a snapshot, not while deciding, so watch
+/// events and write answers are not held up by a long round. Races between schedulers are
+/// looked for only when `check_races` is set (about once per `resync`).
+fn decide(
+    store: &Store,
+    in_flight: &InFlightMap,
+    config: &ControllersConfig,
+    recent: &mut HashMap<String, Instant>,
+    check_races: bool,
+) -> Round {
+    let now = config.clock.now();
+    let (queue, mut cluster, mut writes, wake) = {
+        let cache = store.lock();
+        if !cache.synced() {
+            return Round {
+                writes: Vec::new(),
+                wake: None,
+            };
+        }
+        let tasks = &cache.tasks.items;
+        let mut in_flight = lock(in_flight);
+        // A write in flight for the version cached: that task is decided; its binding is
+        // held until the cache shows the task's next version.
+        let pending_write = |t: &Task| {
+            in_flight
+                .get(&t.metadata.name)
+                .is_some_and(|f| f.rv == t.resource_version())
+        };
+        let queue: Vec<Task> = tasks
+            .values()
+            .filter(|t| is_queued(t, now) && !pending_write(t))
+            .cloned()
+            .collect();
+        let wake = tasks
+            .values()
+            .filter(|t| t.status.phase == TaskPhase::Pending)
+            .filter_map(|t| t.status.retry_after)
+            .filter(|&t| t > now)
+            .min()
+            .map(|t| until(now, t) + Duration::from_millis(5));
+        let mut losers = Vec::new();
+        if check_races {
+            for (task, message) in race_losers(tasks.values()) {
+                if !pending_write(task) {
+                    tracing::warn!(task = %task.metadata.name, %message, "binding lost a race");
+                    losers.push(Write {
+                        task: requeue_loser(task, &message, now),
+                        hold: None,
+                    });
+                }
+            }
+        }
+        for w in &losers {
+            let f = InFlight {
+                rv: w.task.resource_version(),
+                hold: None,
+            };
+            in_flight.insert(w.task.metadata.name.clone(), f);
+        }
+        recent.retain(|name, _| tasks.contains_key(name));
+        if queue.is_empty() {
+            return Round {
+                writes: losers,
+                wake,
+            };
+        }
+        let mut cluster = Cluster::new(cache.nodes.items.values(), tasks.values());
+        for (name, f) in in_flight.iter() {
+            let unseen = tasks
+                .get(name)
+                .is_some_and(|t| t.resource_version() == f.rv);
+            if let (true, Some((node, allocation))) = (unseen, &f.hold) {
+                cluster.reserve(node, allocation);
+            }
+        }
+        (queue, cluster, losers, wake)
+    };
+    let mut queue: Vec<&Task> = queue.iter().collect();
+    order(&mut queue);
+    let decisions = schedule(&mut cluster, &queue, config.max_reservations);
+    let mut decided = Vec::new();
+    for (task, decision) in queue.iter().zip(decisions) {
+        let write = match decision {
+            Decision::Bind { node, allocation } => {
+                let bound = bind(task, &node, &allocation, now);
+                Some(Write {
+                    task: bound,
+                    hold: Some((node, allocation)),
+                })
+            }
+            Decision::Wait { message, .. } => {
+                let name = &task.metadata.name;
+                let same = task.status.reason.as_deref() == Some("Unschedulable")
+                    && task.status.message.as_deref() == Some(message.as_str());
+                let first = task.status.reason.as_deref() != Some("Unschedulable");
+                let stale = recent
+                    .get(name)
+                    .is_none_or(|at| at.elapsed() >= config.resync);
+                (!same && (first || stale)).then(|| {
+                    recent.insert(name.clone(), Instant::now());
+                    Write {
+                        task: unschedulable(task, &message, now, false),
+                        hold: None,
+                    }
+                })
+            }
+            Decision::Fail { message } => Some(Write {
+                task: unschedulable(task, &message, now, true),
+                hold: None,
+            }),
+        };
+        if let Some(write) = write {
+            decided.push(write);
+        }
+    }
+    let mut in_flight = lock(in_flight);
+    for write in &decided {
+        // The write carries the version it was decided from as its precondition.
+        let f = InFlight {
+            rv: write.task.resource_version(),
+            hold: write.hold.clone(),
+        };
+        in_flight.insert(write.task.metadata.name.clone(), f);
+    }
+    drop(in_flight);
+    if !decided.is_empty() {
+        tracing::debug!(
+            queued = queue.len(),
+            writes = decided.len(),
+            "scheduling round"
+        );
+    }
+    writes.extend(decided);
+    Round { writes, wake }
+}
+
+/// Bindings that lost a race: when two tasks still Assigned (or any holder and an
+/// Assigned task) hold the same core or GPU, the binding written later (higher
+/// `resourceVersion`, a global order every scheduler agrees on) loses, as long as its
+/// container has not started.
+fn race_losers<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<(&'a Task, String)> {
+    let mut per_node: HashMap<&str, Vec<&Task>> = HashMap::new();
+    for t in tasks.filter(|t| t.holds_allocation()) {
+        per_node
+            .entry(t.status.node.as_deref().unwrap_or_default())
+            .or_default()
+            .push(t);
+    }
+    let mut losers = Vec::new();
+    for (node, mut held) in per_node {
+        held.sort_by_key(|t| t.resource_version());
+        let mut holdings = crate::allocator::Holdings::default();
+        for t in held {
+            let allocation = t.status.allocation.as_ref().expect("holds an allocation");
+            let mut mine = crate::allocator::Holdings::default();
+            mine.add(&t.metadata.name, allocation);
+            let clash = mine
+                .cores
+                .keys()
+                .find(|c| holdings.cores.contains_key(c))
+                .map(|c| format!("core {c}"))
+                .or_else(|| {
+                    mine.gpus
+                        .keys()
+                        .find(|g| holdings.gpus.contains_key(g))
+                        .map(|g| format!("GPU {g}"))
+                });
+            match clash {
+                Some(what) if t.status.phase == TaskPhase::Assigned => {
+                    losers.push((
+                        t,
+                        format!(
+                            "{what} on {node} was bound to another task first; scheduling again"
+                        ),
+                    ));
+                }
+                _ => holdings.add(&t.metadata.name, allocation),
+            }
+        }
+    }
+    losers
+}
+
+/// A task that lost a binding race, back in the queue (no attempt counted).
+fn requeue_loser(task: &Task, message: &str, now: Timestamp) -> Task {
+    let mut t = task.clone();
+    let s = &mut t.status;
+    s.phase = TaskPhase::Pending;
+    s.node = None;
+    s.allocation = None;
+    s.reason = Some("BindingConflict".to_string());
+    s.message = Some(message.to_string());
+    let g = task.metadata.generation;
+    set_condition(
+        &mut s.conditions,
+        "Scheduled",
+        ConditionStatus::False,
+        Some("BindingConflict"),
+        Some(message),
+        g,
+        now,
+    );
+    t
+}
+
+/// The task bound to `node` with `allocation`: phase Assigned, condition Scheduled=True.
+pub fn bind(task: &Task, node: &str, allocation: &Allocation, now: Timestamp) -> Task {
+    let mut t = task.clone();
+    let s = &mut t.status;
+    s.node = Some(node.to_string());
+    s.allocation = Some(allocation.clone());
+    s.phase = TaskPhase::Assigned;
+    s.reason = None;
+    s.message = None;
+    s.retry_after = None;
+    s.observed_generation = task.metadata.generation;
+    let gpus: Vec<String> = allocation.gpus.iter().map(u32::to_string).collect();
+    let message = format!(
+        "bound to {node} (cpus {:?}, GPUs [{}])",
+        allocation.cpus,
+        gpus.join(",")
+    );
+    let g = task.metadata.generation;
+    set_condition(
+        &mut s.conditions,
+        "Scheduled",
+        ConditionStatus::True,
+        Some("Scheduled"),
+        Some(&message),
+        g,
+        now,
+    );
+    t
+}
+
+/// The task left queued (or failed, when it can never fit) with reason Unschedulable.
+pub fn unschedulable(task: &Task, message: &str, now: Timestamp, never: bool) -> Task {
+    let mut t = task.clone();
+    let g = task.metadata.generation;
+    if never {
+        t.status = crate::retry::finished(task, now, TaskPhase::Failed, "Unschedulable", message);
+    } else {
+        t.status.reason = Some("Unschedulable".to_string());
+        t.status.message = Some(message.to_string());
+        t.status.observed_generation = g;
+    }
+    set_condition(
+        &mut t.status.conditions,
+        "Scheduled",
+        ConditionStatus::False,
+        Some("Unschedulable"),
+        Some(message),
+        g,
+        now,
+    );
+    t
+}

@@ -1,0 +1,303 @@
+//! In-process cluster tests: a real API server on 127.0.0.1:0 (in-memory SQLite), the
+//! controllers through their public `run`, and the test acting as a fake node agent.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use kohakuriver_api::meta::find_condition;
+use kohakuriver_api::{ConditionStatus, DesiredState, Node, Task, TaskPhase};
+use kohakuriver_client::ListParams;
+use kohakuriver_controllers::ControllersConfig;
+use kohakuriver_controllers::allocator::Holdings;
+
+fn bound(t: &Task) -> bool {
+    t.status.phase == TaskPhase::Assigned && t.status.node.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_then_places_when_capacity_frees() {
+    let h = cluster(fast()).await;
+    register(&h, Node::test("a").cores(2)).await;
+    let _alive = keep_alive(&h, "a");
+    h.tasks().create(&Task::test("first").cpu(2)).await.unwrap();
+    let first = wait_task(&h, "first", "binding", bound).await;
+    assert_eq!(first.status.allocation.as_ref().unwrap().cpus, "0-1");
+    let scheduled = find_condition(&first.status.conditions, "Scheduled").unwrap();
+    assert_eq!(scheduled.status, ConditionStatus::True);
+    assert_eq!(first.status.observed_generation, first.metadata.generation);
+
+    h.tasks()
+        .create(&Task::test("second").cpu(2))
+        .await
+        .unwrap();
+    let waiting = wait_task(&h, "second", "Unschedulable", |t| {
+        t.status.reason.as_deref() == Some("Unschedulable")
+    })
+    .await;
+    assert_eq!(waiting.status.phase, TaskPhase::Pending);
+    let message = waiting.status.message.unwrap();
+    assert!(message.contains("a: needs 2 cores, 0 free"), "{message}");
+
+    report(&h, "first", |t| {
+        t.status.phase = TaskPhase::Succeeded;
+        t.status.exit_code = Some(0);
+    })
+    .await;
+    let second = wait_task(&h, "second", "binding after capacity freed", bound).await;
+    assert_eq!(second.status.allocation.unwrap().cpus, "0-1");
+    // The finished task gets its health condition filled in.
+    let first = wait_task(&h, "first", "Succeeded condition", |t| {
+        find_condition(&t.status.conditions, "Succeeded")
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert!(first.status.finished_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_requests_fail_at_once() {
+    let h = cluster(fast()).await;
+    register(&h, Node::test("a").numa(2).cores(8).gpus(4)).await;
+    let _alive = keep_alive(&h, "a");
+    h.tasks()
+        .create(&Task::test("greedy").gpus(9))
+        .await
+        .unwrap();
+    h.tasks()
+        .create(&Task::test("ghost").on("nowhere"))
+        .await
+        .unwrap();
+    h.tasks()
+        .create(&Task::test("badgpu").on("a").gpu_ids(&[7]))
+        .await
+        .unwrap();
+    for (name, want) in [
+        ("greedy", "a: needs 9 GPUs, has 4"),
+        ("ghost", "node \"nowhere\" does not exist"),
+        ("badgpu", "a: GPU 7 does not exist (4 GPUs)"),
+    ] {
+        let t = wait_task(&h, name, "Failed", |t| t.status.phase == TaskPhase::Failed).await;
+        assert_eq!(t.status.reason.as_deref(), Some("Unschedulable"));
+        let message = t.status.message.unwrap();
+        assert!(message.contains(want), "{name}: {message:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_loses_its_tasks_and_comes_back() {
+    let h = cluster(fast()).await;
+    register(&h, Node::test("a").cores(4)).await;
+    h.tasks().create(&Task::test("doomed")).await.unwrap();
+    let mut retried = Task::test("retried");
+    retried.spec.retries = 1;
+    h.tasks().create(&retried).await.unwrap();
+    wait_task(&h, "doomed", "binding", bound).await;
+    wait_task(&h, "retried", "binding", bound).await;
+    // No heartbeat from here on: after the 2 s grace the node is lost.
+    wait_until("node a not ready", || async {
+        let n = h.nodes().get("a").await.unwrap();
+        find_condition(&n.status.conditions, "Ready").is_some_and(|c| {
+            c.status == ConditionStatus::False && c.reason.as_deref() == Some("NodeLost")
+        })
+    })
+    .await;
+    let doomed = wait_task(&h, "doomed", "Lost", |t| t.status.phase == TaskPhase::Lost).await;
+    assert_eq!(doomed.status.reason.as_deref(), Some("NodeLost"));
+    let retried = wait_task(&h, "retried", "requeued", |t| {
+        t.status.phase == TaskPhase::Pending
+    })
+    .await;
+    assert_eq!(retried.status.node, None);
+    assert_eq!(retried.status.attempts, 1);
+    assert!(retried.status.retry_after.is_some());
+    // The agent comes back: Ready again, and the retried task is placed again.
+    let _alive = keep_alive(&h, "a");
+    wait_task(&h, "retried", "bound again", bound).await;
+    let n = h.nodes().get("a").await.unwrap();
+    assert!(n.is_ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tasks_retry_with_backoff_until_retries_run_out() {
+    let h = cluster(fast()).await;
+    register(&h, Node::test("a")).await;
+    let _alive = keep_alive(&h, "a");
+    let mut task = Task::test("flaky");
+    task.spec.retries = 1;
+    h.tasks().create(&task).await.unwrap();
+    wait_task(&h, "flaky", "binding", bound).await;
+    let fail = |attempts: u32| {
+        move |t: &mut Task| {
+            t.status.phase = TaskPhase::Failed;
+            t.status.reason = Some("Error".into());
+            t.status.exit_code = Some(1);
+            t.status.attempts = attempts;
+            t.status.started_at = Some(chrono::Utc::now());
+            t.status.finished_at = Some(chrono::Utc::now());
+        }
+    };
+    report(&h, "flaky", fail(1)).await;
+    let requeued = wait_task(&h, "flaky", "requeued", |t| {
+        t.status.phase == TaskPhase::Pending
+    })
+    .await;
+    assert_eq!(requeued.status.reason.as_deref(), Some("Retrying"));
+    assert_eq!(requeued.status.attempts, 1);
+    let after = requeued.status.retry_after.expect("retryAfter set");
+    let rebound = wait_task(&h, "flaky", "bound again", bound).await;
+    assert!(chrono::Utc::now() >= after, "rebound before its back-off");
+    assert_eq!(rebound.status.exit_code, None);
+    report(&h, "flaky", fail(2)).await;
+    let done = wait_task(&h, "flaky", "Failed condition", |t| {
+        find_condition(&t.status.conditions, "Failed")
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(done.status.phase, TaskPhase::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_kill_running_tasks_and_fail_queued_ones() {
+    let h = cluster(fast()).await;
+    register(&h, Node::test("a").cores(1)).await;
+    let _alive = keep_alive(&h, "a");
+    let mut slow = Task::test("slow");
+    slow.spec.timeout_seconds = Some(1);
+    h.tasks().create(&slow).await.unwrap();
+    wait_task(&h, "slow", "binding", bound).await;
+    // The only core is taken: this one stays queued until its deadline.
+    let mut stuck = Task::test("stuck").on("a");
+    stuck.spec.timeout_seconds = Some(1);
+    h.tasks().create(&stuck).await.unwrap();
+    let killed = wait_task(&h, "slow", "desired state Killed", |t| {
+        t.spec.state == DesiredState::Killed
+    })
+    .await;
+    assert_eq!(killed.status.reason.as_deref(), Some("DeadlineExceeded"));
+    let stuck = wait_task(&h, "stuck", "Failed", |t| {
+        t.status.phase == TaskPhase::Failed
+    })
+    .await;
+    assert_eq!(stuck.status.reason.as_deref(), Some("DeadlineExceeded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_are_deleted_after_their_ttl() {
+    let h = cluster(fast()).await;
+    // No node: the task is killed while queued, finishes, and is deleted one second later.
+    let mut task = Task::test("brief").state(DesiredState::Killed);
+    task.spec.ttl_seconds_after_finished = Some(1);
+    h.tasks().create(&task).await.unwrap();
+    let killed = wait_task(&h, "brief", "Killed", |t| {
+        t.status.phase == TaskPhase::Killed
+    })
+    .await;
+    assert!(killed.status.finished_at.is_some());
+    wait_until("TTL deletion", || async {
+        h.tasks().get_opt("brief").await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// Two schedulers over the same queue: every task is bound once (the `resourceVersion`
+/// precondition), and an overlap from divergent views is undone within a resync (the later
+/// binding, still Assigned, loses; see `scheduler`). Strict exclusion needs one active
+/// scheduler (leader election), which this does not provide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_racing_schedulers_never_double_book() {
+    let h = server().await;
+    let only_scheduler = ControllersConfig {
+        lifecycle: false,
+        ..fast()
+    };
+    for name in ["a", "b", "c"] {
+        register(&h, Node::test(name).numa(2).cores(16).gpus(4)).await;
+    }
+    let shapes = [(1, 0), (2, 1), (4, 0), (3, 2), (1, 1), (0, 1)];
+    let mut names = Vec::new();
+    for i in 0..60 {
+        let (cpu, gpus) = shapes[i % shapes.len()];
+        let name = format!("t{i:03}");
+        h.tasks()
+            .create(&Task::test(&name).cpu(cpu).gpus(gpus))
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    // Both schedulers start on the same queue at once.
+    controllers(&h, only_scheduler.clone());
+    controllers(&h, only_scheduler);
+    // Finish some tasks while they race, so both keep deciding from moving views.
+    for round in 0..3 {
+        wait_until("a round of bindings", || async {
+            let list = h.tasks().list(&ListParams::default()).await.unwrap();
+            list.items
+                .iter()
+                .filter(|t| t.status.node.is_some())
+                .count()
+                >= 10 * (round + 1)
+        })
+        .await;
+        let list = h.tasks().list(&ListParams::default()).await.unwrap();
+        for t in list.items.iter().filter(|t| bound(t)).take(5) {
+            report(&h, &t.metadata.name, |t| {
+                t.status.phase = TaskPhase::Succeeded
+            })
+            .await;
+        }
+        settle(&h).await;
+    }
+    wait_until("every task bound or waiting", || async {
+        let list = h.tasks().list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .all(|t| t.status.node.is_some() || t.status.reason.as_deref() == Some("Unschedulable"))
+    })
+    .await;
+    check_no_double_booking(&h).await;
+}
+
+/// Waits until no core or GPU is held twice: a transient overlap from two schedulers'
+/// divergent views is undone within one resync.
+async fn settle(h: &Harness) {
+    wait_until("no double booking", || async {
+        overlaps(h).await.is_empty()
+    })
+    .await;
+}
+
+async fn overlaps(h: &Harness) -> Vec<String> {
+    let list = h.tasks().list(&ListParams::default()).await.unwrap();
+    let mut per_node: BTreeMap<String, Holdings> = BTreeMap::new();
+    for t in list.items.iter().filter(|t| t.holds_allocation()) {
+        per_node
+            .entry(t.status.node.clone().unwrap())
+            .or_default()
+            .add(&t.metadata.name, t.status.allocation.as_ref().unwrap());
+    }
+    per_node
+        .into_iter()
+        .flat_map(|(n, h)| h.overlaps().into_iter().map(move |o| format!("{n}: {o}")))
+        .collect()
+}
+
+async fn check_no_double_booking(h: &Harness) {
+    settle(h).await;
+    let list = h.tasks().list(&ListParams::default()).await.unwrap();
+    let mut per_node: BTreeMap<String, Holdings> = BTreeMap::new();
+    for t in list.items.iter().filter(|t| t.holds_allocation()) {
+        per_node
+            .entry(t.status.node.clone().unwrap())
+            .or_default()
+            .add(&t.metadata.name, t.status.allocation.as_ref().unwrap());
+    }
+    for (node, holdings) in per_node {
+        assert!(
+            holdings.overlaps().is_empty(),
+            "{node}: {:?}",
+            holdings.overlaps()
+        );
+    }
+}

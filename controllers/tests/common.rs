@@ -1,0 +1,192 @@
+//! Shared harness for the in-process cluster tests: a real API server on 127.0.0.1:0 with
+//! an in-memory store, controllers started through the public `run`, and helpers that act
+//! as a fake node agent (register a node, heartbeat, report phases).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use kohakuriver_api::meta::{ConditionStatus, set_condition};
+use kohakuriver_api::{Node, Task};
+use kohakuriver_client::{Api, Client};
+use kohakuriver_controllers::ControllersConfig;
+use kohakuriver_controllers::retry::RetryPolicy;
+use tokio_util::sync::CancellationToken;
+
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A server, the controllers and a client, all stopped when dropped.
+pub struct Harness {
+    pub client: Client,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Harness {
+    pub fn tasks(&self) -> Api<Task> {
+        self.client.api::<Task>()
+    }
+
+    pub fn nodes(&self) -> Api<Node> {
+        self.client.api::<Node>()
+    }
+}
+
+/// Controller settings scaled down so tests run in seconds.
+pub fn fast() -> ControllersConfig {
+    ControllersConfig {
+        node_grace: Duration::from_secs(2),
+        resync: Duration::from_millis(300),
+        retry: RetryPolicy {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(2),
+        },
+        sweep_interval: Duration::from_millis(20),
+        ..ControllersConfig::default()
+    }
+}
+
+/// Starts a server only.
+pub async fn server() -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        kohakuriver_apiserver::serve(listener, kohakuriver_apiserver::Config::default(), token)
+            .await
+            .unwrap();
+    });
+    let client = Client::new(&format!("http://{address}")).unwrap();
+    Harness { client, shutdown }
+}
+
+/// Starts controllers with `config` against the harness's server.
+pub fn controllers(h: &Harness, config: ControllersConfig) {
+    let client = h.client.clone();
+    let token = h.shutdown.clone();
+    tokio::spawn(async move {
+        kohakuriver_controllers::run(client, config, token)
+            .await
+            .unwrap();
+    });
+}
+
+/// Starts a server and one set of controllers.
+pub async fn cluster(config: ControllersConfig) -> Harness {
+    let h = server().await;
+    controllers(&h, config);
+    h
+}
+
+/// Registers `node` as its agent would: create, then report status with a fresh
+/// heartbeat and Ready=True.
+pub async fn register(h: &Harness, node: Node) {
+    let status = node.status.clone();
+    let mut created = h.nodes().create(&node).await.unwrap();
+    created.status = status;
+    created.status.last_heartbeat = Some(chrono::Utc::now());
+    set_condition(
+        &mut created.status.conditions,
+        "Ready",
+        ConditionStatus::True,
+        Some("AgentReady"),
+        None,
+        None,
+        chrono::Utc::now(),
+    );
+    h.nodes().replace_status(&created).await.unwrap();
+}
+
+/// One heartbeat of the fake agent: fresh `lastHeartbeat`, Ready=True.
+pub async fn heartbeat(h: &Harness, name: &str) {
+    h.nodes()
+        .update_status_with(name, |n| {
+            let now = chrono::Utc::now();
+            n.status.last_heartbeat = Some(now);
+            set_condition(
+                &mut n.status.conditions,
+                "Ready",
+                ConditionStatus::True,
+                Some("AgentReady"),
+                None,
+                None,
+                now,
+            );
+            true
+        })
+        .await
+        .unwrap();
+}
+
+/// Keeps heartbeating `name` every 200 ms until the returned token is cancelled.
+pub fn keep_alive(h: &Harness, name: &str) -> CancellationToken {
+    let stop = h.shutdown.child_token();
+    let (client, name, token) = (h.client.clone(), name.to_string(), stop.clone());
+    tokio::spawn(async move {
+        let h = Harness {
+            client,
+            shutdown: CancellationToken::new(),
+        };
+        while !token.is_cancelled() {
+            heartbeat(&h, &name).await;
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    });
+    stop
+}
+
+/// Polls a task until `pred` holds, failing the test after [`DEADLINE`].
+pub async fn wait_task(h: &Harness, name: &str, what: &str, pred: impl Fn(&Task) -> bool) -> Task {
+    let start = std::time::Instant::now();
+    loop {
+        let task = h.tasks().get_opt(name).await.unwrap();
+        if let Some(task) = task {
+            if pred(&task) {
+                return task;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "task {name}: timed out waiting for {what}; last seen {:#?}",
+                    task.status
+                );
+            }
+        } else if start.elapsed() > DEADLINE {
+            panic!("task {name}: timed out waiting for {what}; it is gone");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until `check` answers true, failing the test after [`DEADLINE`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reports a phase for a task as the agent would (status subresource).
+pub async fn report(h: &Harness, name: &str, edit: impl Fn(&mut Task)) -> Task {
+    h.tasks()
+        .update_status_with(name, |t| {
+            edit(t);
+            true
+        })
+        .await
+        .unwrap()
+}

@@ -1,0 +1,119 @@
+//! Flags shared by the daemons (`server`, `controllers`, `agent`, `up`) and the pieces that
+//! turn them into the libraries' configs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kohakuriver_controllers::ControllersConfig;
+use kohakuriver_node_agent::AgentConfig;
+use kohakuriver_node_agent::gpu::StaticGpuSource;
+
+use crate::wait::parse_duration;
+
+/// Controller settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerFlags {
+    /// A node silent for longer than this is NotReady and its tasks are lost.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub node_grace: Duration,
+    /// First delay before a failed task is retried; it doubles per retry.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+    /// Longest delay between retries.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub retry_backoff_max: Duration,
+}
+
+impl ControllerFlags {
+    /// The controllers' config.
+    pub fn config(&self) -> ControllersConfig {
+        let mut config = ControllersConfig {
+            node_grace: self.node_grace,
+            ..Default::default()
+        };
+        config.retry.base = self.retry_backoff;
+        config.retry.cap = self.retry_backoff_max;
+        config
+    }
+}
+
+/// Node agent settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentFlags {
+    /// This node's name (default: the host name, lowercased).
+    #[arg(long, value_name = "NODE")]
+    pub name: Option<String>,
+    /// Shared storage, mounted at /shared in every task container; environment tarballs
+    /// are read from DIR/kohakuriver-containers/NAME.tar.
+    #[arg(long, value_name = "DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// Address of the agent's log endpoint.
+    #[arg(long = "agent-listen", value_name = "ADDR:PORT", default_value = "0.0.0.0:8001")]
+    pub agent_listen: SocketAddr,
+    /// URL under which the server reaches the log endpoint (default: derived from the listen
+    /// address).
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// Use this many fake GPUs instead of NVML (for testing without GPUs).
+    #[arg(long, value_name = "N", conflicts_with = "gpu_file")]
+    pub fake_gpus: Option<u32>,
+    /// Use the GPU list in this JSON/YAML file instead of NVML.
+    #[arg(long, value_name = "FILE")]
+    pub gpu_file: Option<PathBuf>,
+    /// Read cores and NUMA topology from this sysfs root instead of /sys.
+    #[arg(long, value_name = "DIR", default_value = "/sys", hide = true)]
+    pub sysfs_root: PathBuf,
+    /// Heartbeat interval.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Time a killed task has between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+}
+
+impl AgentFlags {
+    /// The agent's config, talking to `server_url` and keeping its files under `data_dir`.
+    pub fn config(&self, server_url: &str, data_dir: PathBuf, default_image: Option<String>) -> AgentConfig {
+        let mut config = AgentConfig::new(self.node_name(), server_url, data_dir);
+        config.shared_dir = self.shared_dir.clone();
+        config.listen = self.agent_listen;
+        config.advertise_url = self.advertise_url.clone();
+        config.sysfs_root = self.sysfs_root.clone();
+        config.static_gpus = match (&self.fake_gpus, &self.gpu_file) {
+            (Some(n), _) => Some(StaticGpuSource::Count(*n)),
+            (None, Some(file)) => Some(StaticGpuSource::File(file.clone())),
+            (None, None) => None,
+        };
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.kill_grace = self.kill_grace;
+        config.default_image = default_image;
+        config
+    }
+
+    /// The node name: the flag, else the host name.
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(host_name)
+    }
+}
+
+/// This machine's host name, lowercased (node names are DNS names).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The default data dir: `$KOHAKURIVER_DATA_DIR`, else `~/.kohakuriver`, else `./kohakuriver-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KOHAKURIVER_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".kohakuriver"),
+        None => PathBuf::from("kohakuriver-data"),
+    }
+}
