@@ -120,6 +120,12 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     })
 }
 
+/// Converts a parsed JSON value into `T`, naming the field path on error (without the
+/// line/column of a text the user never wrote).
+pub fn from_json_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| path_message(e.path().to_string(), e.inner()))
+}
+
 /// Parses a YAML body (one document) into `T`, naming the field path on error.
 pub fn from_yaml<T: DeserializeOwned>(body: &str) -> Result<T, String> {
     let value: serde_yaml::Value =

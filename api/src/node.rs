@@ -12,10 +12,8 @@ use crate::resource::Resource;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Node {
     /// Always `kohakuriver/v1`.
-    #[serde(default = "default_api_version")]
     pub api_version: String,
     /// Always `Node`.
-    #[serde(default = "default_node_kind")]
     pub kind: String,
     /// `name` is the host name.
     pub metadata: ObjectMeta,

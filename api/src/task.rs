@@ -15,10 +15,8 @@ use crate::resource::Resource;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Task {
     /// Always `kohakuriver/v1`.
-    #[serde(default = "default_api_version")]
     pub api_version: String,
     /// Always `Task`.
-    #[serde(default = "default_task_kind")]
     pub kind: String,
     /// Name, labels and server-owned bookkeeping.
     pub metadata: ObjectMeta,

@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use kohakuriver_api::StatusReason;
-use kohakuriver_api::manifest::from_json;
+use kohakuriver_api::manifest::from_json_value;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -54,8 +54,15 @@ pub fn parse_value(format: Format, body: &[u8]) -> Result<Value, AppError> {
         return Err(AppError::bad_request("the request body is empty"));
     }
     match format {
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("malformed JSON: {e}"))),
+        Format::Json => {
+            let value = serde_json::from_slice(body)
+                .map_err(|e| AppError::bad_request(format!("malformed JSON: {e}")))?;
+            // serde_json keeps the last of two equal keys; YAML refuses them. Refuse them in
+            // JSON too, so no two readers of one body can see different objects.
+            serde_json::from_slice::<NoDuplicateKeys>(body)
+                .map_err(|e| AppError::bad_request(format!("malformed JSON: {e}")))?;
+            Ok(value)
+        }
         Format::Yaml => {
             let text = std::str::from_utf8(body).map_err(|e| {
                 AppError::bad_request(format!("the YAML body is not valid UTF-8: {e}"))
@@ -72,8 +79,70 @@ pub fn parse_value(format: Format, body: &[u8]) -> Result<Value, AppError> {
 /// Converts a JSON value into a typed object; the error names the field path, e.g.
 /// `spec.resources.cpus: unknown field `cpus``.
 pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, AppError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| AppError::internal(e.to_string()))?;
-    from_json(&bytes).map_err(AppError::bad_request)
+    if !value.is_object() {
+        let got = match value {
+            Value::Array(_) => "a list",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(AppError::bad_request(format!(
+            "the body must be one object (a JSON object or YAML mapping) with apiVersion, kind, metadata and spec; got {got}"
+        )));
+    }
+    from_json_value(value).map_err(AppError::bad_request)
+}
+
+/// Accepts any JSON, refusing an object that holds the same key twice.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicateKeys, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicateKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
 }
 
 /// Applies a JSON merge patch (RFC 7386) to `target`.

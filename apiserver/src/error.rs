@@ -95,7 +95,17 @@ impl IntoResponse for AppError {
         if self.0.code >= 500 {
             tracing::warn!(code = self.0.code, message = %self.0.message, "request failed");
         }
-        (self.status_code(), axum::Json(*self.0)).into_response()
+        let too_large = self.0.code == 413;
+        let mut response = (self.status_code(), axum::Json(*self.0)).into_response();
+        if too_large {
+            // The unread rest of the body is still on the connection; closing it is the only
+            // way a keep-alive client does not take that rest for the next answer.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

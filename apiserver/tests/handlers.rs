@@ -242,7 +242,7 @@ async fn invalid_objects_name_each_field() {
         ["metadata.name", "spec.command", "spec.mounts[0]"]
     );
     let (code, body) = api
-        .json("POST", NODES, &json!({"metadata": {"name": "Bad Host"}}))
+        .json("POST", NODES, &json!({"apiVersion": "kohakuriver/v1", "kind": "Node", "metadata": {"name": "Bad Host"}}))
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(causes(&body), ["metadata.name"]);

@@ -396,7 +396,7 @@ async fn fake_agent() -> (String, tokio::task::JoinHandle<()>) {
 async fn log_proxy_streams_from_the_agent_and_reports_it_down() {
     let server = Server::start(Config::default()).await;
     let (agent, agent_task) = fake_agent().await;
-    let node = json!({"metadata": {"name": "n1"}});
+    let node = json!({"apiVersion": "kohakuriver/v1", "kind": "Node", "metadata": {"name": "n1"}});
     assert_eq!(
         server
             .send(Method::POST, "/apis/kohakuriver/v1/nodes", Some(&node))
