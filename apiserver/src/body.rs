@@ -80,12 +80,13 @@ pub fn parse_value(format: Format, body: &[u8]) -> Result<Value, AppError> {
 /// `spec.resources.cpus: unknown field `cpus``.
 pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, AppError> {
     if !value.is_object() {
+        let shown: String = value.to_string().chars().take(40).collect();
         let got = match value {
-            Value::Array(_) => "a list",
-            Value::String(_) => "a string",
-            Value::Number(_) => "a number",
-            Value::Bool(_) => "a boolean",
-            _ => "null",
+            Value::Array(_) => "a list".to_string(),
+            Value::String(_) => format!("a string ({shown})"),
+            Value::Number(_) => format!("a number ({shown})"),
+            Value::Bool(_) => format!("a boolean ({shown})"),
+            _ => "null".to_string(),
         };
         return Err(AppError::bad_request(format!(
             "the body must be one object (a JSON object or YAML mapping) with apiVersion, kind, metadata and spec; got {got}"
@@ -188,28 +189,57 @@ fn too_large(limit: usize) -> AppError {
     )
 }
 
+/// How much of an oversized body is read and thrown away before answering 413, so a
+/// client still sending it sees the answer instead of a broken pipe.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// How long draining an oversized body may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads the whole body, refusing (413) anything over `limit` bytes.
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> Result<Bytes, AppError> {
+    use futures::StreamExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(stream).await;
         return Err(too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let over = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if over {
-            too_large(limit)
-        } else {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
             AppError::bad_request(format!("the request body could not be read: {e}"))
+        })?;
+        if buf.len() + chunk.len() > limit {
+            drain(stream).await;
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards what is left of a body, up to [`DRAIN_LIMIT`] bytes and
+/// [`DRAIN_TIME`].
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
         }
     })
+    .await;
 }
 
 #[cfg(test)]

@@ -53,6 +53,17 @@ impl AppError {
         ))
     }
 
+    /// 409: a task's new binding would share cores, GPUs or memory with another task.
+    pub fn binding_conflict(name: &str, why: &str) -> AppError {
+        AppError(Box::new(
+            Status::new(
+                StatusReason::Conflict,
+                format!("task {name:?} cannot be bound: {why}; schedule it again"),
+            )
+            .with_object("Task", name),
+        ))
+    }
+
     /// 410: the asked watch history is no longer kept.
     pub fn gone(asked: u64, oldest: u64) -> AppError {
         AppError::new(

@@ -17,6 +17,10 @@ const FORCE_DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Options of `kohakuriver apply`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver apply -f manifests/hello.yaml
+  kohakuriver apply -f manifests/gitops/ --prune -l sweep=lr
+  cat task.yaml | kohakuriver apply -f - --dry-run")]
 pub struct Args {
     /// Manifest file, directory (its *.yaml, *.yml, *.json, sorted) or `-` for stdin; repeatable.
     #[arg(

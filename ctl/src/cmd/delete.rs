@@ -12,6 +12,9 @@ use crate::wait::{parse_duration, until_deleted};
 
 /// Options of `kohakuriver delete`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver delete task train-resnet
+  kohakuriver delete task a b c --wait --timeout 2m")]
 pub struct Args {
     /// `task` or `node` (or `task/NAME`).
     #[arg(value_name = "KIND")]

@@ -14,6 +14,9 @@ use crate::rows::{allocation_summary, node_status, task_image};
 
 /// Options of `kohakuriver describe`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver describe task train-resnet
+  kohakuriver describe node gpu-01")]
 pub struct Args {
     /// `task` or `node` (or `task/NAME`).
     #[arg(value_name = "KIND")]

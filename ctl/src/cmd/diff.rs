@@ -24,6 +24,8 @@ const SERVER_METADATA: &[&str] = &[
 
 /// Options of `kohakuriver diff`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver diff -f manifests/gitops/    # exit 0: no change, 1: changes, 2: error")]
 pub struct Args {
     /// Manifest file, directory or `-` for stdin; repeatable.
     #[arg(

@@ -14,6 +14,11 @@ use crate::rows::Columns;
 
 /// Options of `kohakuriver get`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver get tasks
+  kohakuriver get tasks -l team=vision -o wide
+  kohakuriver get task train-resnet -o yaml
+  kohakuriver get nodes -w")]
 pub struct Args {
     /// `tasks`, `nodes` (or `task`, `node`); `task/NAME` also works.
     #[arg(value_name = "KIND")]

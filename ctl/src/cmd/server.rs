@@ -13,6 +13,9 @@ use super::daemon::ControllerFlags;
 
 /// Options of `kohakuriver server`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  kohakuriver server --listen 0.0.0.0:8000 --db /var/lib/kohakuriver/kohakuriver.db
+  kohakuriver server --db :memory: --default-image ubuntu:22.04 --node-grace 45s")]
 pub struct Args {
     /// Address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR:PORT")]

@@ -373,12 +373,10 @@ async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Tas
 async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
     let tasks = client.api::<Task>();
     let task = tasks.get(&args.name).await?;
-    if args.follow && task.status.node.is_none() && !task.status.phase.is_terminal() {
-        // Not started yet: wait until it is placed, then follow.
-        wait_until(client, &args.name, |t| {
-            t.status.node.is_some() || t.status.phase.is_terminal()
-        })
-        .await?;
+    if args.follow && !has_started(&task) {
+        // Like `tail -f` on a file that is not there yet: wait for the container to start,
+        // then follow it.
+        wait_until(client, &args.name, has_started).await?;
     }
     let params = LogParams {
         stream: if args.stderr {
@@ -389,7 +387,19 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
         follow: args.follow,
         tail: args.tail,
     };
-    let mut stream = client.task_log(&args.name, &params).await?;
+    // Right after a container starts its agent may not have opened the capture yet; a
+    // follower waits for it a little instead of failing.
+    let mut tries = 0;
+    let mut stream = loop {
+        match client.task_log(&args.name, &params).await {
+            Ok(stream) => break stream,
+            Err(e) if args.follow && e.is_not_found() && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.context("reading the log stream")?;
@@ -397,6 +407,13 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
         out.flush()?;
     }
     Ok(0)
+}
+
+/// True once a task's container has started (so it has output to follow), or it ended.
+fn has_started(task: &Task) -> bool {
+    task.status.started_at.is_some()
+        || matches!(task.status.phase, TaskPhase::Running | TaskPhase::Paused)
+        || task.status.phase.is_terminal()
 }
 
 async fn wait_until(client: &Client, name: &str, done: impl Fn(&Task) -> bool) -> Result<Task> {
@@ -535,30 +552,15 @@ async fn status(client: &Client, name: &str) -> Result<i32> {
 async fn watch(client: &Client, name: &str) -> Result<i32> {
     use std::io::IsTerminal;
     let tty = std::io::stdout().is_terminal();
+    // The first view comes from a plain read, which also fails fast on a wrong id; the watch
+    // then brings every change, and a one-second tick keeps the ages in the view fresh.
+    let mut current = client.api::<Task>().get(name).await?;
     let params = ListParams::default().fields(&format!("metadata.name={name}"));
-    // Fail fast on a wrong id.
-    client.api::<Task>().get(name).await?;
     let mut events = client.api::<Task>().watcher(params);
     let mut last = String::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut current: Option<Task> = None;
     loop {
-        tokio::select! {
-            event = events.next() => {
-                match event {
-                    Some(Ok(watcher::Event::Restarted(items))) => current = items.into_iter().next(),
-                    Some(Ok(watcher::Event::Applied(t))) => current = Some(t),
-                    Some(Ok(watcher::Event::Deleted(_))) | None => bail!("task {name:?} was deleted"),
-                    Some(Err(e)) if e.is_connect() => continue,
-                    Some(Err(e)) => return Err(e.into()),
-                }
-            }
-            _ = ticker.tick() => {}
-        }
-        let Some(task) = &current else {
-            bail!("task {name:?} not found");
-        };
-        let view = describe_task(task, chrono::Utc::now());
+        let view = describe_task(&current, chrono::Utc::now());
         if view != last {
             if tty {
                 // Clear the screen and redraw in place.
@@ -569,8 +571,23 @@ async fn watch(client: &Client, name: &str) -> Result<i32> {
             std::io::stdout().flush().ok();
             last = view;
         }
-        if task.status.phase.is_terminal() {
+        if current.status.phase.is_terminal() {
             return Ok(0);
+        }
+        tokio::select! {
+            event = events.next() => {
+                match event {
+                    Some(Ok(watcher::Event::Restarted(items))) => match items.into_iter().next() {
+                        Some(t) => current = t,
+                        None => bail!("task {name:?} was deleted"),
+                    },
+                    Some(Ok(watcher::Event::Applied(t))) => current = t,
+                    Some(Ok(watcher::Event::Deleted(_))) | None => bail!("task {name:?} was deleted"),
+                    Some(Err(e)) if e.is_connect() => {}
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            _ = ticker.tick(), if tty => {}
         }
     }
 }
