@@ -34,19 +34,28 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_example_manifest_is_valid() {
     let mut files = Vec::new();
     yaml_files(&manifests_dir(), &mut files);
-    assert!(files.len() >= 5, "expected the example manifests, found {files:?}");
+    assert!(
+        files.len() >= 5,
+        "expected the example manifests, found {files:?}"
+    );
     let mut objects = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable manifest");
-        let manifests = parse_manifests(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let manifests =
+            parse_manifests(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(!manifests.is_empty(), "{} holds no object", file.display());
         for m in manifests {
             let errors = match &m {
                 Manifest::Task(t) => validate_task(t),
                 Manifest::Node(n) => validate_node(n),
             };
-            assert!(errors.is_empty(), "{}: {} {}: {errors:?}", file.display(), m.kind(), m.name());
+            assert!(
+                errors.is_empty(),
+                "{}: {} {}: {errors:?}",
+                file.display(),
+                m.kind(),
+                m.name()
+            );
             objects += 1;
         }
     }
