@@ -49,7 +49,11 @@ pub struct AgentFlags {
     #[arg(long, value_name = "DIR")]
     pub shared_dir: Option<PathBuf>,
     /// Address of the agent's log endpoint.
-    #[arg(long = "agent-listen", value_name = "ADDR:PORT", default_value = "0.0.0.0:8001")]
+    #[arg(
+        long = "agent-listen",
+        value_name = "ADDR:PORT",
+        default_value = "0.0.0.0:8001"
+    )]
     pub agent_listen: SocketAddr,
     /// URL under which the server reaches the log endpoint (default: derived from the listen
     /// address).
@@ -74,7 +78,12 @@ pub struct AgentFlags {
 
 impl AgentFlags {
     /// The agent's config, talking to `server_url` and keeping its files under `data_dir`.
-    pub fn config(&self, server_url: &str, data_dir: PathBuf, default_image: Option<String>) -> AgentConfig {
+    pub fn config(
+        &self,
+        server_url: &str,
+        data_dir: PathBuf,
+        default_image: Option<String>,
+    ) -> AgentConfig {
         let mut config = AgentConfig::new(self.node_name(), server_url, data_dir);
         config.shared_dir = self.shared_dir.clone();
         config.listen = self.agent_listen;

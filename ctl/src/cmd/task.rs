@@ -387,26 +387,82 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
         follow: args.follow,
         tail: args.tail,
     };
-    // Right after a container starts its agent may not have opened the capture yet; a
-    // follower waits for it a little instead of failing.
+    // A follower survives a restart of the server or the agent: it reconnects and skips the
+    // bytes it already printed (the capture is byte-exact, so the replay is identical).
+    // With --tail the offset is unknown, so it does not reconnect.
+    let resumable = args.follow && args.tail.is_none();
+    let mut printed: usize = 0;
+    let mut interruptions = 0;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let outcome = async {
+            let mut stream = open_log(client, &args.name, &params, args.follow).await?;
+            let mut skip = printed;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.context("reading the log stream")?;
+                let fresh = if skip >= chunk.len() {
+                    skip -= chunk.len();
+                    continue;
+                } else {
+                    let fresh = &chunk[skip..];
+                    skip = 0;
+                    fresh
+                };
+                out.write_all(fresh)?;
+                out.flush()?;
+                printed += fresh.len();
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) if !args.follow => return Ok(0),
+            // The stream ended: done if the task did, else it was cut and is resumed.
+            Ok(()) => match tasks.get(&args.name).await {
+                Ok(t) if t.status.phase.is_terminal() => return Ok(0),
+                Ok(_) | Err(_) if resumable => {}
+                Ok(_) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) if resumable && interruptions < 120 => {
+                if interruptions == 0 {
+                    eprintln!("warning: the log stream was interrupted ({e:#}); reconnecting");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        interruptions += 1;
+        if interruptions > 120 {
+            bail!("gave up following task {} after 120 reconnects", args.name);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Opens a task's log stream. Right after a container starts its agent may not have opened
+/// the capture yet; a follower waits for it a little instead of failing.
+async fn open_log(
+    client: &Client,
+    name: &str,
+    params: &LogParams,
+    follow: bool,
+) -> Result<
+    kohakuriver_client::BoxStream<
+        'static,
+        std::result::Result<bytes::Bytes, kohakuriver_client::Error>,
+    >,
+> {
     let mut tries = 0;
-    let mut stream = loop {
-        match client.task_log(&args.name, &params).await {
-            Ok(stream) => break stream,
-            Err(e) if args.follow && e.is_not_found() && tries < 50 => {
+    loop {
+        match client.task_log(name, params).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if follow && e.is_not_found() && tries < 50 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e.into()),
         }
-    };
-    let mut out = std::io::stdout().lock();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("reading the log stream")?;
-        out.write_all(&chunk)?;
-        out.flush()?;
     }
-    Ok(0)
 }
 
 /// True once a task's container has started (so it has output to follow), or it ended.

@@ -68,12 +68,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => {
             shutdown.cancel();
             let _ = daemons.wait().await;
-            return Err(anyhow::Error::new(e).context(format!("cannot start the agent for node {node_name}")));
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot start the agent for node {node_name}")));
         }
     };
 
     let node = Client::new(&url)?.api::<Node>().get(&node_name).await.ok();
-    println!("{}", banner(&url, &db, &node_name, node.as_ref(), &agent.advertise_url));
+    println!(
+        "{}",
+        banner(&url, &db, &node_name, node.as_ref(), &agent.advertise_url)
+    );
 
     agent.wait().await;
     daemons.wait().await?;
@@ -81,7 +85,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// What `up` prints once it is ready: where things are and how to submit a first task.
-fn banner(url: &str, db: &std::path::Path, node_name: &str, node: Option<&Node>, agent_url: &str) -> String {
+fn banner(
+    url: &str,
+    db: &std::path::Path,
+    node_name: &str,
+    node: Option<&Node>,
+    agent_url: &str,
+) -> String {
     let shape = node
         .map(|n| {
             let c = &n.status.capacity;
