@@ -341,7 +341,7 @@ async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Tas
             Ok(watcher::Event::Deleted(_)) => {
                 bail!("task {name:?} was deleted while waiting for it")
             }
-            Err(e) if e.is_connect() => {
+            Err(e) if is_transient(&e) => {
                 eprintln!("warning: {e}; retrying");
                 continue;
             }
@@ -465,6 +465,13 @@ async fn open_log(
     }
 }
 
+/// True for watch errors worth waiting out: the server unreachable, a watch cut by a
+/// restart, a 410 or a server error. The watcher reconnects by itself after each; only an
+/// answer refusing the request itself (a bad selector, say) ends the wait.
+pub fn is_transient(e: &kohakuriver_client::Error) -> bool {
+    e.status().is_none_or(|s| s.code >= 500 || s.code == 410)
+}
+
 /// True once a task's container has started (so it has output to follow), or it ended.
 fn has_started(task: &Task) -> bool {
     task.status.started_at.is_some()
@@ -480,7 +487,7 @@ async fn wait_until(client: &Client, name: &str, done: impl Fn(&Task) -> bool) -
             Ok(watcher::Event::Restarted(items)) => items.into_iter().next(),
             Ok(watcher::Event::Applied(t)) => Some(t),
             Ok(watcher::Event::Deleted(_)) => None,
-            Err(e) if e.is_connect() => continue,
+            Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e.into()),
         };
         match current {
@@ -639,7 +646,7 @@ async fn watch(client: &Client, name: &str) -> Result<i32> {
                     },
                     Some(Ok(watcher::Event::Applied(t))) => current = t,
                     Some(Ok(watcher::Event::Deleted(_))) | None => bail!("task {name:?} was deleted"),
-                    Some(Err(e)) if e.is_connect() => {}
+                    Some(Err(e)) if is_transient(&e) => {}
                     Some(Err(e)) => return Err(e.into()),
                 }
             }

@@ -148,7 +148,7 @@ async fn wait_one(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
             Ok(watcher::Event::Restarted(items)) => items.into_iter().next(),
             Ok(watcher::Event::Applied(t)) => Some(t),
             Ok(watcher::Event::Deleted(_)) => None,
-            Err(e) if e.is_connect() => continue,
+            Err(e) if super::task::is_transient(&e) => continue,
             Err(e) => return Err(e.into()),
         };
         match (current, want) {
