@@ -222,6 +222,8 @@ pub fn container_config(
 impl ContainerSpec {
     /// Docker's create-container options and body for this container.
     ///
+    /// Bind mounts go to Docker as typed mounts (see [`bind_mount`]).
+    ///
     /// The json-file log driver is asked for explicitly: the agent's log capture replays the
     /// container's whole log from Docker, whatever the daemon's default driver is.
     pub fn to_bollard(&self) -> (CreateContainerOptions, ContainerCreateBody) {
@@ -241,7 +243,11 @@ impl ContainerSpec {
             }])
         };
         let host_config = HostConfig {
-            binds: Some(self.binds.clone()).filter(|b| !b.is_empty()),
+            // Typed bind mounts, not `Binds`: with `Binds` Docker silently creates a missing
+            // host path (as root); a typed mount refuses it, so a typo fails the task with
+            // the engine's "bind source path does not exist" instead.
+            mounts: Some(self.binds.iter().map(|b| bind_mount(b)).collect::<Vec<_>>())
+                .filter(|m| !m.is_empty()),
             cpuset_cpus: self.cpuset_cpus.clone(),
             cpuset_mems: self.cpuset_mems.clone(),
             memory: self.memory_bytes,
@@ -272,6 +278,21 @@ impl ContainerSpec {
             ..Default::default()
         };
         (options, body)
+    }
+}
+
+/// A typed bind mount for `HOST:CONTAINER[:ro|rw]` (already validated by the API server).
+pub fn bind_mount(bind: &str) -> bollard::models::Mount {
+    let mut parts = bind.splitn(3, ':');
+    let source = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let read_only = parts.next() == Some("ro");
+    bollard::models::Mount {
+        source: Some(source),
+        target: Some(target),
+        typ: Some(bollard::models::MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
     }
 }
 
@@ -495,7 +516,13 @@ mod tests {
         assert_eq!(host.memory, Some(64_000_000));
         assert_eq!(host.memory_swap, Some(64_000_000));
         assert_eq!(host.privileged, Some(true));
-        assert_eq!(host.binds, Some(vec!["/d:/d:ro".to_string()]));
+        let mounts = host.mounts.expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].source.as_deref(), Some("/d"));
+        assert_eq!(mounts[0].target.as_deref(), Some("/d"));
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[0].typ, Some(bollard::models::MountType::BIND));
+        assert_eq!(host.binds, None);
         assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("json-file"));
         let requests = host.device_requests.unwrap();
         assert_eq!(requests.len(), 1);
@@ -515,6 +542,7 @@ mod tests {
         let (_, body) = check(&task(), &alloc(""), &agent()).to_bollard();
         let host = body.host_config.unwrap();
         assert_eq!(host.device_requests, None);
+        assert_eq!(host.mounts, None);
         assert_eq!(host.cpuset_cpus, None);
         assert_eq!(host.memory, None);
         assert_eq!(host.binds, None);
