@@ -310,6 +310,14 @@ impl Captures {
 
 /// Follows container `container_id` until it has exited and its log is drained, appending
 /// to the task's files. Returns true when the capture is final, false when cancelled.
+///
+/// Docker's follow stream is not a complete record: the engine (seen with 20.10 and the
+/// json-file driver) ends it as soon as the container's logger closes, without sending
+/// what the reader had not reached yet, so a fast writer's stream ends cleanly hundreds of
+/// kilobytes short. The follow stream is therefore only for liveness. Once the container
+/// has exited, whole non-follow replays are made until one ends cleanly and brings nothing
+/// new: only then do the files hold everything Docker holds, and only then is the capture
+/// final. A replay that breaks (an error mid-stream) never counts.
 pub async fn capture(
     runtime: &dyn ContainerRuntime,
     store: &LogStore,
@@ -319,79 +327,169 @@ pub async fn capture(
     shutdown: &CancellationToken,
 ) -> Result<bool, CaptureError> {
     let record = store.begin(task, uid, container_id)?;
-    let out_path = store.path(task, uid, LogStream::Stdout);
-    let err_path = store.path(task, uid, LogStream::Stderr);
     let mut follow = true;
+    let mut failures = 0u32;
     loop {
-        let skip_of = |path: &Path, base: u64| {
-            std::fs::metadata(path)
-                .map(|m| m.len().saturating_sub(base))
-                .unwrap_or(0)
+        let pass = match replay(
+            runtime,
+            store,
+            task,
+            uid,
+            container_id,
+            &record,
+            follow,
+            shutdown,
+        )
+        .await?
+        {
+            Some(pass) => pass,
+            None => return Ok(false),
         };
-        let mut skip_out = skip_of(&out_path, record.stdout_base);
-        let mut skip_err = skip_of(&err_path, record.stderr_base);
-        let open = |path: PathBuf| async move {
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await
-                .map_err(io_err(&path))
-        };
-        let mut out = open(out_path.clone()).await?;
-        let mut err = open(err_path.clone()).await?;
-        let mut stream = runtime.logs(container_id, follow);
-        loop {
-            let item = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(false),
-                item = stream.next() => item,
-            };
-            let Some(item) = item else { break };
-            let chunk = match item {
-                Ok(chunk) => chunk,
-                Err(RuntimeError::NotFound(_)) => break,
-                Err(e) => {
-                    tracing::debug!(task, error = %e, "log stream interrupted");
-                    break;
-                }
-            };
-            let (file, skip, path) = match chunk.stream {
-                LogStream::Stdout => (&mut out, &mut skip_out, &out_path),
-                LogStream::Stderr => (&mut err, &mut skip_err, &err_path),
-            };
-            let rest = skip_prefix(skip, &chunk.bytes);
-            if !rest.is_empty() {
-                file.write_all(rest).await.map_err(io_err(path))?;
-                file.flush().await.map_err(io_err(path))?;
-            }
+        if let Some(err) = &pass.interrupted {
+            tracing::debug!(task, follow, error = %err, "log stream interrupted");
         }
-        out.sync_all().await.map_err(io_err(&out_path))?;
-        err.sync_all().await.map_err(io_err(&err_path))?;
-        if !follow {
-            break;
-        }
-        match runtime.inspect(container_id).await? {
+        let state = runtime.inspect(container_id).await?;
+        let pause = match state {
             Some(state)
                 if state.status.is_alive()
                     || state.status == crate::runtime::ContainerStatus::Created =>
             {
-                // The stream broke while the container lives: attach again after a breath.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
+                // Still running (the stream broke, or the engine ended it early): follow
+                // again; the replay skips what the files already hold.
+                follow = true;
+                Duration::from_millis(200)
             }
             Some(_) => {
-                // Exited: one more pass without follow picks up anything the follower may
-                // not have delivered yet; the skip makes it append only what is missing.
+                if !follow && pass.complete() {
+                    // A clean replay of the exited container's whole log that had nothing
+                    // to add: the files hold everything Docker holds.
+                    if pass.unmatched > 0 {
+                        tracing::warn!(
+                            task,
+                            container = container_id,
+                            bytes = pass.unmatched,
+                            "the engine holds less output than was captured"
+                        );
+                    }
+                    break;
+                }
+                // Exited: replay without follow (again), until a replay adds nothing.
+                let interrupted = pass.interrupted.is_some();
                 follow = false;
+                if interrupted {
+                    failures += 1;
+                    Duration::from_millis(200 * u64::from(failures.min(25)))
+                } else {
+                    failures = 0;
+                    Duration::ZERO
+                }
             }
-            None => break,
+            None => {
+                // The container is gone: nothing more can ever be read.
+                tracing::debug!(
+                    task,
+                    container = container_id,
+                    "container gone while capturing"
+                );
+                break;
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
     }
     let final_path = store.dir(task, uid).join("final");
     std::fs::write(&final_path, container_id).map_err(io_err(&final_path))?;
     Ok(true)
+}
+
+/// What one replay of a container's log did.
+struct Pass {
+    /// Bytes appended to the files.
+    appended: u64,
+    /// Bytes the files held that the replay did not reach (0 when it covered them).
+    unmatched: u64,
+    /// Why the stream ended early, if it broke.
+    interrupted: Option<RuntimeError>,
+}
+
+impl Pass {
+    /// True when the replay ran to its clean end and brought nothing new.
+    fn complete(&self) -> bool {
+        self.interrupted.is_none() && self.appended == 0
+    }
+}
+
+/// Replays the container's log from its start (following it when `follow`), skipping the
+/// bytes each file already holds for this container and appending the rest. `None` when
+/// cancelled.
+#[allow(clippy::too_many_arguments)]
+async fn replay(
+    runtime: &dyn ContainerRuntime,
+    store: &LogStore,
+    task: &str,
+    uid: &str,
+    container_id: &str,
+    record: &CaptureRecord,
+    follow: bool,
+    shutdown: &CancellationToken,
+) -> Result<Option<Pass>, CaptureError> {
+    let out_path = store.path(task, uid, LogStream::Stdout);
+    let err_path = store.path(task, uid, LogStream::Stderr);
+    let skip_of = |path: &Path, base: u64| {
+        std::fs::metadata(path)
+            .map(|m| m.len().saturating_sub(base))
+            .unwrap_or(0)
+    };
+    let mut skip_out = skip_of(&out_path, record.stdout_base);
+    let mut skip_err = skip_of(&err_path, record.stderr_base);
+    let open = |path: PathBuf| async move {
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(io_err(&path))
+    };
+    let mut out = open(out_path.clone()).await?;
+    let mut err = open(err_path.clone()).await?;
+    let mut stream = runtime.logs(container_id, follow);
+    let mut appended = 0u64;
+    let mut interrupted = None;
+    loop {
+        let item = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            item = stream.next() => item,
+        };
+        let chunk = match item {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => {
+                interrupted = Some(e);
+                break;
+            }
+        };
+        let (file, skip, path) = match chunk.stream {
+            LogStream::Stdout => (&mut out, &mut skip_out, &out_path),
+            LogStream::Stderr => (&mut err, &mut skip_err, &err_path),
+        };
+        let rest = skip_prefix(skip, &chunk.bytes);
+        if !rest.is_empty() {
+            file.write_all(rest).await.map_err(io_err(path))?;
+            file.flush().await.map_err(io_err(path))?;
+            appended += rest.len() as u64;
+        }
+    }
+    out.sync_all().await.map_err(io_err(&out_path))?;
+    err.sync_all().await.map_err(io_err(&err_path))?;
+    Ok(Some(Pass {
+        appended,
+        unmatched: skip_out + skip_err,
+        interrupted,
+    }))
 }
 
 #[cfg(test)]

@@ -285,6 +285,9 @@ async fn exit_while_agent_is_down_is_reported_with_the_real_code() {
     c.start_agent().await;
     let done = c.wait_phase("dn", TaskPhase::Failed, T).await;
     assert_eq!(done.status.exit_code, Some(9));
+    // The phase is reported independently of the capture; its files are complete once it
+    // is final (and the container goes only then).
+    wait_until(T, "capture final", || c.log_file(&t, "final").exists()).await;
     assert_eq!(
         std::fs::read_to_string(c.log_file(&t, "stdout")).unwrap(),
         "a\nb\n"
@@ -464,4 +467,46 @@ async fn node_is_registered_with_topology_and_heartbeats() {
     }
     let health = reqwest::get(format!("{addr}/healthz")).await.unwrap();
     assert_eq!(health.text().await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_writers_are_captured_completely_and_byte_exact() {
+    if support::skip_without_docker() {
+        return;
+    }
+    let c = Cluster::start("fast", Options::default()).await;
+    // 1,288,895 bytes of stdout as fast as the container can write them.
+    let t = c.run(sh("fastseq", "seq 1 200000"), alloc("0", None)).await;
+    // Interleaved stdout and stderr, also fast.
+    let mixed = "i=1; while [ $i -le 30000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let m = c.run(sh("fastmix", mixed), alloc("1", None)).await;
+    let long = Duration::from_secs(120);
+    c.wait_phase("fastseq", TaskPhase::Succeeded, long).await;
+    c.wait_phase("fastmix", TaskPhase::Succeeded, long).await;
+    // The container goes only after its capture is final, so the files are complete then.
+    wait_until(long, "containers removed", || {
+        docker_inspect("fastseq").is_none() && docker_inspect("fastmix").is_none()
+    })
+    .await;
+
+    let seq: String = (1..=200000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(seq.len(), 1_288_895);
+    let stdout = std::fs::read_to_string(c.log_file(&t, "stdout")).unwrap();
+    assert_eq!(stdout.len(), seq.len(), "stdout of seq is complete");
+    assert!(stdout == seq, "stdout of seq is byte-exact");
+    assert_eq!(
+        std::fs::metadata(c.log_file(&t, "stderr")).unwrap().len(),
+        0
+    );
+    let served = c.endpoint_log(&t, "stream=stdout").await;
+    assert_eq!(served.len(), seq.len());
+    assert!(served == seq, "the endpoint serves the complete output");
+
+    let out = std::fs::read_to_string(c.log_file(&m, "stdout")).unwrap();
+    let err = std::fs::read_to_string(c.log_file(&m, "stderr")).unwrap();
+    let (want_out, want_err) = (expected_lines("out", 30000), expected_lines("err", 30000));
+    assert_eq!(out.len(), want_out.len(), "mixed stdout is complete");
+    assert!(out == want_out, "mixed stdout is byte-exact");
+    assert_eq!(err.len(), want_err.len(), "mixed stderr is complete");
+    assert!(err == want_err, "mixed stderr is byte-exact");
 }

@@ -68,7 +68,7 @@ async fn oom_and_vanished_containers_are_failures_not_reruns() {
     let (c, fake) = cluster("fake-oom").await;
     c.run(Task::test("o").command(&["x"]), alloc("0", None))
         .await;
-    c.run(Task::test("v").command(&["x"]), alloc("0", None))
+    c.run(Task::test("v").command(&["x"]), alloc("1", None))
         .await;
     c.wait_phase("o", TaskPhase::Running, T).await;
     c.wait_phase("v", TaskPhase::Running, T).await;
