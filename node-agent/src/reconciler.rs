@@ -256,6 +256,20 @@ impl Reconciler {
         )
     }
 
+    /// Waits (a few seconds at most) until the capture of this container's output is
+    /// final; true when it is, or when there is nothing of this task's to capture.
+    async fn capture_is_final(&self, task: &Task, c: &ContainerState, uid: &str) -> bool {
+        if c.status == ContainerStatus::Created || c.uid() != Some(uid) {
+            return true;
+        }
+        let Some(mut done) = self.follow_logs(task, c) else {
+            return true;
+        };
+        let wait =
+            tokio::time::timeout(Duration::from_secs(5), done.wait_for(|final_| *final_)).await;
+        matches!(wait, Ok(Ok(_)))
+    }
+
     async fn execute(
         &self,
         task: &mut Task,
@@ -383,6 +397,13 @@ impl Reconciler {
                 exit_code,
                 oom_killed,
             } => {
+                // A finished task's output is complete: whoever sees the terminal phase
+                // (`task submit -w`, then `task logs`) reads all of it.
+                if let Some(c) = actual
+                    && !self.capture_is_final(task, c, &uid).await
+                {
+                    return Ok(StepResult::Wait);
+                }
                 let c = actual.cloned();
                 let (exit_code, oom) = (*exit_code, *oom_killed);
                 *task = self
@@ -450,6 +471,12 @@ impl Reconciler {
                 tracing::info!(phase = %task.status.phase, exit_code, "reported exit");
             }
             Step::ReportKilled => {
+                if let Some(c) = actual
+                    && c.status == ContainerStatus::Exited
+                    && !self.capture_is_final(task, c, &uid).await
+                {
+                    return Ok(StepResult::Wait);
+                }
                 let c = actual.cloned();
                 *task = self
                     .update_status(task, |t, now| {
@@ -492,18 +519,8 @@ impl Reconciler {
                     return Ok(StepResult::Continue);
                 };
                 // Logs first: a container is removed only once its output is safe.
-                if c.status != ContainerStatus::Created
-                    && c.uid() == Some(uid.as_str())
-                    && let Some(mut done) = self.follow_logs(task, c)
-                {
-                    let wait = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        done.wait_for(|final_| *final_),
-                    )
-                    .await;
-                    if !matches!(wait, Ok(Ok(_))) {
-                        return Ok(StepResult::Wait);
-                    }
+                if !self.capture_is_final(task, c, &uid).await {
+                    return Ok(StepResult::Wait);
                 }
                 self.runtime.remove(&c.id).await?;
                 tracing::info!(container = %c.id, "container removed");
