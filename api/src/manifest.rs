@@ -123,7 +123,8 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// Converts a parsed JSON value into `T`, naming the field path on error (without the
 /// line/column of a text the user never wrote).
 pub fn from_json_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| path_message(e.path().to_string(), e.inner()))
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| path_message(e.path().to_string(), e.inner()))
 }
 
 /// Parses a YAML body (one document) into `T`, naming the field path on error.
