@@ -26,6 +26,9 @@ use crate::log_capture::{Captures, LogStore};
 use crate::plan::{Step, plan};
 use crate::runtime::{ContainerRuntime, ContainerState, ContainerStatus, RuntimeError};
 
+/// How often the agent lists its tasks afresh instead of trusting the watch alone.
+const RELIST_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Why one reconcile round failed (it is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -109,10 +112,20 @@ impl Reconciler {
     /// Watches the tasks bound to this node until shutdown.
     pub async fn run(self) {
         let selector = format!("status.node={}", self.settings.node_name);
-        let mut events = self.tasks.watcher(ListParams::default().fields(&selector));
+        let params = ListParams::default().fields(&selector);
+        let mut events = self.tasks.watcher(params.clone());
+        // A watch filtered on `status.node` says nothing when a task leaves this node (the
+        // server filters on the new state only), e.g. a task re-queued elsewhere while this
+        // node was cut off. A fresh list now and then ends such a task's container here.
+        let mut relist = tokio::time::interval(RELIST_INTERVAL);
+        relist.tick().await;
         loop {
             let event = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
+                _ = relist.tick() => {
+                    events = self.tasks.watcher(params.clone());
+                    continue;
+                }
                 event = events.next() => event,
             };
             match event {
