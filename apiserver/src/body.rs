@@ -130,11 +130,17 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
     fn visit_unit<E>(self) -> Result<NoDuplicateKeys, E> {
         Ok(NoDuplicateKeys)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicateKeys, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<NoDuplicateKeys, A::Error> {
         while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
         Ok(NoDuplicateKeys)
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicateKeys, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<NoDuplicateKeys, A::Error> {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !seen.insert(key.clone()) {

@@ -12,13 +12,13 @@
 //!
 //! Architecture Invariant: every binding is a `PUT …/status` carrying the `resourceVersion`
 //! the decision was made from, so a task is bound at most once even when two schedulers
-//! race; a 409 means the task changed: it is read again and decided next round. Each
-//! scheduler counts every binding it sees in its watch plus its own in flight, so decisions
-//! from a fresh view never overlap. Two schedulers with different views can still both bind
-//! different tasks onto the same cores in the instant before each sees the other's
-//! binding, which is why exactly one scheduler is meant to act at a time (one per
-//! `kohakuriver server`); the deterministic decisions (same order, same tie-breaks) make
-//! such a race collide on the same task, where the precondition settles it.
+//! race. The API server refuses (409) a binding onto cores, GPUs or memory another task on
+//! the node holds, in the same critical section as the write, so two schedulers with
+//! different views cannot double-book either: one of them gets the 409. Every 409 is
+//! treated alike: the task and the node's tasks are read again into the cache (the watch
+//! brings the same news a moment later) and the task is decided again next round. Each
+//! scheduler counts every binding it sees plus its own in flight, so decisions from a fresh
+//! view do not collide in the first place.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, set_condition};
 use kohakuriver_api::{Allocation, Resource, Task, TaskPhase};
-use kohakuriver_client::Api;
+use kohakuriver_client::{Api, ListParams};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -78,12 +78,7 @@ pub(crate) async fn run(
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut writers = JoinSet::new();
     let mut last_wait_write: HashMap<String, Instant> = HashMap::new();
-    let mut last_race_check = Instant::now();
     loop {
-        let check_races = last_race_check.elapsed() >= config.resync;
-        if check_races {
-            last_race_check = Instant::now();
-        }
         changes.borrow_and_update();
         let round = {
             let store = store.clone();
@@ -92,7 +87,7 @@ pub(crate) async fn run(
             let recent = std::mem::take(&mut last_wait_write);
             let result = tokio::task::spawn_blocking(move || {
                 let mut recent = recent;
-                let round = decide(&store, &in_flight, &config, &mut recent, check_races);
+                let round = decide(&store, &in_flight, &config, &mut recent);
                 (round, recent)
             })
             .await;
@@ -150,9 +145,21 @@ async fn send(api: &Api<Task>, store: &Store, in_flight: &InFlightMap, task: Tas
             store.upsert_task(stored);
         }
         Err(e) if e.is_conflict() => {
-            tracing::debug!("task changed since read; deciding again");
+            // Either the task changed since it was read, or (for a binding) the server found
+            // its cores, GPUs or memory taken by a binding this cache has not seen yet. Read
+            // both again so the next round decides from the server's view.
+            tracing::debug!(error = %e, "write refused; deciding again");
             if let Ok(Some(fresh)) = api.get_opt(&name).await {
                 store.upsert_task(fresh);
+            }
+            if let Some(node) = task.status.node.as_deref() {
+                let on_node = ListParams::default().fields(&format!("status.node={node}"));
+                if let Ok(list) = api.list(&on_node).await {
+                    let mut cache = store.lock();
+                    for t in list.items {
+                        cache.tasks.upsert(t);
+                    }
+                }
             }
         }
         Err(e) if e.is_not_found() => {}
@@ -168,17 +175,15 @@ async fn send(api: &Api<Task>, store: &Store, in_flight: &InFlightMap, task: Tas
 
 /// One round: reads the cache, decides, and records the writes as in flight. The cache
 /// and in-flight locks are held only to take a snapshot, not while deciding, so watch
-/// events and write answers are not held up by a long round. Races between schedulers are
-/// looked for only when `check_races` is set (about once per `resync`).
+/// events and write answers are not held up by a long round.
 fn decide(
     store: &Store,
     in_flight: &InFlightMap,
     config: &ControllersConfig,
     recent: &mut HashMap<String, Instant>,
-    check_races: bool,
 ) -> Round {
     let now = config.clock.now();
-    let (queue, mut cluster, mut writes, wake) = {
+    let (queue, mut cluster, wake) = {
         let cache = store.lock();
         if !cache.synced() {
             return Round {
@@ -187,7 +192,7 @@ fn decide(
             };
         }
         let tasks = &cache.tasks.items;
-        let mut in_flight = lock(in_flight);
+        let in_flight = lock(in_flight);
         // A write in flight for the version cached: that task is decided; its binding is
         // held until the cache shows the task's next version.
         let pending_write = |t: &Task| {
@@ -207,29 +212,10 @@ fn decide(
             .filter(|&t| t > now)
             .min()
             .map(|t| until(now, t) + Duration::from_millis(5));
-        let mut losers = Vec::new();
-        if check_races {
-            for (task, message) in race_losers(tasks.values()) {
-                if !pending_write(task) {
-                    tracing::warn!(task = %task.metadata.name, %message, "binding lost a race");
-                    losers.push(Write {
-                        task: requeue_loser(task, &message, now),
-                        hold: None,
-                    });
-                }
-            }
-        }
-        for w in &losers {
-            let f = InFlight {
-                rv: w.task.resource_version(),
-                hold: None,
-            };
-            in_flight.insert(w.task.metadata.name.clone(), f);
-        }
         recent.retain(|name, _| tasks.contains_key(name));
         if queue.is_empty() {
             return Round {
-                writes: losers,
+                writes: Vec::new(),
                 wake,
             };
         }
@@ -242,7 +228,7 @@ fn decide(
                 cluster.reserve(node, allocation);
             }
         }
-        (queue, cluster, losers, wake)
+        (queue, cluster, wake)
     };
     let mut queue: Vec<&Task> = queue.iter().collect();
     order(&mut queue);
@@ -299,77 +285,10 @@ fn decide(
             "scheduling round"
         );
     }
-    writes.extend(decided);
-    Round { writes, wake }
-}
-
-/// Bindings that lost a race: when two tasks still Assigned (or any holder and an
-/// Assigned task) hold the same core or GPU, the binding written later (higher
-/// `resourceVersion`, a global order every scheduler agrees on) loses, as long as its
-/// container has not started.
-fn race_losers<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<(&'a Task, String)> {
-    let mut per_node: HashMap<&str, Vec<&Task>> = HashMap::new();
-    for t in tasks.filter(|t| t.holds_allocation()) {
-        per_node
-            .entry(t.status.node.as_deref().unwrap_or_default())
-            .or_default()
-            .push(t);
+    Round {
+        writes: decided,
+        wake,
     }
-    let mut losers = Vec::new();
-    for (node, mut held) in per_node {
-        held.sort_by_key(|t| t.resource_version());
-        let mut holdings = crate::allocator::Holdings::default();
-        for t in held {
-            let allocation = t.status.allocation.as_ref().expect("holds an allocation");
-            let mut mine = crate::allocator::Holdings::default();
-            mine.add(&t.metadata.name, allocation);
-            let clash = mine
-                .cores
-                .keys()
-                .find(|c| holdings.cores.contains_key(c))
-                .map(|c| format!("core {c}"))
-                .or_else(|| {
-                    mine.gpus
-                        .keys()
-                        .find(|g| holdings.gpus.contains_key(g))
-                        .map(|g| format!("GPU {g}"))
-                });
-            match clash {
-                Some(what) if t.status.phase == TaskPhase::Assigned => {
-                    losers.push((
-                        t,
-                        format!(
-                            "{what} on {node} was bound to another task first; scheduling again"
-                        ),
-                    ));
-                }
-                _ => holdings.add(&t.metadata.name, allocation),
-            }
-        }
-    }
-    losers
-}
-
-/// A task that lost a binding race, back in the queue (no attempt counted).
-fn requeue_loser(task: &Task, message: &str, now: Timestamp) -> Task {
-    let mut t = task.clone();
-    let s = &mut t.status;
-    s.phase = TaskPhase::Pending;
-    s.node = None;
-    s.allocation = None;
-    s.reason = Some("BindingConflict".to_string());
-    s.message = Some(message.to_string());
-    let g = task.metadata.generation;
-    set_condition(
-        &mut s.conditions,
-        "Scheduled",
-        ConditionStatus::False,
-        Some("BindingConflict"),
-        Some(message),
-        g,
-        now,
-    );
-    t
 }
 
 /// The task bound to `node` with `allocation`: phase Assigned, condition Scheduled=True.

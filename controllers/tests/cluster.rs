@@ -201,10 +201,11 @@ async fn finished_tasks_are_deleted_after_their_ttl() {
     .await;
 }
 
-/// Two schedulers over the same queue: every task is bound once (the `resourceVersion`
-/// precondition), and an overlap from divergent views is undone within a resync (the later
-/// binding, still Assigned, loses; see `scheduler`). Strict exclusion needs one active
-/// scheduler (leader election), which this does not provide.
+/// Two schedulers over the same queue, racing from divergent views: every task is bound
+/// once (the `resourceVersion` precondition) and no core or GPU is ever held twice (the
+/// server refuses an overlapping binding with 409; the loser re-reads and decides again).
+/// A watcher started before the schedulers checks the holdings after every single event,
+/// so even a momentary overlap fails the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_racing_schedulers_never_double_book() {
     let h = server().await;
@@ -226,6 +227,7 @@ async fn two_racing_schedulers_never_double_book() {
             .unwrap();
         names.push(name);
     }
+    let observer = observe_holdings(&h).await;
     // Both schedulers start on the same queue at once.
     controllers(&h, only_scheduler.clone());
     controllers(&h, only_scheduler);
@@ -247,7 +249,7 @@ async fn two_racing_schedulers_never_double_book() {
             })
             .await;
         }
-        settle(&h).await;
+        assert_eq!(overlaps(&h).await, Vec::<String>::new());
     }
     wait_until("every task bound or waiting", || async {
         let list = h.tasks().list(&ListParams::default()).await.unwrap();
@@ -256,22 +258,125 @@ async fn two_racing_schedulers_never_double_book() {
             .all(|t| t.status.node.is_some() || t.status.reason.as_deref() == Some("Unschedulable"))
     })
     .await;
-    check_no_double_booking(&h).await;
-}
-
-/// Waits until no core or GPU is held twice: a transient overlap from two schedulers'
-/// divergent views is undone within one resync.
-async fn settle(h: &Harness) {
-    wait_until("no double booking", || async {
-        overlaps(h).await.is_empty()
+    assert_eq!(overlaps(&h).await, Vec::<String>::new());
+    // The watcher has seen every binding (the list above), and no overlap at any moment.
+    let list = h.tasks().list(&ListParams::default()).await.unwrap();
+    let bindings = list
+        .items
+        .iter()
+        .filter(|t| t.status.node.is_some())
+        .count();
+    wait_until("the watcher to catch up", || async {
+        observer.bindings_seen() >= bindings
     })
     .await;
+    let seen = observer.stop();
+    assert!(
+        seen.events > 60,
+        "the watcher saw the race: {} events",
+        seen.events
+    );
+    assert!(
+        seen.violations.is_empty(),
+        "double-booked at some moment: {:#?}",
+        seen.violations
+    );
 }
 
-async fn overlaps(h: &Harness) -> Vec<String> {
-    let list = h.tasks().list(&ListParams::default()).await.unwrap();
+/// What the watcher saw: how many events, and each overlap with the event that made it.
+#[derive(Default)]
+struct Seen {
+    events: usize,
+    bindings: std::collections::BTreeSet<String>,
+    violations: Vec<String>,
+}
+
+struct Observer {
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Observer {
+    fn bindings_seen(&self) -> usize {
+        self.seen.lock().unwrap().bindings.len()
+    }
+
+    fn stop(self) -> Seen {
+        self.stop.cancel();
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// Watches every task and, after each event, checks that no two holders share a core or
+/// GPU on any node (events arrive in revision order, so this is every state the store
+/// went through).
+async fn observe_holdings(h: &Harness) -> Observer {
+    use futures::StreamExt;
+    use kohakuriver_client::watcher::Event;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let stop = h.shutdown.child_token();
+    let mut events = h.tasks().watcher(ListParams::default());
+    // The initial list arrives before the schedulers start.
+    let mut tasks: BTreeMap<String, Task> = match events.next().await {
+        Some(Ok(Event::Restarted(all))) => all
+            .into_iter()
+            .map(|t| (t.metadata.name.clone(), t))
+            .collect(),
+        other => panic!("expected the initial list, got {other:?}"),
+    };
+    let (record, token) = (seen.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = token.cancelled() => return,
+                event = events.next() => event,
+            };
+            let what = match event {
+                Some(Ok(Event::Restarted(all))) => {
+                    tasks = all
+                        .into_iter()
+                        .map(|t| (t.metadata.name.clone(), t))
+                        .collect();
+                    "re-list".to_string()
+                }
+                Some(Ok(Event::Applied(t))) => {
+                    let what = format!(
+                        "{} at rv {} ({} on {:?})",
+                        t.metadata.name,
+                        t.metadata.resource_version.unwrap_or(0),
+                        t.status.phase,
+                        t.status.node
+                    );
+                    if t.status.node.is_some() {
+                        record
+                            .lock()
+                            .unwrap()
+                            .bindings
+                            .insert(t.metadata.name.clone());
+                    }
+                    tasks.insert(t.metadata.name.clone(), t);
+                    what
+                }
+                Some(Ok(Event::Deleted(t))) => {
+                    tasks.remove(&t.metadata.name);
+                    format!("{} deleted", t.metadata.name)
+                }
+                Some(Err(_)) => continue,
+                None => return,
+            };
+            let mut seen = record.lock().unwrap();
+            seen.events += 1;
+            for overlap in holdings_overlaps(tasks.values()) {
+                seen.violations.push(format!("after {what}: {overlap}"));
+            }
+        }
+    });
+    Observer { seen, stop }
+}
+
+fn holdings_overlaps<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<String> {
     let mut per_node: BTreeMap<String, Holdings> = BTreeMap::new();
-    for t in list.items.iter().filter(|t| t.holds_allocation()) {
+    for t in tasks.filter(|t| t.holds_allocation()) {
         per_node
             .entry(t.status.node.clone().unwrap())
             .or_default()
@@ -283,21 +388,7 @@ async fn overlaps(h: &Harness) -> Vec<String> {
         .collect()
 }
 
-async fn check_no_double_booking(h: &Harness) {
-    settle(h).await;
+async fn overlaps(h: &Harness) -> Vec<String> {
     let list = h.tasks().list(&ListParams::default()).await.unwrap();
-    let mut per_node: BTreeMap<String, Holdings> = BTreeMap::new();
-    for t in list.items.iter().filter(|t| t.holds_allocation()) {
-        per_node
-            .entry(t.status.node.clone().unwrap())
-            .or_default()
-            .add(&t.metadata.name, t.status.allocation.as_ref().unwrap());
-    }
-    for (node, holdings) in per_node {
-        assert!(
-            holdings.overlaps().is_empty(),
-            "{node}: {:?}",
-            holdings.overlaps()
-        );
-    }
+    holdings_overlaps(list.items.iter())
 }

@@ -3,9 +3,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use kohakuriver_api::{Node, Resource, Task, TaskPhase};
+
 use super::Written;
 use super::event::{Event, EventType};
-use crate::admission::Served;
+use crate::admission::{Served, Stored};
 use crate::error::AppError;
 
 /// The connection and the counters mirrored from the `meta` table.
@@ -36,6 +38,36 @@ fn parse_stored<R: Served>(body: &str) -> Result<R, AppError> {
         .map_err(|e| AppError::internal(format!("stored {} is unreadable: {e}", R::SINGULAR)))
 }
 
+/// The phases in which a task no longer holds its allocation.
+const TERMINAL: [TaskPhase; 4] = [
+    TaskPhase::Succeeded,
+    TaskPhase::Failed,
+    TaskPhase::Killed,
+    TaskPhase::Lost,
+];
+
+impl Stored for Db {
+    fn tasks_on_node(&self, node: &str) -> Result<Vec<Task>, AppError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT body FROM objects INDEXED BY objects_by_node WHERE kind = ?1 AND node = ?2
+                 AND phase NOT IN (?3, ?4, ?5, ?6) ORDER BY name",
+            )
+            .map_err(read_failed)?;
+        let [a, b, c, d] = TERMINAL.map(TaskPhase::as_str);
+        let rows = stmt
+            .query_map(params![Task::KIND, node, a, b, c, d], first_column)
+            .map_err(read_failed)?;
+        rows.map(|body| parse_stored(&body.map_err(read_failed)?))
+            .collect()
+    }
+
+    fn node(&self, name: &str) -> Result<Option<Node>, AppError> {
+        self.load::<Node>(name)
+    }
+}
+
 impl Db {
     pub(super) fn load<R: Served>(&self, name: &str) -> Result<Option<R>, AppError> {
         let mut stmt = self
@@ -49,6 +81,9 @@ impl Db {
         body.map(|b| parse_stored(&b)).transpose()
     }
 
+    /// The bodies of a kind ordered by name, narrowed by `node` or `phase`. The narrowed
+    /// reads name their index: left to itself, SQLite walks the primary key to serve
+    /// `ORDER BY name` and reads every object of the kind.
     pub(super) fn bodies(
         &self,
         kind: &str,
@@ -57,11 +92,11 @@ impl Db {
     ) -> Result<Vec<String>, AppError> {
         let (sql, arg) = match (node, phase) {
             (Some(node), _) => (
-                "SELECT body FROM objects WHERE kind = ?1 AND node = ?2 ORDER BY name",
+                "SELECT body FROM objects INDEXED BY objects_by_node WHERE kind = ?1 AND node = ?2 ORDER BY name",
                 Some(node),
             ),
             (None, Some(phase)) => (
-                "SELECT body FROM objects WHERE kind = ?1 AND phase = ?2 ORDER BY name",
+                "SELECT body FROM objects INDEXED BY objects_by_phase WHERE kind = ?1 AND phase = ?2 ORDER BY name",
                 Some(phase),
             ),
             (None, None) => (
@@ -154,5 +189,26 @@ impl Db {
             event_type,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_phases_are_the_ones_that_release() {
+        for phase in [
+            TaskPhase::Pending,
+            TaskPhase::Assigned,
+            TaskPhase::Running,
+            TaskPhase::Paused,
+            TaskPhase::Succeeded,
+            TaskPhase::Failed,
+            TaskPhase::Killed,
+            TaskPhase::Lost,
+        ] {
+            assert_eq!(TERMINAL.contains(&phase), phase.is_terminal(), "{phase}");
+        }
     }
 }

@@ -245,7 +245,8 @@ impl Store {
     }
 
     /// The one write path. Under the lock: reads the current object, asks `decide` what to
-    /// do, and (unless `dry_run`) commits the change with the next revision and broadcasts
+    /// do, checks a put against the other stored objects (`Served::admit_against`), and
+    /// (unless `dry_run`) commits the change with the next revision and broadcasts
     /// its event. A put that leaves a deleting object without finalizers removes it.
     /// Answers the object as stored (or as it would be), what happened, and `decide`'s extra
     /// value.
@@ -263,11 +264,17 @@ impl Store {
         self.blocking(move |store, db| {
             let current = db.load::<R>(&name)?;
             let existed = current.is_some();
+            let before = current.as_ref().and_then(R::holding);
             let (change, extra) = decide(current)?;
             let change = match change {
                 Change::Put(object) if finalized(&object) => Change::Remove(object),
                 other => other,
             };
+            // Rules spanning objects (no double-booking) run here, under the same lock as
+            // the commit, so no other write can slip in between the check and the write.
+            if let Change::Put(object) = &change {
+                object.admit_against(before.as_ref(), &*db)?;
+            }
             let (mut object, written) = match change {
                 Change::Unchanged(object) => return Ok((object, Written::Unchanged, extra)),
                 Change::Put(object) if existed => (object, Written::Updated),
