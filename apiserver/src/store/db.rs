@@ -198,16 +198,7 @@ mod tests {
 
     #[test]
     fn terminal_phases_are_the_ones_that_release() {
-        for phase in [
-            TaskPhase::Pending,
-            TaskPhase::Assigned,
-            TaskPhase::Running,
-            TaskPhase::Paused,
-            TaskPhase::Succeeded,
-            TaskPhase::Failed,
-            TaskPhase::Killed,
-            TaskPhase::Lost,
-        ] {
+        for phase in TaskPhase::ALL {
             assert_eq!(TERMINAL.contains(&phase), phase.is_terminal(), "{phase}");
         }
     }
