@@ -110,7 +110,7 @@ pub struct ContainerSpec {
 pub enum ConfigError {
     /// Neither the task, the server nor the agent names an image.
     #[error(
-        "task names neither image nor container and no default image is configured; set spec.image"
+        "task names neither image nor container and no default image is configured; give --image (spec.image) or start the server with --default-image"
     )]
     NoImage,
     /// The task has no uid (it was not stored by the server).
