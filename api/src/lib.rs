@@ -9,6 +9,7 @@
 pub mod cpuset;
 pub mod error;
 pub mod info;
+pub mod logstream;
 pub mod manifest;
 pub mod meta;
 pub mod node;
@@ -25,6 +26,7 @@ pub mod watch;
 pub use cpuset::CpuSet;
 pub use error::{Cause, Status, StatusReason};
 pub use info::ServerInfo;
+pub use logstream::LogStream;
 pub use manifest::{Manifest, ManifestError};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, Timestamp};
 pub use node::{Gpu, Node, NodeResources, NodeSpec, NodeStatus, NodeUsage, NumaNode};

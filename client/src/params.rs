@@ -42,25 +42,7 @@ pub struct ApplyOptions {
     pub dry_run: bool,
 }
 
-/// Which output stream of a task to read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogStream {
-    /// The command's standard output.
-    #[default]
-    Stdout,
-    /// The command's standard error.
-    Stderr,
-}
-
-impl LogStream {
-    /// `stdout` or `stderr`, as the API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogStream::Stdout => "stdout",
-            LogStream::Stderr => "stderr",
-        }
-    }
-}
+pub use kohakuriver_api::LogStream;
 
 /// What part of a task's log to read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

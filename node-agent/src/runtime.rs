@@ -107,24 +107,7 @@ impl ContainerState {
     }
 }
 
-/// Which output stream a log chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LogStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-impl LogStream {
-    /// `stdout` or `stderr`, also the capture file's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogStream::Stdout => "stdout",
-            LogStream::Stderr => "stderr",
-        }
-    }
-}
+pub use kohakuriver_api::LogStream;
 
 /// A piece of a container's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
