@@ -3,7 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{Condition, ConditionStatus, ObjectMeta, Timestamp, find_condition};
+use crate::meta::{
+    Condition, ConditionStatus, ObjectMeta, Timestamp, find_condition, set_condition,
+};
 use crate::resource::Resource;
 
 /// A machine that runs tasks. The agent creates it and writes its status; users may cordon
@@ -149,6 +151,22 @@ pub struct NodeUsage {
     /// Task containers the agent runs now.
     #[serde(default)]
     pub running_tasks: u32,
+}
+
+impl NodeStatus {
+    /// Records an agent heartbeat at `now`: `lastHeartbeat` and `Ready=True`.
+    pub fn record_heartbeat(&mut self, now: Timestamp, observed_generation: Option<i64>) {
+        self.last_heartbeat = Some(now);
+        set_condition(
+            &mut self.conditions,
+            "Ready",
+            ConditionStatus::True,
+            Some("AgentReady"),
+            Some("the agent is heartbeating"),
+            observed_generation,
+            now,
+        );
+    }
 }
 
 impl Node {

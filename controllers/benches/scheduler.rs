@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kohakuriver_api::meta::{ConditionStatus, set_condition};
 use kohakuriver_api::{Node, Task};
 use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{Client, ListParams};
@@ -87,17 +86,7 @@ async fn bench() {
                     .memory("512G");
                 let mut created = api.create(&fixture).await?;
                 created.status = fixture.status;
-                let now = chrono::Utc::now();
-                created.status.last_heartbeat = Some(now);
-                set_condition(
-                    &mut created.status.conditions,
-                    "Ready",
-                    ConditionStatus::True,
-                    Some("AgentReady"),
-                    None,
-                    None,
-                    now,
-                );
+                created.status.record_heartbeat(chrono::Utc::now(), None);
                 api.replace_status(&created).await
             }
         })

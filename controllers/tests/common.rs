@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use kohakuriver_api::meta::{ConditionStatus, set_condition};
 use kohakuriver_api::{Node, Task};
 use kohakuriver_client::{Api, Client};
 use kohakuriver_controllers::ControllersConfig;
@@ -91,16 +90,7 @@ pub async fn register(h: &Harness, node: Node) {
     let status = node.status.clone();
     let mut created = h.nodes().create(&node).await.unwrap();
     created.status = status;
-    created.status.last_heartbeat = Some(chrono::Utc::now());
-    set_condition(
-        &mut created.status.conditions,
-        "Ready",
-        ConditionStatus::True,
-        Some("AgentReady"),
-        None,
-        None,
-        chrono::Utc::now(),
-    );
+    created.status.record_heartbeat(chrono::Utc::now(), None);
     h.nodes().replace_status(&created).await.unwrap();
 }
 
@@ -108,17 +98,7 @@ pub async fn register(h: &Harness, node: Node) {
 pub async fn heartbeat(h: &Harness, name: &str) {
     h.nodes()
         .update_status_with(name, |n| {
-            let now = chrono::Utc::now();
-            n.status.last_heartbeat = Some(now);
-            set_condition(
-                &mut n.status.conditions,
-                "Ready",
-                ConditionStatus::True,
-                Some("AgentReady"),
-                None,
-                None,
-                now,
-            );
+            n.status.record_heartbeat(chrono::Utc::now(), None);
             true
         })
         .await

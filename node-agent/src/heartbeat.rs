@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kohakuriver_api::meta::set_condition;
-use kohakuriver_api::{ConditionStatus, Node, NodeResources, NodeStatus, NodeUsage};
+use kohakuriver_api::{Node, NodeResources, NodeStatus, NodeUsage};
 use kohakuriver_client::Api;
 use tokio_util::sync::CancellationToken;
 
@@ -103,17 +102,7 @@ impl NodeFacts {
         status.docker_version = Some(self.docker_version.clone());
         status.shared_storage = self.shared_storage;
         status.usage = Some(usage);
-        let now = chrono::Utc::now();
-        status.last_heartbeat = Some(now);
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            ConditionStatus::True,
-            Some("AgentReady"),
-            Some("the agent is heartbeating"),
-            generation,
-            now,
-        );
+        status.record_heartbeat(chrono::Utc::now(), generation);
     }
 }
 
