@@ -45,6 +45,10 @@ const MIGRATIONS: &[&str] = &[
          type TEXT NOT NULL,
          body TEXT NOT NULL
      );",
+    // 2: the previous state of a modified object, kept when its labels or selectable fields
+    // changed, so a filtered watch can tell a watcher that an object left (or entered) its
+    // selection.
+    "ALTER TABLE events ADD COLUMN prev TEXT;",
 ];
 
 /// The schema version this server writes.

@@ -12,9 +12,9 @@
 //! watcher re-reads what it missed from the history (or ends with 410 Gone if compaction
 //! got there first).
 //!
-//! Selectors apply to each event's object as written: an object that stops matching sends
-//! no further events (no synthetic `DELETED`); clients that need to notice that watch
-//! without the selector.
+//! Selectors work as in Kubernetes: an object that starts matching (say a task bound to the
+//! watched node) arrives as `ADDED`, one that stops matching as `DELETED` with its new state;
+//! the history keeps the previous state of every change a selector could see.
 
 use std::sync::Arc;
 
@@ -179,8 +179,10 @@ impl<R: Served> Watcher<R> {
             return Ok(());
         }
         self.cursor = event.rv;
-        if event.kind == R::KIND && self.selection.matches::<R>(&event.body) {
-            self.send(event.to_line()).await?;
+        if event.kind == R::KIND
+            && let Some(line) = event.line_for(|body| self.selection.matches::<R>(body))
+        {
+            self.send(line).await?;
         }
         Ok(())
     }
@@ -195,11 +197,11 @@ impl<R: Served> Watcher<R> {
                 .map_err(Stop::Failed)?;
             let full = events.len() == HISTORY_PAGE;
             let mut chunk = String::new();
-            for event in events
+            for line in events
                 .iter()
-                .filter(|e| self.selection.matches::<R>(&e.body))
+                .filter_map(|e| e.line_for(|body| self.selection.matches::<R>(body)))
             {
-                chunk.push_str(&event.to_line());
+                chunk.push_str(&line);
             }
             self.cursor = self.cursor.max(reached);
             if !chunk.is_empty() {

@@ -341,9 +341,33 @@ async fn field_selector_on_status_node_for_list_and_watch() {
     assert_eq!(watch.next().await.unwrap()["type"], "BOOKMARK");
     bind("c", "n1").await;
     bind("c", "n2").await; // Rebinding is not something the scheduler does; it just moves c.
+    // c enters the n2 selection: ADDED, as in Kubernetes.
     let event = watch.next_change().await;
-    assert_eq!(summary(&event), ("MODIFIED".into(), "c".into()));
+    assert_eq!(summary(&event), ("ADDED".into(), "c".into()));
     assert_eq!(event["object"]["status"]["node"], "n2");
+    // c leaves it: DELETED, with its new state.
+    bind("c", "n1").await;
+    let event = watch.next_change().await;
+    assert_eq!(summary(&event), ("DELETED".into(), "c".into()));
+    assert_eq!(event["object"]["status"]["node"], "n1");
+    // A watch resumed from before the moves replays the same transitions from the history.
+    let rv = event["object"]["metadata"]["resourceVersion"]
+        .as_u64()
+        .unwrap();
+    let mut resumed = server
+        .watch(&format!(
+            "{TASKS}?watch=true&fieldSelector=status.node%3Dn2&resourceVersion={}",
+            rv - 3
+        ))
+        .await;
+    let replayed: Vec<(String, String)> = vec![
+        summary(&resumed.next_change().await),
+        summary(&resumed.next_change().await),
+    ];
+    assert_eq!(
+        replayed,
+        [("ADDED".into(), "c".into()), ("DELETED".into(), "c".into())]
+    );
     server.stop().await;
 }
 

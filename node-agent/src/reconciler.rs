@@ -114,9 +114,9 @@ impl Reconciler {
         let selector = format!("status.node={}", self.settings.node_name);
         let params = ListParams::default().fields(&selector);
         let mut events = self.tasks.watcher(params.clone());
-        // A watch filtered on `status.node` says nothing when a task leaves this node (the
-        // server filters on the new state only), e.g. a task re-queued elsewhere while this
-        // node was cut off. A fresh list now and then ends such a task's container here.
+        // A task that leaves this node (re-queued elsewhere) arrives as DELETED on the
+        // filtered watch. A fresh list now and then is the safety net for anything missed,
+        // so such a task's container here is ended even then.
         let mut relist = tokio::time::interval(RELIST_INTERVAL);
         relist.tick().await;
         loop {

@@ -128,6 +128,7 @@ impl Db {
         &mut self,
         object: &mut R,
         written: Written,
+        prev: Option<String>,
     ) -> Result<Event, AppError> {
         let rv = self.revision + 1;
         object.metadata_mut().resource_version = Some(rv);
@@ -160,10 +161,10 @@ impl Db {
                 .map_err(write_failed)?;
             }
             tx.prepare_cached(
-                "INSERT INTO events (rv, kind, name, type, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (rv, kind, name, type, body, prev) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
-                s.execute(params![rv as i64, R::KIND, name, event_type.as_str(), body])
+                s.execute(params![rv as i64, R::KIND, name, event_type.as_str(), body, prev])
             })
             .map_err(write_failed)?;
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")
@@ -188,6 +189,7 @@ impl Db {
             kind: R::KIND.to_string(),
             event_type,
             body,
+            prev,
         })
     }
 }

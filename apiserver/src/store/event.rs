@@ -41,15 +41,84 @@ pub struct Event {
     pub event_type: EventType,
     /// The object as stored (for deletes, as last stored), JSON.
     pub body: String,
+    /// For a modification that changed the object's labels or selectable fields: the object
+    /// before it, JSON. None otherwise (then it matched a selector exactly when `body` does).
+    pub prev: Option<String>,
 }
 
 impl Event {
     /// The event as one NDJSON line of a watch stream.
     pub fn to_line(&self) -> String {
-        format!(
-            "{{\"type\":\"{}\",\"object\":{}}}\n",
-            self.event_type.as_str(),
-            self.body
-        )
+        line(self.event_type, &self.body)
+    }
+
+    /// The line a watcher whose selection is `matches` sees, if any, as in Kubernetes: an
+    /// object that enters the selection is `ADDED`, one that leaves it is `DELETED` (with
+    /// its new state), one that stays is `MODIFIED`.
+    pub fn line_for(&self, matches: impl Fn(&str) -> bool) -> Option<String> {
+        let now = matches(&self.body);
+        let event_type = match self.event_type {
+            EventType::Modified => {
+                let before = self.prev.as_deref().map_or(now, &matches);
+                match (before, now) {
+                    (true, true) => EventType::Modified,
+                    (false, true) => EventType::Added,
+                    (true, false) => EventType::Deleted,
+                    (false, false) => return None,
+                }
+            }
+            other if now => other,
+            _ => return None,
+        };
+        Some(line(event_type, &self.body))
+    }
+}
+
+fn line(event_type: EventType, body: &str) -> String {
+    format!(
+        "{{\"type\":\"{}\",\"object\":{}}}\n",
+        event_type.as_str(),
+        body
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: EventType, body: &str, prev: Option<&str>) -> Event {
+        Event {
+            rv: 1,
+            kind: "Task".into(),
+            event_type,
+            body: body.into(),
+            prev: prev.map(str::to_string),
+        }
+    }
+
+    fn kind_of(line: Option<String>) -> Option<String> {
+        line.map(|l| l.split('"').nth(3).unwrap_or_default().to_string())
+    }
+
+    #[test]
+    fn selection_transitions_become_added_and_deleted() {
+        let on_a = |b: &str| b == "a";
+        let check = |t, body, prev, want: Option<&str>| {
+            assert_eq!(
+                kind_of(event(t, body, prev).line_for(on_a)).as_deref(),
+                want,
+                "{t:?} {prev:?} -> {body}"
+            );
+        };
+        check(EventType::Modified, "a", None, Some("MODIFIED"));
+        check(EventType::Modified, "b", None, None);
+        check(EventType::Modified, "a", Some("a"), Some("MODIFIED"));
+        check(EventType::Modified, "a", Some("b"), Some("ADDED"));
+        check(EventType::Modified, "b", Some("a"), Some("DELETED"));
+        check(EventType::Modified, "b", Some("c"), None);
+        check(EventType::Added, "a", None, Some("ADDED"));
+        check(EventType::Added, "b", None, None);
+        check(EventType::Deleted, "a", None, Some("DELETED"));
+        check(EventType::Deleted, "b", None, None);
     }
 }

@@ -214,7 +214,7 @@ impl Store {
             let mut stmt = db
                 .conn
                 .prepare_cached(
-                    "SELECT rv, type, body FROM events WHERE rv > ?1 AND rv <= ?2 AND kind = ?3 ORDER BY rv LIMIT ?4",
+                    "SELECT rv, type, body, prev FROM events WHERE rv > ?1 AND rv <= ?2 AND kind = ?3 ORDER BY rv LIMIT ?4",
                 )
                 .map_err(read_failed)?;
             let rows = stmt
@@ -226,6 +226,7 @@ impl Store {
                             kind: kind.to_string(),
                             event_type: EventType::parse(&row.get::<_, String>(1)?),
                             body: row.get(2)?,
+                            prev: row.get(3)?,
                         })
                     },
                 )
@@ -265,6 +266,7 @@ impl Store {
             let current = db.load::<R>(&name)?;
             let existed = current.is_some();
             let before = current.as_ref().and_then(R::holding);
+            let previous = current.clone();
             let (change, extra) = decide(current)?;
             let change = match change {
                 Change::Put(object) if finalized(&object) => Change::Remove(object),
@@ -284,7 +286,12 @@ impl Store {
             if dry_run {
                 return Ok((object, written, extra));
             }
-            let event = db.commit(&mut object, written)?;
+            // Kept only when a selector could see the change, so filtered watches learn that an
+            // object left or entered their selection.
+            let prev = previous
+                .filter(|p| written == Written::Updated && selectable(p) != selectable(&object))
+                .and_then(|p| serde_json::to_string(&p).ok());
+            let event = db.commit(&mut object, written, prev)?;
             // Sent while the lock is held so live events leave in revision order. A send
             // fails only when nobody watches, which is fine.
             let _ = store.inner.live.send(Arc::new(event));
@@ -297,6 +304,22 @@ impl Store {
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.lock().conn)
     }
+}
+
+/// What label and field selectors can see of an object.
+fn selectable<R: Served>(
+    object: &R,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    Vec<Option<String>>,
+) {
+    (
+        object.metadata().labels.clone(),
+        R::SELECTABLE_FIELDS
+            .iter()
+            .map(|f| object.field(f))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
