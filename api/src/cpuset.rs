@@ -15,6 +15,14 @@ impl CpuSet {
     /// Parses `0-3,8,10-11` (whitespace and a trailing newline are tolerated; the empty
     /// string is the empty set).
     pub fn parse(text: &str) -> Result<CpuSet, String> {
+        CpuSet::parse_bounded(text, u32::MAX)
+    }
+
+    /// Like [`CpuSet::parse`], refusing any id at or above `limit` before expanding a range,
+    /// so an untrusted list cannot make a huge set.
+    pub fn parse_bounded(text: &str, limit: u32) -> Result<CpuSet, String> {
+        let too_big =
+            |id: u32| format!("cpu id {id} in {text:?} is not below the limit of {limit}");
         let mut set = BTreeSet::new();
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -31,10 +39,17 @@ impl CpuSet {
                     if lo > hi || hi - lo > 65_536 {
                         return Err(bad());
                     }
+                    if hi >= limit {
+                        return Err(too_big(hi));
+                    }
                     set.extend(lo..=hi);
                 }
                 None => {
-                    set.insert(part.parse().map_err(|_| bad())?);
+                    let id: u32 = part.parse().map_err(|_| bad())?;
+                    if id >= limit {
+                        return Err(too_big(id));
+                    }
+                    set.insert(id);
                 }
             }
         }

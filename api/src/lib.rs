@@ -6,6 +6,7 @@
 //! one error shape the server answers with, and watch events. It does no IO and knows no
 //! clock: anything time-dependent takes `now` as an argument.
 
+pub mod auth;
 pub mod cpuset;
 pub mod error;
 pub mod info;
@@ -23,6 +24,7 @@ pub mod testing;
 pub mod validation;
 pub mod watch;
 
+pub use auth::{Identity, Policy, Role};
 pub use cpuset::CpuSet;
 pub use error::{Cause, Status, StatusReason};
 pub use info::ServerInfo;

@@ -38,6 +38,10 @@ pub struct ObjectMeta {
     /// Set by the server when deletion was asked while finalizers remained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<Timestamp>,
+    /// Who created the object (a task's owner), stamped by the server from the request's
+    /// credential; never taken from a request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Cleanup that must happen before the object goes away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,

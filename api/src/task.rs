@@ -358,8 +358,13 @@ impl Resource for Task {
     const KIND: &'static str = "Task";
     const PLURAL: &'static str = "tasks";
     const SINGULAR: &'static str = "task";
-    const SELECTABLE_FIELDS: &'static [&'static str] =
-        &["metadata.name", "status.node", "status.phase", "spec.state"];
+    const SELECTABLE_FIELDS: &'static [&'static str] = &[
+        "metadata.name",
+        "metadata.owner",
+        "status.node",
+        "status.phase",
+        "spec.state",
+    ];
 
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata
@@ -372,6 +377,7 @@ impl Resource for Task {
     fn field(&self, path: &str) -> Option<String> {
         match path {
             "metadata.name" => Some(self.metadata.name.clone()),
+            "metadata.owner" => Some(self.metadata.owner.clone().unwrap_or_default()),
             "status.node" => Some(self.status.node.clone().unwrap_or_default()),
             "status.phase" => Some(self.status.phase.to_string()),
             "spec.state" => Some(self.spec.state.to_string()),

@@ -13,6 +13,16 @@ use crate::api::Api;
 use crate::error::{Error, from_error_body};
 use crate::params::LogParams;
 
+/// How to talk to a server beyond its URL: the credential and, for `https://`, the CA.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer <token>` on every request.
+    pub token: Option<String>,
+    /// PEM of the CA that signed the server's certificate (`--ca`, `KOHAKURIVER_CA`); without
+    /// it, an `https://` server is checked against the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 /// A handle on one KohakuRiver API server. Cheap to clone: clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -26,12 +36,19 @@ struct Inner {
     /// The API group root: `{base}/apis/kohakuriver/v1`.
     root: Url,
     http: reqwest::Client,
+    /// Whether requests carry a credential.
+    has_token: bool,
 }
 
 impl Client {
     /// A client for the server at `base_url`, e.g. `http://127.0.0.1:8000`. A trailing slash
     /// is fine; a bare `host:port` is taken as `http://host:port`.
     pub fn new(base_url: &str) -> Result<Client, Error> {
+        Client::with_options(base_url, ClientOptions::default())
+    }
+
+    /// A client for the server at `base_url` with a credential and TLS settings.
+    pub fn with_options(base_url: &str, options: ClientOptions) -> Result<Client, Error> {
         let invalid = |reason: String| Error::InvalidUrl {
             url: base_url.to_string(),
             reason,
@@ -62,19 +79,42 @@ impl Client {
             Url::parse(&format!("{base}{API_PREFIX}")).map_err(|e| invalid(e.to_string()))?;
         // No overall timeout: watches and followed logs stay open for hours. Dead peers are
         // found by TCP keepalive and, for watches, by the bookmark idle check.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = options
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::InvalidToken)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         Ok(Client {
-            inner: Arc::new(Inner { base, root, http }),
+            inner: Arc::new(Inner {
+                base,
+                root,
+                http,
+                has_token: options.token.is_some(),
+            }),
         })
     }
 
     /// The server's base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.inner.base
+    }
+
+    /// True when requests carry a credential.
+    pub fn has_token(&self) -> bool {
+        self.inner.has_token
     }
 
     /// The typed API of one kind: `client.api::<Task>()`.

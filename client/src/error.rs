@@ -20,6 +20,9 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The token holds characters that cannot go in an HTTP header.
+    #[error("the token is not usable: it must be one line of printable characters (krv_…)")]
+    InvalidToken,
     /// The server answered an error that is not a `Status` (a proxy page, a crash).
     #[error("the server answered {code}: {text}")]
     Unexpected {

@@ -7,6 +7,7 @@
 //! retry, a raw [`Api::watch`] and the resuming [`Api::watcher`].
 
 mod api;
+mod auth;
 mod backoff;
 mod client;
 mod error;
@@ -16,7 +17,7 @@ pub mod watcher;
 
 pub use api::{Api, Deleted};
 pub use backoff::Backoff;
-pub use client::Client;
+pub use client::{Client, ClientOptions};
 pub use error::Error;
 pub use params::{ApplyOptions, ListParams, LogParams, LogStream};
 
