@@ -12,4 +12,11 @@ pub struct ServerInfo {
     /// The image used for tasks that name neither `image` nor `container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_image: Option<String>,
+    /// Host paths a `user` may mount (the server's `--user-mount-prefixes`). Agents check the
+    /// real path (symlinks resolved) of a mount under one of these against them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_mount_prefixes: Vec<String>,
+    /// False when the server runs with `--insecure-no-auth`.
+    #[serde(default)]
+    pub auth: bool,
 }

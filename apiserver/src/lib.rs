@@ -14,6 +14,7 @@
 //! `logs` (log proxy), `error` (`AppError`, the `Status` answer).
 
 mod admission;
+mod auth;
 mod body;
 mod error;
 mod handlers;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use auth::generate_token;
 pub use error::{AppError, Error};
 pub use handlers::router;
 pub use schema::SyncMode;
@@ -54,6 +56,44 @@ pub struct Config {
     pub default_image: Option<String>,
     /// SQLite durability (default `Normal`).
     pub sync: SyncMode,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
+}
+
+/// Who may use the server, and how the first credential comes to be.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// False only under `--insecure-no-auth`: every request is then an admin named
+    /// `anonymous`, and no credential is needed.
+    pub enabled: bool,
+    /// Private tasks, who may run privileged tasks, and which host paths users may mount.
+    pub policy: kohakuriver_api::Policy,
+    /// Tokens known only to this process, never stored: the in-process controllers' and
+    /// the `up` node's credentials (see [`generate_token`]).
+    pub static_tokens: Vec<(String, kohakuriver_api::Identity)>,
+    /// Where the first admin token is written (mode 0600) when the store has no admin token.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// No authentication: every request is an admin (tests, `--insecure-no-auth`).
+    pub fn disabled() -> AuthConfig {
+        AuthConfig {
+            enabled: false,
+            policy: kohakuriver_api::Policy::default(),
+            static_tokens: Vec::new(),
+            admin_token_file: None,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            enabled: true,
+            ..AuthConfig::disabled()
+        }
+    }
 }
 
 impl Default for Config {
@@ -65,6 +105,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(30),
             default_image: None,
             sync: SyncMode::Normal,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
     Json(ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         default_image: state.config().default_image.clone(),
+        user_mount_prefixes: state.config().auth.policy.user_mount_prefixes.clone(),
+        auth: state.config().auth.enabled,
     })
 }
 
