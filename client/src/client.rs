@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::api::Api;
-use crate::error::{Error, from_error_body};
+use crate::error::{Error, from_error_body, tls_reason};
 use crate::params::LogParams;
 
 /// How to talk to a server beyond its URL: the credential and, for `https://`, the CA.
@@ -47,62 +47,50 @@ impl Client {
         Client::with_options(base_url, ClientOptions::default())
     }
 
-    /// A client for the server at `base_url` with a credential and TLS settings.
+    /// A client for the server at `base_url` with a credential and TLS settings. An
+    /// `https://` URL (or a CA in the options) makes a rustls client trusting that CA, or the
+    /// system's roots without one. A token written `TOKEN@sha256:HEX` is sent as `TOKEN`.
     pub fn with_options(base_url: &str, options: ClientOptions) -> Result<Client, Error> {
+        let parsed = parse_base_url(base_url)?;
+        let base = parsed.as_str().trim_end_matches('/').to_string();
         let invalid = |reason: String| Error::InvalidUrl {
             url: base_url.to_string(),
             reason,
         };
-        let given = base_url.trim();
-        let with_scheme = if given.contains("://") {
-            given.to_string()
-        } else {
-            format!("http://{given}")
-        };
-        let parsed = Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
-        if parsed.scheme() != "http" {
-            return Err(invalid(format!(
-                "scheme {:?} is not supported; use http://",
-                parsed.scheme()
-            )));
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("no host".to_string()));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(invalid(
-                "a server URL takes no query or fragment".to_string(),
-            ));
-        }
-        let base = parsed.as_str().trim_end_matches('/').to_string();
         let root =
             Url::parse(&format!("{base}{API_PREFIX}")).map_err(|e| invalid(e.to_string()))?;
         // No overall timeout: watches and followed logs stay open for hours. Dead peers are
         // found by TCP keepalive and, for watches, by the bookmark idle check.
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = options
-            .token
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
+        let token = match options.token.as_deref() {
+            Some(credential) => Some(kohakuriver_tls::split_credential(credential)?.0),
+            None => None,
+        };
+        if let Some(token) = token.as_deref().filter(|t| !t.is_empty()) {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Error::InvalidToken)?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
-            .default_headers(headers)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
+            .default_headers(headers);
+        let builder = if parsed.scheme() == "https" || options.ca_pem.is_some() {
+            let tls = kohakuriver_tls::client_config(options.ca_pem.as_deref())?;
+            builder.tls_backend_preconfigured(tls)
+        } else {
+            // reqwest builds a TLS config even for http:// and needs a provider for it.
+            kohakuriver_tls::install_crypto_provider();
+            builder
+        };
+        let http = builder.build().map_err(|e| invalid(e.to_string()))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 base,
                 root,
                 http,
-                has_token: options.token.is_some(),
+                has_token: token.is_some_and(|t| !t.is_empty()),
             }),
         })
     }
@@ -115,6 +103,12 @@ impl Client {
     /// True when requests carry a credential.
     pub fn has_token(&self) -> bool {
         self.inner.has_token
+    }
+
+    /// True when this client would send its token in the clear to another machine:
+    /// `http://`, a token, and a host that is not loopback. See [`plaintext_token_risk`].
+    pub fn plaintext_token_risk(&self) -> bool {
+        plaintext_token_risk(&self.inner.base, self.inner.has_token)
     }
 
     /// The typed API of one kind: `client.api::<Task>()`.
@@ -178,7 +172,13 @@ impl Client {
     }
 
     fn map_send_error(&self, e: reqwest::Error) -> Error {
-        if e.is_connect() {
+        if let Some(reason) = tls_reason(&e) {
+            Error::Tls {
+                url: self.inner.base.clone(),
+                reason,
+                source: e,
+            }
+        } else if e.is_connect() {
             Error::Connect {
                 url: self.inner.base.clone(),
                 source: e,
@@ -187,6 +187,99 @@ impl Client {
             Error::Http(e)
         }
     }
+}
+
+/// Parses a server URL: `http://` or `https://`, a host, no query; a bare `host:port` is
+/// taken as `http://host:port`.
+fn parse_base_url(base_url: &str) -> Result<Url, Error> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: base_url.to_string(),
+        reason,
+    };
+    let given = base_url.trim();
+    let with_scheme = if given.contains("://") {
+        given.to_string()
+    } else {
+        format!("http://{given}")
+    };
+    let parsed = Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(invalid(format!(
+            "scheme {:?} is not supported; use http:// or https://",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_string()));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(
+            "a server URL takes no query or fragment".to_string(),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// True when a request to `url` carrying a token (`has_token`) would cross the network in
+/// the clear: the scheme is `http`, and the host is not loopback (`localhost`, 127.0.0.0/8,
+/// `::1`). An unparsable URL is no risk: it is never sent to.
+pub fn plaintext_token_risk(url: &str, has_token: bool) -> bool {
+    let Ok(parsed) = parse_base_url(url) else {
+        return false;
+    };
+    if !has_token || parsed.scheme() != "http" {
+        return false;
+    }
+    match parsed.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name != "localhost" && !name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Fetches the server's CA (`GET {base_url}/cacerts`) without verifying the connection, and
+/// keeps it only if its SHA-256 is `fingerprint` (lowercase hex, from a credential written
+/// `TOKEN@sha256:HEX`). This is how a node's first contact is verified without a CA file:
+/// whoever answers, only the pinned CA is accepted, and from then on the server is verified
+/// with it.
+pub async fn fetch_pinned_ca(base_url: &str, fingerprint: &str) -> Result<Vec<u8>, Error> {
+    let parsed = parse_base_url(base_url)?;
+    let base = parsed.as_str().trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .tls_backend_preconfigured(kohakuriver_tls::unverified_client_config()?)
+        .build()
+        .map_err(|e| Error::InvalidUrl {
+            url: base_url.to_string(),
+            reason: e.to_string(),
+        })?;
+    let map_err = |e: reqwest::Error| {
+        if e.is_connect() {
+            Error::Connect {
+                url: base.clone(),
+                source: e,
+            }
+        } else {
+            Error::Http(e)
+        }
+    };
+    let resp = http
+        .get(format!("{base}/cacerts"))
+        .send()
+        .await
+        .map_err(map_err)?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(map_err)?;
+    if !status.is_success() {
+        return Err(from_error_body(status.as_u16(), &body));
+    }
+    kohakuriver_tls::check_pinned(&body, fingerprint)?;
+    Ok(body.to_vec())
 }
 
 /// Reads a whole JSON body, naming the field path when it does not fit `T`.
@@ -235,9 +328,53 @@ mod tests {
             c.url(&["info"]).as_str(),
             "http://example.com/prefix/apis/kohakuriver/v1/info"
         );
-        for bad in ["https://x", "ftp://x", "http://", "http://x/?q=1"] {
+        assert_eq!(
+            Client::new("https://h:8443/").unwrap().base_url(),
+            "https://h:8443"
+        );
+        for bad in ["ftp://x", "http://", "http://x/?q=1"] {
             let err = Client::new(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn plaintext_token_risks() {
+        let check = |url, token, want| assert_eq!(plaintext_token_risk(url, token), want, "{url}");
+        check("http://10.0.0.1:8000", true, true);
+        check("http://head.example:8000", true, true);
+        check("head:8000", true, true);
+        check("http://10.0.0.1:8000", false, false);
+        check("https://10.0.0.1:8000", true, false);
+        check("http://127.0.0.1:8000", true, false);
+        check("http://127.1.2.3:8000", true, false);
+        check("http://localhost:8000", true, false);
+        check("http://LOCALHOST.:8000", true, false);
+        check("http://[::1]:8000", true, false);
+        check("http://[fe80::1]:8000", true, true);
+        check("ftp://x", true, false);
+    }
+
+    #[test]
+    fn pinned_credentials_send_only_the_token() {
+        let pin = "ab".repeat(32);
+        let c = Client::with_options(
+            "http://127.0.0.1:1",
+            ClientOptions {
+                token: Some(format!("krv_x@sha256:{pin}")),
+                ca_pem: None,
+            },
+        )
+        .unwrap();
+        assert!(c.has_token());
+        let err = Client::with_options(
+            "http://127.0.0.1:1",
+            ClientOptions {
+                token: Some("krv_x@sha256:zz".to_string()),
+                ca_pem: None,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
     }
 }

@@ -20,6 +20,22 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The TLS connection failed: the server's certificate is not trusted, or it does not
+    /// speak TLS at all.
+    #[error("cannot connect securely to the KohakuRiver server at {url}: {reason}")]
+    Tls {
+        /// The server's base URL.
+        url: String,
+        /// What went wrong and what to do.
+        reason: String,
+        /// What the HTTP stack reported.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The CA or the credential's CA fingerprint is not usable, or the server's CA does not
+    /// match the fingerprint.
+    #[error(transparent)]
+    TlsConfig(#[from] kohakuriver_tls::Error),
     /// The token holds characters that cannot go in an HTTP header.
     #[error("the token is not usable: it must be one line of printable characters (krv_…)")]
     InvalidToken,
@@ -89,9 +105,9 @@ impl Error {
         self.reason() == Some(StatusReason::Invalid)
     }
 
-    /// True when the server could not be reached at all.
+    /// True when the server could not be reached at all, or not securely.
     pub fn is_connect(&self) -> bool {
-        matches!(self, Error::Connect { .. })
+        matches!(self, Error::Connect { .. } | Error::Tls { .. })
     }
 }
 
@@ -117,6 +133,38 @@ pub(crate) fn from_error_body(code: u16, body: &[u8]) -> Error {
         text.to_string()
     };
     Error::Unexpected { code, text }
+}
+
+/// When a connection failed in TLS: what went wrong, and what to do about it.
+pub(crate) fn tls_reason(err: &reqwest::Error) -> Option<String> {
+    use kohakuriver_tls::rustls;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls(tls));
+        }
+        // tokio-rustls wraps the rustls error in io::Errors, whose `source()` skips the
+        // wrapped error itself: descend into it instead.
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => current.source(),
+        };
+    }
+    None
+}
+
+fn describe_tls(err: &kohakuriver_tls::rustls::Error) -> String {
+    use kohakuriver_tls::rustls::Error as E;
+    match err {
+        E::InvalidCertificate(reason) => format!(
+            "its certificate is not trusted ({}); give the cluster's CA with --ca FILE or KOHAKURIVER_CA (a server started with --tls-self-signed keeps it in its data dir as tls/ca.pem)",
+            format!("{reason:?}").to_lowercase()
+        ),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            "it did not answer in TLS; is it serving plain http://?".to_string()
+        }
+        other => other.to_string().to_lowercase(),
+    }
 }
 
 /// A short, lowercase reason for a failed connection: `connection refused`, `timed out`…

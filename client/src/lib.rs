@@ -17,7 +17,7 @@ pub mod watcher;
 
 pub use api::{Api, Deleted};
 pub use backoff::Backoff;
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, fetch_pinned_ca, plaintext_token_risk};
 pub use error::Error;
 pub use params::{ApplyOptions, ListParams, LogParams, LogStream};
 
