@@ -58,6 +58,11 @@ pub struct Config {
     pub sync: SyncMode,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Serve HTTPS with this certificate (`--tls-cert`/`--tls-key`, `--tls-self-signed`).
+    pub tls: Option<kohakuriver_tls::ServerTls>,
+    /// The cluster CA (PEM): served at `GET /cacerts` for first contacts, and trusted by the
+    /// log proxy when it calls agents over `https://`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Who may use the server, and how the first credential comes to be.
@@ -106,6 +111,8 @@ impl Default for Config {
             default_image: None,
             sync: SyncMode::Normal,
             auth: AuthConfig::default(),
+            tls: None,
+            ca_pem: None,
         }
     }
 }
@@ -117,18 +124,19 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let tls = config.tls.clone();
     let state = tokio::task::spawn_blocking(move || AppState::open(config)).await??;
     let state = state.with_shutdown(shutdown.clone());
     let address = listener.local_addr()?;
-    tracing::info!(%address, "api server listening");
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, "api server listening");
+    let server = kohakuriver_tls::serve(listener, router(state), tls, shutdown.clone());
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        result = async move { server.await } => result?,
+        result = server => result?,
         () = grace => tracing::warn!("connections still open after the shutdown grace period; stopping anyway"),
     }
     tracing::info!("api server stopped");

@@ -22,8 +22,13 @@ impl AppState {
     /// Opens the store named by `config` (creating and migrating it if needed).
     pub fn open(config: Config) -> Result<AppState, Error> {
         let store = Store::open(config.db_path.as_deref(), config.sync, config.watch_history)?;
+        // Agents' certificates are expected to be signed by the cluster CA; without one, the
+        // system's roots.
+        let tls = kohakuriver_tls::client_config(config.ca_pem.as_deref())
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
         Ok(AppState {

@@ -19,6 +19,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(server::healthz))
+        .route("/cacerts", get(server::cacerts))
         .route(&format!("{API_PREFIX}/info"), get(server::info))
         .route(
             &format!("{API_PREFIX}/schemas/task"),

@@ -15,6 +15,18 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /cacerts` (anonymous): the cluster CA as PEM, for a first contact that checks it
+/// against the fingerprint in its credential; 404 when the server has no CA.
+pub async fn cacerts(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    let pem = state.config().ca_pem.clone().ok_or_else(|| {
+        AppError::new(
+            StatusReason::NotFound,
+            "this server has no cluster CA to give: it was started without --tls-self-signed or --ca",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))
+}
+
 /// `GET /apis/kohakuriver/v1/info`.
 pub async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
     Json(ServerInfo {

@@ -97,6 +97,8 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
+        // reqwest is built without a TLS provider of its own.
+        kohakuriver_tls::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let token = CancellationToken::new();
