@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kohakuriver_api::{CpuSet, Node, NodeUsage, Task};
-use kohakuriver_client::Client;
+use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::container_config::AgentSettings;
@@ -97,6 +97,17 @@ pub struct AgentConfig {
     pub default_image: Option<String>,
     /// The container engine.
     pub docker: DockerConnection,
+    /// Serve the endpoint over HTTPS with this certificate (`--tls-cert`/`--tls-key`); the
+    /// advertised URL is then `https://`. The server's log proxy trusts the cluster CA, so
+    /// the certificate should be signed by it.
+    pub tls: Option<kohakuriver_tls::ServerTls>,
+    /// The cluster CA (PEM) the agent verifies an `https://` server with (`--ca`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The CA fingerprint (lowercase hex SHA-256) of a credential written
+    /// `TOKEN@sha256:HEX`. Without `ca_pem`, the agent fetches the server's `/cacerts` once,
+    /// keeps it only if it has this fingerprint, saves it as `<data_dir>/ca.pem`, and
+    /// verifies the server with it from then on.
+    pub ca_fingerprint: Option<String>,
 }
 
 impl AgentConfig {
@@ -121,6 +132,9 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(10),
             default_image: None,
             docker: DockerConnection::LocalDefaults,
+            tls: None,
+            ca_pem: None,
+            ca_fingerprint: None,
         }
     }
 }
@@ -137,6 +151,15 @@ pub enum Error {
     /// Docker is not reachable.
     #[error("cannot use the docker engine ({0}); is docker running and is its socket readable?")]
     Docker(#[source] runtime::RuntimeError),
+    /// The server's CA could not be fetched, or is not the one the credential pins.
+    #[error("cannot verify the server at {url} on first contact: {source}")]
+    FirstContact {
+        /// The server's URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: kohakuriver_client::Error,
+    },
     /// The API server rejected or could not be reached for registration.
     #[error("cannot register node with the server: {0}")]
     Server(#[from] kohakuriver_client::Error),
@@ -201,7 +224,24 @@ pub async fn start(
         source,
     })?;
 
-    let client = Client::new(&config.server_url)?;
+    let ca_pem = match (&config.ca_pem, &config.ca_fingerprint) {
+        (Some(pem), _) => Some(pem.clone()),
+        (None, Some(fingerprint)) => Some(pinned_ca(&config, fingerprint).await?),
+        (None, None) => None,
+    };
+    let client = Client::with_options(
+        &config.server_url,
+        ClientOptions {
+            token: None,
+            ca_pem,
+        },
+    )?;
+    if client.plaintext_token_risk() {
+        tracing::warn!(
+            server = %config.server_url,
+            "the agent's credential goes to the server over plain http; anyone on the network can read it: serve the API over https (server --tls-self-signed or --tls-cert)"
+        );
+    }
     let info = client.info().await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -214,9 +254,14 @@ pub async fn start(
         what: "cannot read the endpoint's address".into(),
         source,
     })?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let advertise_url = match &config.advertise_url {
         Some(url) => url.clone(),
-        None => advertised(local_addr, &config.server_url).await,
+        None => advertised(scheme, local_addr, &config.server_url).await,
     };
 
     // The real kernel's memory nodes, whatever sysfs root discovery used: a faked NUMA
@@ -265,8 +310,7 @@ pub async fn start(
         let interval = config.heartbeat_interval;
         async move {
             let counter = reconciler.clone();
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let serve = kohakuriver_tls::serve(listener, router, config.tls, shutdown.clone());
             let beats = heartbeat::run(
                 nodes,
                 facts,
@@ -288,11 +332,38 @@ pub async fn start(
     })
 }
 
+/// The cluster CA for a credential that pins `fingerprint`: `<data_dir>/ca.pem` when it
+/// has that fingerprint (saved by an earlier first contact), else fetched from the server's
+/// `/cacerts`, checked, and saved.
+async fn pinned_ca(config: &AgentConfig, fingerprint: &str) -> Result<Vec<u8>, Error> {
+    let path = config.data_dir.join("ca.pem");
+    if let Ok(saved) = std::fs::read(&path) {
+        if kohakuriver_tls::check_pinned(&saved, fingerprint).is_ok() {
+            return Ok(saved);
+        }
+        tracing::warn!(path = %path.display(), "the saved CA is not the one the credential pins; fetching the server's again");
+    }
+    let pem = kohakuriver_client::fetch_pinned_ca(&config.server_url, fingerprint)
+        .await
+        .map_err(|source| Error::FirstContact {
+            url: config.server_url.clone(),
+            source,
+        })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .and_then(|()| std::fs::write(&path, &pem))
+        .map_err(|source| Error::Io {
+            what: format!("cannot save the server's CA as {}", path.display()),
+            source,
+        })?;
+    tracing::info!(path = %path.display(), "verified the server's CA against the credential's fingerprint and saved it");
+    Ok(pem)
+}
+
 /// The endpoint URL for `addr`; an unspecified IP is replaced by the local address used to
 /// reach the server.
-async fn advertised(addr: SocketAddr, server_url: &str) -> String {
+async fn advertised(scheme: &str, addr: SocketAddr, server_url: &str) -> String {
     if !addr.ip().is_unspecified() {
-        return format!("http://{addr}");
+        return format!("{scheme}://{addr}");
     }
     let host_port = server_url
         .split_once("://")
@@ -308,5 +379,5 @@ async fn advertised(addr: SocketAddr, server_url: &str) -> String {
     }
     .await
     .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
