@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::api::Api;
-use crate::error::{Error, from_error_body, tls_reason};
+use crate::error::{Error, answered_not_http, from_error_body, tls_reason};
 use crate::params::LogParams;
 
 /// How to talk to a server beyond its URL: the credential and, for `https://`, the CA.
@@ -176,6 +176,12 @@ impl Client {
             Error::Tls {
                 url: self.inner.base.clone(),
                 reason,
+                source: e,
+            }
+        } else if self.inner.root.scheme() == "http" && answered_not_http(&e) {
+            Error::Tls {
+                url: self.inner.base.clone(),
+                reason: "it did not answer in plain HTTP; is it serving https://? use an https:// URL (with --ca)".to_string(),
                 source: e,
             }
         } else if e.is_connect() {

@@ -154,17 +154,44 @@ pub(crate) fn tls_reason(err: &reqwest::Error) -> Option<String> {
 }
 
 fn describe_tls(err: &kohakuriver_tls::rustls::Error) -> String {
+    use kohakuriver_tls::rustls::CertificateError as C;
     use kohakuriver_tls::rustls::Error as E;
     match err {
-        E::InvalidCertificate(reason) => format!(
-            "its certificate is not trusted ({}); give the cluster's CA with --ca FILE or KOHAKURIVER_CA (a server started with --tls-self-signed keeps it in its data dir as tls/ca.pem)",
-            format!("{reason:?}").to_lowercase()
-        ),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "its certificate does not name the host in the URL; use a host name or IP the certificate names (--tls-san when the server uses --tls-self-signed)".to_string()
+        }
+        E::InvalidCertificate(reason) => {
+            let why = match reason {
+                C::UnknownIssuer => "it is signed by a CA this client does not know".to_string(),
+                C::Expired | C::ExpiredContext { .. } => "it has expired".to_string(),
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "it is not valid yet (is a clock wrong?)".to_string()
+                }
+                other => format!("{other:?}").to_lowercase(),
+            };
+            format!(
+                "its certificate is not trusted: {why}; give the cluster's CA with --ca FILE or KOHAKURIVER_CA (a server started with --tls-self-signed keeps it in its data dir as tls/ca.pem)"
+            )
+        }
         E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
             "it did not answer in TLS; is it serving plain http://?".to_string()
         }
         other => other.to_string().to_lowercase(),
     }
+}
+
+/// True when an `http://` request got an answer that is not HTTP, as when the server speaks
+/// TLS. hyper says so only in its message ("invalid HTTP version parsed"), so this reads it;
+/// if the wording ever changes, the plain error is shown instead.
+pub(crate) fn answered_not_http(err: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if current.to_string().contains("invalid HTTP version") {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// A short, lowercase reason for a failed connection: `connection refused`, `timed out`…

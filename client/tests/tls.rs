@@ -85,6 +85,14 @@ async fn a_client_with_the_ca_is_served_and_one_without_is_refused_clearly() {
         .unwrap_err();
     assert!(err.to_string().contains("not trusted"), "{err}");
 
+    // Plain http:// to it: told to use https://.
+    let http = server.url.replace("https://", "http://");
+    let err = client(&http, None).info().await.unwrap_err();
+    assert!(
+        err.to_string().contains("is it serving https://?"),
+        "{err:?}"
+    );
+
     // The failed handshakes did not stop the server: with the CA, by IP and by name.
     let info = client(&server.url, Some(&ca)).info().await.unwrap();
     assert_eq!(info.version, "test");
@@ -163,6 +171,25 @@ async fn certificates_issued_later_by_the_stored_ca_are_trusted() {
         .info()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_certificate_for_other_names_is_refused_for_that_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = self_signed(dir.path(), &names()).unwrap();
+    let other =
+        kohakuriver_tls::issue(dir.path(), "other", &["example.invalid".to_string()]).unwrap();
+    let tls = ServerTls::from_pem_files(&other.cert_path, &other.key_path).unwrap();
+    let server = serve(Some(tls), made.ca_pem.clone()).await;
+    let err = client(&server.url, Some(&made.ca_pem))
+        .info()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not name the host in the URL"),
+        "{err}"
+    );
 }
 
 #[test]

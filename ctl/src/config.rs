@@ -2,7 +2,9 @@
 //! else `127.0.0.1:8000` (KohakuRiver's default).
 
 use anyhow::Context;
-use kohakuriver_client::Client;
+use kohakuriver_client::{Client, ClientOptions};
+
+use crate::tls_flags::{CaFlag, warn_plaintext_token};
 
 /// The host used when neither `--server` nor `KOHAKURIVER_HOST` is given.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -21,6 +23,8 @@ pub struct ServerArgs {
     /// Server port when --server is not given.
     #[arg(long, global = true, env = "KOHAKURIVER_PORT", hide = true)]
     pub port: Option<u16>,
+    #[command(flatten)]
+    pub ca: CaFlag,
 }
 
 impl ServerArgs {
@@ -32,7 +36,16 @@ impl ServerArgs {
     /// A client for the server.
     pub fn client(&self) -> anyhow::Result<Client> {
         let url = self.url();
-        Client::new(&url).with_context(|| format!("cannot use server address {url:?}"))
+        let options = ClientOptions {
+            ca_pem: self.ca.read()?,
+            ..ClientOptions::default()
+        };
+        let client = Client::with_options(&url, options)
+            .with_context(|| format!("cannot use server address {url:?}"))?;
+        if client.plaintext_token_risk() {
+            warn_plaintext_token(client.base_url());
+        }
+        Ok(client)
     }
 }
 

@@ -15,6 +15,7 @@ mod line_diff;
 mod manifest_source;
 mod output;
 mod rows;
+mod tls_flags;
 mod wait;
 
 use std::process::ExitCode;
@@ -97,10 +98,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Server(args) => cmd::server::run(*args).await,
+        Command::Server(args) => cmd::server::run(*args, cli.server.ca.read()?).await,
         Command::Controllers(args) => cmd::controllers::run(cli.server.client()?, args).await,
-        Command::Agent(args) => cmd::agent::run(cli.server.url(), *args).await,
-        Command::Up(args) => cmd::up::run(*args).await,
+        Command::Agent(args) => {
+            cmd::agent::run(cli.server.url(), cli.server.ca.read()?, *args).await
+        }
+        Command::Up(args) => cmd::up::run(*args, cli.server.ca.read()?).await,
         Command::Apply(args) => cmd::apply::run(&cli.server.client()?, args).await,
         Command::Diff(args) => cmd::diff::run(&cli.server.client()?, args).await,
         Command::Get(args) => cmd::get::run(&cli.server.client()?, args).await,
@@ -126,6 +129,12 @@ fn describe_error(err: &anyhow::Error) -> String {
             cause.downcast_ref::<kohakuriver_client::Error>()
         {
             return format!("{e}; start one with `kohakuriver server` or set --server");
+        }
+        // Its own message says what to do; the HTTP stack's chain below it says nothing more.
+        if let Some(e @ kohakuriver_client::Error::Tls { .. }) =
+            cause.downcast_ref::<kohakuriver_client::Error>()
+        {
+            return e.to_string();
         }
     }
     format!("{err:#}")

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::binary::binary;
 use crate::docker::{IMAGE, remove_node_containers};
-use crate::http::http_get;
+use crate::http::{HttpResponse, http_get, https_get};
 use crate::process::{Proc, free_port};
 use crate::run::{Run, Stream};
 use crate::wait::{unique_name, wait_until};
@@ -26,6 +26,9 @@ pub struct ServerOptions {
     pub node_grace: Option<String>,
     /// `--retry-backoff`, e.g. `"1s"`.
     pub retry_backoff: Option<String>,
+    /// `--tls-self-signed`: the server speaks https with a CA made in its data dir, and the
+    /// harness (health checks, reads, `kr`) trusts that CA.
+    pub tls_self_signed: bool,
     /// Any further arguments.
     pub extra_args: Vec<String>,
 }
@@ -36,6 +39,7 @@ impl Default for ServerOptions {
             default_image: Some(IMAGE.to_string()),
             node_grace: None,
             retry_backoff: None,
+            tls_self_signed: false,
             extra_args: Vec::new(),
         }
     }
@@ -52,6 +56,9 @@ impl ServerOptions {
         }
         if let Some(backoff) = &self.retry_backoff {
             args.extend(["--retry-backoff".to_string(), backoff.clone()]);
+        }
+        if self.tls_self_signed {
+            args.push("--tls-self-signed".to_string());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -120,6 +127,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     url: String,
+    /// The cluster CA file when the server speaks https.
+    ca: Option<PathBuf>,
     server_args: Vec<String>,
     server: Option<Proc>,
     /// The node of `up` mode (its agent runs in the server process).
@@ -151,10 +160,15 @@ impl Cluster {
             dir.path().join("kr.db").display().to_string(),
         ];
         server_args.extend(options.args());
+        // `server --tls-self-signed` keeps its CA in tls/ beside the database.
+        let ca = options
+            .tls_self_signed
+            .then(|| dir.path().join("tls").join("ca.pem"));
         let mut cluster = Cluster {
+            url: base_url(port, ca.is_some()),
             dir,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            ca,
             server_args,
             server: None,
             up_node: None,
@@ -193,10 +207,15 @@ impl Cluster {
         ];
         server_args.extend(server.args());
         server_args.extend(agent.args());
+        // `up --tls-self-signed` keeps its CA in <data-dir>/tls.
+        let ca = server
+            .tls_self_signed
+            .then(|| dir.path().join("up").join("tls").join("ca.pem"));
         let mut cluster = Cluster {
+            url: base_url(port, ca.is_some()),
             dir,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            ca,
             server_args,
             server: None,
             up_node: Some(node.clone()),
@@ -208,9 +227,22 @@ impl Cluster {
         cluster
     }
 
-    /// The API server URL, `http://127.0.0.1:PORT`.
+    /// The API server URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The cluster CA file, when the server speaks https.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// `GET url` on the server, over https trusting the cluster CA when there is one.
+    pub fn http_get(&self, url: &str) -> std::io::Result<HttpResponse> {
+        match &self.ca {
+            Some(ca) => https_get(url, &std::fs::read(ca)?),
+            None => http_get(url),
+        }
     }
 
     /// The API server port.
@@ -263,7 +295,7 @@ impl Cluster {
         let url = format!("{}/healthz", self.url);
         wait_until(START_TIMEOUT, "the server's /healthz", || {
             proc.assert_running();
-            matches!(http_get(&url), Ok(r) if r.status == 200)
+            matches!(self.http_get(&url), Ok(r) if r.status == 200)
         });
         self.startup = start.elapsed();
         self.server = Some(proc);
@@ -294,6 +326,9 @@ impl Cluster {
             "--agent-listen".to_string(),
             format!("127.0.0.1:{port}"),
         ];
+        if let Some(ca) = &self.ca {
+            args.extend(["--ca".to_string(), ca.display().to_string()]);
+        }
         args.extend(options.args());
         self.agents.push(Agent {
             name: name.clone(),
@@ -376,6 +411,9 @@ impl Cluster {
 
     fn full_args(&self, args: &[&str]) -> Vec<String> {
         let mut full = vec!["--server".to_string(), self.url.clone()];
+        if let Some(ca) = &self.ca {
+            full.extend(["--ca".to_string(), ca.display().to_string()]);
+        }
         full.extend(args.iter().map(|s| s.to_string()));
         full
     }
@@ -400,7 +438,9 @@ impl Cluster {
     /// `GET /apis/kohakuriver/v1/{path}` as JSON, `None` on 404.
     pub fn get_json(&self, path: &str) -> Option<Value> {
         let url = format!("{}/apis/kohakuriver/v1/{path}", self.url);
-        let resp = http_get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let resp = self
+            .http_get(&url)
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         match resp.status {
             200 => Some(resp.json()),
             404 => None,
@@ -495,6 +535,12 @@ impl Cluster {
         names.extend(self.up_node.clone());
         names
     }
+}
+
+/// The server's base URL on loopback.
+fn base_url(port: u16, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 impl Drop for Cluster {

@@ -36,7 +36,7 @@ pub use cluster::{AgentOptions, Cluster, ServerOptions};
 pub use docker::{
     IMAGE, docker, docker_ready, ensure_image, privileged_containers_work, remove_node_containers,
 };
-pub use http::{HttpResponse, http_get};
+pub use http::{HttpResponse, http_get, https_get};
 pub use process::{Proc, free_port};
 pub use run::{Chunks, Run, Stream};
 pub use wait::{unique_name, wait_for, wait_until};

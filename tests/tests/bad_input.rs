@@ -266,6 +266,8 @@ impl Server {
     /// `kohakuriver server --listen 127.0.0.1:PORT --db DIR/kr.db [--no-controllers]`, once
     /// `/healthz` answers.
     async fn start(controllers: bool) -> Server {
+        // reqwest is built without a TLS provider of its own; its clients below need one.
+        kohakuriver_tls::install_crypto_provider();
         let bin = binary();
         let mut last = String::new();
         for _ in 0..3 {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::daemon::{AgentFlags, default_data_dir};
 use super::server::{cancel_on_signal, init_tracing};
+use crate::tls_flags::AgentTlsFlags;
 
 /// Options of `kohakuriver agent`.
 #[derive(clap::Args, Debug)]
@@ -23,13 +24,21 @@ pub struct Args {
     /// Image for tasks naming neither --image nor --container, when the server names none.
     #[arg(long, value_name = "IMAGE")]
     pub default_image: Option<String>,
+    #[command(flatten)]
+    pub tls: AgentTlsFlags,
 }
 
-/// Runs the agent until a shutdown signal.
-pub async fn run(server_url: String, args: Args) -> anyhow::Result<ExitCode> {
+/// Runs the agent until a shutdown signal; `ca_pem` is `--ca`.
+pub async fn run(
+    server_url: String,
+    ca_pem: Option<Vec<u8>>,
+    args: Args,
+) -> anyhow::Result<ExitCode> {
     init_tracing();
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir).join("agent");
-    let config = args.agent.config(&server_url, data_dir, args.default_image);
+    let mut config = args.agent.config(&server_url, data_dir, args.default_image);
+    config.tls = args.tls.server_tls()?;
+    config.ca_pem = ca_pem;
     let name = config.name.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kohakuriver_client::Client;
+use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::daemon::ControllerFlags;
+use crate::tls_flags::{ServerTlsFlags, ServerTlsSetup};
 
 /// Options of `kohakuriver server`.
 #[derive(clap::Args, Debug)]
@@ -34,11 +35,15 @@ pub struct Args {
     pub no_controllers: bool,
     #[command(flatten)]
     pub controllers: ControllerFlags,
+    #[command(flatten)]
+    pub tls: ServerTlsFlags,
 }
 
-/// Runs the server (and the controllers) until a shutdown signal.
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs the server (and the controllers) until a shutdown signal; `ca_pem` is `--ca`.
+pub async fn run(args: Args, ca_pem: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
     init_tracing();
+    let db_dir = args.db.parent().unwrap_or(std::path::Path::new(""));
+    let tls = args.tls.setup(args.listen, &db_dir.join("tls"), ca_pem)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let controllers = (!args.no_controllers).then(|| args.controllers.config());
@@ -48,6 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.default_image,
         args.watch_history,
         controllers,
+        tls,
         shutdown,
     )
     .await?;
@@ -87,11 +93,14 @@ pub async fn start(
     default_image: Option<String>,
     watch_history: Option<u64>,
     controllers: Option<kohakuriver_controllers::ControllersConfig>,
+    tls: ServerTlsSetup,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Daemons> {
     let mut config = kohakuriver_apiserver::Config {
         db_path: (db.as_os_str() != ":memory:").then(|| db.to_path_buf()),
         default_image,
+        tls: tls.tls.clone(),
+        ca_pem: tls.ca_pem.clone(),
         ..Default::default()
     };
     if let Some(n) = watch_history {
@@ -103,7 +112,7 @@ pub async fn start(
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
-    let url = local_url(local);
+    let url = local_url(local, tls.tls.is_some());
     let db_shown = db.display().to_string();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -116,7 +125,13 @@ pub async fn start(
     });
     let controllers = match controllers {
         Some(config) => {
-            let client = Client::new(&url)?;
+            let client = Client::with_options(
+                &url,
+                ClientOptions {
+                    ca_pem: tls.ca_pem.clone(),
+                    ..ClientOptions::default()
+                },
+            )?;
             let shutdown = shutdown.clone();
             Some(tokio::spawn(async move {
                 kohakuriver_controllers::run(client, config, shutdown)
@@ -134,15 +149,16 @@ pub async fn start(
     })
 }
 
-/// `http://ADDR:PORT` for a listen address, with an unspecified IP (0.0.0.0, ::) replaced by
-/// loopback so local clients can use it.
-pub fn local_url(addr: SocketAddr) -> String {
+/// `http://ADDR:PORT` (or `https://`) for a listen address, with an unspecified IP (0.0.0.0,
+/// ::) replaced by loopback so local clients can use it.
+pub fn local_url(addr: SocketAddr, https: bool) -> String {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -11,11 +11,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use kohakuriver_api::Node;
 use kohakuriver_api::quantity::format_bytes;
-use kohakuriver_client::Client;
+use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::daemon::{AgentFlags, ControllerFlags, default_data_dir};
+use super::daemon::{AgentFlags, ControllerFlags, default_data_dir, host_name};
 use super::server::{cancel_on_signal, init_tracing, start};
+use crate::tls_flags::{ServerTlsFlags, self_signed_names};
 
 /// Options of `kohakuriver up`.
 #[derive(clap::Args, Debug)]
@@ -37,15 +38,36 @@ pub struct Args {
     pub agent: AgentFlags,
     #[command(flatten)]
     pub controllers: ControllerFlags,
+    #[command(flatten)]
+    pub tls: ServerTlsFlags,
 }
 
-/// Runs everything until a shutdown signal.
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs everything until a shutdown signal; `ca_pem` is `--ca`.
+pub async fn run(args: Args, ca_pem: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
     init_tracing();
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let db = data_dir.join("kohakuriver.db");
+    let tls = args.tls.setup(args.listen, &data_dir.join("tls"), ca_pem)?;
+    // With --tls-self-signed this node's agent gets a certificate from the same CA, so the
+    // server's log proxy reaches it over https too.
+    let agent_tls = match &tls.dir {
+        Some(dir) => {
+            let names = self_signed_names(
+                args.agent.agent_listen.ip(),
+                &host_name(),
+                &args.tls.tls_san,
+            );
+            let issued = kohakuriver_tls::issue(dir, "agent", &names)
+                .context("cannot make the agent's certificate for --tls-self-signed")?;
+            Some(kohakuriver_tls::ServerTls::from_pem_files(
+                &issued.cert_path,
+                &issued.key_path,
+            )?)
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
@@ -55,13 +77,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.default_image.clone(),
         None,
         Some(args.controllers.config()),
+        tls.clone(),
         shutdown.clone(),
     )
     .await?;
     let url = daemons.url.clone();
-    let agent_config = args
-        .agent
-        .config(&url, data_dir.join("agent"), args.default_image.clone());
+    let mut agent_config =
+        args.agent
+            .config(&url, data_dir.join("agent"), args.default_image.clone());
+    agent_config.tls = agent_tls;
+    agent_config.ca_pem = tls.ca_pem.clone();
     let node_name = agent_config.name.clone();
     let agent = match kohakuriver_node_agent::start(agent_config, shutdown.clone()).await {
         Ok(agent) => agent,
@@ -73,10 +98,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let node = Client::new(&url)?.api::<Node>().get(&node_name).await.ok();
+    let client = Client::with_options(
+        &url,
+        ClientOptions {
+            ca_pem: tls.ca_pem.clone(),
+            ..ClientOptions::default()
+        },
+    )?;
+    let node = client.api::<Node>().get(&node_name).await.ok();
+    let ca_file = tls.dir.as_ref().map(|dir| dir.join("ca.pem"));
     println!(
         "{}",
-        banner(&url, &db, &node_name, node.as_ref(), &agent.advertise_url)
+        banner(
+            &url,
+            ca_file.as_deref(),
+            &db,
+            &node_name,
+            node.as_ref(),
+            &agent.advertise_url
+        )
     );
 
     agent.wait().await;
@@ -87,6 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// What `up` prints once it is ready: where things are and how to submit a first task.
 fn banner(
     url: &str,
+    ca_file: Option<&std::path::Path>,
     db: &std::path::Path,
     node_name: &str,
     node: Option<&Node>,
@@ -104,11 +145,14 @@ fn banner(
             )
         })
         .unwrap_or_else(|| "registering".to_string());
-    let server_flag = if url == "http://127.0.0.1:8000" {
+    let mut server_flag = if url == "http://127.0.0.1:8000" {
         String::new()
     } else {
         format!(" --server {url}")
     };
+    if let Some(ca) = ca_file {
+        server_flag.push_str(&format!(" --ca {}", ca.display()));
+    }
     format!(
         "kohakuriver is up
   API server  {url}  (database {})
