@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::generate_token;
 pub use error::{AppError, Error};
-pub use handlers::router;
+pub use handlers::{route_table, router};
 pub use schema::SyncMode;
 pub use state::AppState;
 
@@ -58,6 +58,9 @@ pub struct Config {
     pub sync: SyncMode,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// SHA-256 of the CA certificate (hex) when the server serves TLS, told with every new
+    /// node or join credential so a node's first contact can check it.
+    pub ca_fingerprint: Option<String>,
     /// Serve HTTPS with this certificate (`--tls-cert`/`--tls-key`, `--tls-self-signed`).
     pub tls: Option<kohakuriver_tls::ServerTls>,
     /// The cluster CA (PEM): served at `GET /cacerts` for first contacts, and trusted by the
@@ -111,8 +114,20 @@ impl Default for Config {
             default_image: None,
             sync: SyncMode::Normal,
             auth: AuthConfig::default(),
+            ca_fingerprint: None,
             tls: None,
             ca_pem: None,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults with authentication off: every request is an admin. For in-process
+    /// tests and benchmarks that exercise other things than permissions.
+    pub fn insecure() -> Config {
+        Config {
+            auth: AuthConfig::disabled(),
+            ..Config::default()
         }
     }
 }
@@ -129,7 +144,9 @@ pub async fn serve(
     let state = state.with_shutdown(shutdown.clone());
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%address, scheme, "api server listening");
+    tracing::info!(%address, scheme, auth = state.config().auth.enabled, "api server listening");
+    tokio::spawn(save_token_uses(state.clone(), shutdown.clone()));
+    // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
     let server = kohakuriver_tls::serve(listener, router(state), tls, shutdown.clone());
     let grace = async {
         shutdown.cancelled().await;
@@ -141,4 +158,31 @@ pub async fn serve(
     }
     tracing::info!("api server stopped");
     Ok(())
+}
+
+/// How often the last-used times of tokens are written to the store. They live in memory
+/// between writes, so checking a token never writes to the database.
+const TOKEN_USE_FLUSH: Duration = Duration::from_secs(30);
+
+/// Writes tokens' last-used times every [`TOKEN_USE_FLUSH`] and once more at shutdown.
+async fn save_token_uses(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(TOKEN_USE_FLUSH) => false,
+            () = shutdown.cancelled() => true,
+        };
+        let used = state.authenticator().unsaved_uses();
+        if !used.is_empty() {
+            let store = state.store().clone();
+            let saving = used.clone();
+            match tokio::task::spawn_blocking(move || store.touch_tokens(&saving)).await {
+                Ok(Ok(())) => state.authenticator().saved_uses(&used),
+                Ok(Err(e)) => tracing::warn!(error = %e.0.message, "cannot record token uses"),
+                Err(e) => tracing::warn!(error = %e, "cannot record token uses"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }

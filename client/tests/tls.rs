@@ -2,9 +2,11 @@
 //! certificates from `kohakuriver_tls::self_signed` in a temp dir: trusted with the CA,
 //! refused clearly without it, and a pinned first contact that refuses a wrong CA.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::routing::get;
 use kohakuriver_client::{Client, ClientOptions, Error, fetch_pinned_ca};
 use kohakuriver_tls::{ServerTls, self_signed};
@@ -24,7 +26,10 @@ async fn serve(tls: Option<ServerTls>, ca_pem: Vec<u8>) -> Server {
     let router = Router::new()
         .route(
             "/apis/kohakuriver/v1/info",
-            get(|| async { axum::Json(serde_json::json!({"version": "test", "auth": true})) }),
+            // The peer's address must reach handlers (authentication logs it), TLS or not.
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                axum::Json(serde_json::json!({"version": peer.ip().to_string(), "auth": true}))
+            }),
         )
         .route("/cacerts", get(move || async move { ca_pem.clone() }));
     let shutdown = CancellationToken::new();
@@ -95,7 +100,7 @@ async fn a_client_with_the_ca_is_served_and_one_without_is_refused_clearly() {
 
     // The failed handshakes did not stop the server: with the CA, by IP and by name.
     let info = client(&server.url, Some(&ca)).info().await.unwrap();
-    assert_eq!(info.version, "test");
+    assert_eq!(info.version, "127.0.0.1");
     let by_name = server.url.replace("127.0.0.1", "localhost");
     client(&by_name, Some(&ca)).info().await.unwrap();
 
@@ -111,7 +116,8 @@ async fn https_to_a_plain_server_says_so() {
     let err = client(&https, None).info().await.unwrap_err();
     assert!(err.to_string().contains("did not answer in TLS"), "{err:?}");
     // And plain http:// still works exactly as before.
-    client(&server.url, None).info().await.unwrap();
+    let info = client(&server.url, None).info().await.unwrap();
+    assert_eq!(info.version, "127.0.0.1");
 }
 
 #[tokio::test]

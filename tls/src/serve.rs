@@ -1,9 +1,11 @@
 //! Serving an axum router over TLS: an accept loop, a rustls handshake per connection, and
 //! hyper serving the router on the encrypted stream; or plain `axum::serve` without TLS.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -21,7 +23,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Serves `router` on `listener` until `shutdown` is cancelled, then waits for open
 /// connections to finish their requests. Without `tls` this is `axum::serve`; with it, each
 /// connection is a TLS handshake (a failed one is logged at debug and never stops the loop)
-/// followed by HTTP/1.1.
+/// followed by HTTP/1.1. Either way, requests carry the peer's address as axum's
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -29,7 +32,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let Some(tls) = tls else {
-        return axum::serve(listener, router)
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        return axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
     };
@@ -51,7 +55,13 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

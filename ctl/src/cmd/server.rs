@@ -99,7 +99,15 @@ pub async fn start(
     let mut config = kohakuriver_apiserver::Config {
         db_path: (db.as_os_str() != ":memory:").then(|| db.to_path_buf()),
         default_image,
+        // The daemons' credentials are wired by the auth flags (issue 9); until then the
+        // binary keeps serving without authentication.
+        auth: kohakuriver_apiserver::AuthConfig::disabled(),
         tls: tls.tls.clone(),
+        ca_fingerprint: tls
+            .ca_pem
+            .as_deref()
+            .map(kohakuriver_tls::fingerprint)
+            .transpose()?,
         ca_pem: tls.ca_pem.clone(),
         ..Default::default()
     };
