@@ -224,11 +224,8 @@ pub async fn start(
         source,
     })?;
 
-    let ca_pem = match (&config.ca_pem, &config.ca_fingerprint) {
-        (Some(pem), _) => Some(pem.clone()),
-        (None, Some(fingerprint)) => Some(pinned_ca(&config, fingerprint).await?),
-        (None, None) => None,
-    };
+    // Before any other contact with the server: every request must already be verified.
+    let ca_pem = server_ca(&config, config.ca_fingerprint.as_deref()).await?;
     let client = Client::with_options(
         &config.server_url,
         ClientOptions {
@@ -330,6 +327,21 @@ pub async fn start(
         advertise_url,
         join,
     })
+}
+
+/// The CA the agent verifies the server with: `--ca` when given; else, for a credential
+/// that pins `fingerprint`, the CA fetched from `/cacerts` once on first contact, checked
+/// against the fingerprint and saved as `<data_dir>/ca.pem`; else
+/// none (the system's roots for `https://`).
+pub async fn server_ca(
+    config: &AgentConfig,
+    fingerprint: Option<&str>,
+) -> Result<Option<Vec<u8>>, Error> {
+    match (&config.ca_pem, fingerprint) {
+        (Some(pem), _) => Ok(Some(pem.clone())),
+        (None, Some(fingerprint)) => Ok(Some(pinned_ca(config, fingerprint).await?)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The cluster CA for a credential that pins `fingerprint`: `<data_dir>/ca.pem` when it
