@@ -469,7 +469,12 @@ async fn open_log(
 /// restart, a 410 or a server error. The watcher reconnects by itself after each; only an
 /// answer refusing the request itself (a bad selector, say) ends the wait.
 pub fn is_transient(e: &kohakuriver_client::Error) -> bool {
-    e.status().is_none_or(|s| s.code >= 500 || s.code == 410)
+    let code = match e {
+        kohakuriver_client::Error::Api(status) => status.code,
+        kohakuriver_client::Error::Unexpected { code, .. } => *code,
+        _ => return true,
+    };
+    code >= 500 || code == 410
 }
 
 /// True once a task's container has started (so it has output to follow), or it ended.
@@ -589,6 +594,7 @@ async fn control(client: &Client, args: ControlArgs, verb: Control) -> Result<i3
         .await;
         match result {
             Ok(line) => println!("{line}"),
+            Err(e) if crate::cmd::is_unreachable(&e) => return Err(e),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 failures += 1;
