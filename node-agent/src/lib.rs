@@ -97,6 +97,8 @@ pub struct AgentConfig {
     pub default_image: Option<String>,
     /// The container engine.
     pub docker: DockerConnection,
+    /// The node credential sent to the server as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 impl AgentConfig {
@@ -121,6 +123,7 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(10),
             default_image: None,
             docker: DockerConnection::LocalDefaults,
+            token: None,
         }
     }
 }
@@ -201,7 +204,11 @@ pub async fn start(
         source,
     })?;
 
-    let client = Client::new(&config.server_url)?;
+    let options = kohakuriver_client::ClientOptions {
+        token: config.token.clone(),
+        ca_pem: None,
+    };
+    let client = Client::with_options(&config.server_url, options)?;
     let info = client.info().await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
