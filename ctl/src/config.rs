@@ -208,6 +208,24 @@ pub fn server_url(flag: Option<&str>, host: Option<&str>, port: Option<u16>) -> 
     format!("http://{host}:{port}")
 }
 
+/// `""` when a bare `kohakuriver` command on this machine reaches `url` (through the
+/// environment or the CLI config), else ` --server URL`, for the commands a banner shows.
+pub fn server_flag_for(url: &str) -> String {
+    let config = CliConfig::load(&config_path()).ok().flatten();
+    let given = Given {
+        host: std::env::var("KOHAKURIVER_HOST").ok(),
+        port: std::env::var("KOHAKURIVER_PORT")
+            .ok()
+            .and_then(|p| p.trim().parse().ok()),
+        ..Given::default()
+    };
+    if same_server(&resolve(&given, config.as_ref()).url, url) {
+        String::new()
+    } else {
+        format!(" --server {url}")
+    }
+}
+
 /// The CLI config file: `$KOHAKURIVER_CONFIG`, else `~/.kohakuriver/config`, else
 /// `./.kohakuriver-config` when there is no home directory.
 pub fn config_path() -> PathBuf {

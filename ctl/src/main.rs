@@ -8,10 +8,12 @@
 //! and an `async fn run(…) -> anyhow::Result<ExitCode>`, add a variant to [`Command`], and
 //! dispatch it in [`run`].
 
+mod auth_flags;
 mod cmd;
 mod config;
 mod kind;
 mod line_diff;
+mod local_cli;
 mod manifest_source;
 mod output;
 mod rows;
