@@ -51,6 +51,7 @@ pub enum TaskCommand {
     /// List tasks.
     #[command(after_help = "Examples:
   kohakuriver task list
+  kohakuriver task list --mine
   kohakuriver task list -s running -n mynode
   kohakuriver task list -l team=vision")]
     List(ListArgs),
@@ -163,6 +164,9 @@ pub struct ListArgs {
     /// Label selector, e.g. team=vision.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Only the tasks you submitted (owned by the identity `kohakuriver whoami` shows).
+    #[arg(long)]
+    pub mine: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<Format>,
@@ -668,6 +672,13 @@ async fn list(client: &Client, args: ListArgs) -> Result<i32> {
     }
     if let Some(node) = &args.node {
         fields.push(format!("status.node={node}"));
+    }
+    if args.mine {
+        let me = client
+            .whoami()
+            .await
+            .context("cannot ask the server who you are (for --mine)")?;
+        fields.push(format!("metadata.owner={}", me.name));
     }
     let get_args = get::Args {
         kind: "tasks".to_string(),
