@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::access::Access;
 use crate::binary::binary;
 use crate::docker::{IMAGE, remove_node_containers};
 use crate::http::http_get;
@@ -113,13 +114,15 @@ struct Agent {
 }
 
 /// A cluster of real `kohakuriver` processes in a temp dir: a server with its SQLite file and
-/// any number of agents, each with its own node name, data dir and endpoint port; or one
-/// `kohakuriver up` process. Dropping it kills every process and removes the containers of
-/// its nodes; if the test is failing, the daemons' logs are printed first.
+/// any number of agents, each with its own node name, data dir, endpoint port and node
+/// token; or one `kohakuriver up` process. Its daemons and CLI runs share a CLI config in
+/// the temp dir. Dropping it kills every process and removes the containers of its nodes;
+/// if the test is failing, the daemons' logs are printed first.
 pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     url: String,
+    access: Access,
     server_args: Vec<String>,
     server: Option<Proc>,
     /// The node of `up` mode (its agent runs in the server process).
@@ -143,18 +146,23 @@ impl Cluster {
             .tempdir()
             .expect("temp dir");
         let port = free_port();
+        let data_dir = dir.path().join("server");
         let mut server_args = vec![
             "server".to_string(),
             "--listen".to_string(),
             format!("127.0.0.1:{port}"),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
             "--db".to_string(),
             dir.path().join("kr.db").display().to_string(),
         ];
         server_args.extend(options.args());
+        let url = format!("http://127.0.0.1:{port}");
         let mut cluster = Cluster {
+            access: Access::new(&url, &dir.path().join("cli-config"), &data_dir),
             dir,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             server_args,
             server: None,
             up_node: None,
@@ -180,10 +188,11 @@ impl Cluster {
         let port = free_port();
         let agent_port = free_port();
         let node = unique_name(prefix);
+        let data_dir = dir.path().join("up");
         let mut server_args = vec![
             "up".to_string(),
             "--data-dir".to_string(),
-            dir.path().join("up").display().to_string(),
+            data_dir.display().to_string(),
             "--listen".to_string(),
             format!("127.0.0.1:{port}"),
             "--agent-listen".to_string(),
@@ -193,10 +202,12 @@ impl Cluster {
         ];
         server_args.extend(server.args());
         server_args.extend(agent.args());
+        let url = format!("http://127.0.0.1:{port}");
         let mut cluster = Cluster {
+            access: Access::new(&url, &dir.path().join("cli-config"), &data_dir),
             dir,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             server_args,
             server: None,
             up_node: Some(node.clone()),
@@ -211,6 +222,21 @@ impl Cluster {
     /// The API server URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The server, the CLI's environment and the admin token, as a cheap handle.
+    pub fn access(&self) -> Access {
+        self.access.clone()
+    }
+
+    /// The admin token the server wrote into its data dir at its first start.
+    pub fn admin_token(&self) -> String {
+        self.access.admin_token()
+    }
+
+    /// The cluster's CLI config file (`KOHAKURIVER_CONFIG` of its daemons and CLI runs).
+    pub fn config_path(&self) -> &Path {
+        self.access.config_path()
     }
 
     /// The API server port.
@@ -259,7 +285,13 @@ impl Cluster {
             "server.log"
         });
         let start = Instant::now();
-        let mut proc = Proc::spawn("server", binary(), &self.server_args, &log);
+        let mut proc = Proc::spawn_with(
+            "server",
+            binary(),
+            &self.server_args,
+            &log,
+            &self.access.env(),
+        );
         let url = format!("{}/healthz", self.url);
         wait_until(START_TIMEOUT, "the server's /healthz", || {
             proc.assert_running();
@@ -272,8 +304,9 @@ impl Cluster {
         }
     }
 
-    /// Starts an agent with a unique node name made from `prefix` and default options;
-    /// returns the node name once the node is Ready.
+    /// Starts an agent with a unique node name made from `prefix` and default options, and a
+    /// node token made through the CLI (`token create --role node`); returns the node name
+    /// once the node is Ready.
     pub fn add_agent(&mut self, prefix: &str) -> String {
         self.add_agent_with(prefix, AgentOptions::default())
     }
@@ -283,10 +316,13 @@ impl Cluster {
         let name = unique_name(prefix);
         let data_dir = self.dir.path().join(format!("agent-{name}"));
         let port = free_port();
+        let token = self.create_token(&name, "node");
         let mut args = vec![
             "agent".to_string(),
             "--server".to_string(),
             self.url.clone(),
+            "--token".to_string(),
+            token,
             "--name".to_string(),
             name.clone(),
             "--data-dir".to_string(),
@@ -348,9 +384,10 @@ impl Cluster {
     pub fn restart_agent(&mut self, name: &str) {
         self.kill_agent(name);
         let log = self.dir.path().join(format!("agent-{name}.log"));
+        let env = self.access.env();
         let slot = self.agent_slot(name);
         let health = format!("http://127.0.0.1:{}/healthz", slot.port);
-        let mut proc = Proc::spawn(&format!("agent {name}"), binary(), &slot.args, &log);
+        let mut proc = Proc::spawn_with(&format!("agent {name}"), binary(), &slot.args, &log, &env);
         wait_until(START_TIMEOUT, &format!("agent {name}'s /healthz"), || {
             proc.assert_running();
             matches!(http_get(&health), Ok(r) if r.status == 200)
@@ -359,25 +396,38 @@ impl Cluster {
         self.wait_node_ready(name, START_TIMEOUT);
     }
 
-    /// Runs `kohakuriver --server URL args…` (90 s timeout).
+    /// Runs `kohakuriver --server URL args…` as the cluster's admin (90 s timeout).
     pub fn kr(&self, args: &[&str]) -> Run {
         self.kr_timeout(args, KR_TIMEOUT)
     }
 
     /// [`Cluster::kr`] with a timeout.
     pub fn kr_timeout(&self, args: &[&str], timeout: Duration) -> Run {
-        Run::exec(binary(), &self.full_args(args), timeout)
+        self.access.kr(args, timeout)
+    }
+
+    /// Runs `kohakuriver --server URL --token TOKEN args…`: the CLI as another identity.
+    pub fn kr_as(&self, token: &str, args: &[&str]) -> Run {
+        self.access.kr_as(token, args, KR_TIMEOUT)
+    }
+
+    /// `token create --name NAME --role ROLE` as admin; returns the token.
+    #[track_caller]
+    pub fn create_token(&self, name: &str, role: &str) -> String {
+        let run = self.kr(&["token", "create", "--name", name, "--role", role]);
+        run.ok();
+        let token = run.stdout.trim().to_string();
+        assert!(
+            token.starts_with("krv_") && !token.contains(char::is_whitespace),
+            "token create must print the token alone, got {:?}",
+            run.stdout
+        );
+        token
     }
 
     /// Spawns `kohakuriver --server URL args…` and records its output as it comes.
     pub fn stream(&self, args: &[&str]) -> Stream {
-        Stream::spawn(binary(), &self.full_args(args))
-    }
-
-    fn full_args(&self, args: &[&str]) -> Vec<String> {
-        let mut full = vec!["--server".to_string(), self.url.clone()];
-        full.extend(args.iter().map(|s| s.to_string()));
-        full
+        self.access.stream(args)
     }
 
     /// `task submit ARGS`: asserts success and that stdout is exactly the id and a newline;
@@ -397,10 +447,14 @@ impl Cluster {
         id.to_string()
     }
 
-    /// `GET /apis/kohakuriver/v1/{path}` as JSON, `None` on 404.
+    /// `GET /apis/kohakuriver/v1/{path}` as JSON, as admin; `None` on 404.
     pub fn get_json(&self, path: &str) -> Option<Value> {
-        let url = format!("{}/apis/kohakuriver/v1/{path}", self.url);
-        let resp = http_get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let path = format!("/apis/kohakuriver/v1/{path}");
+        let url = format!("{}{path}", self.url);
+        let resp = self
+            .access
+            .get(&path)
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         match resp.status {
             200 => Some(resp.json()),
             404 => None,

@@ -208,6 +208,15 @@ fn binary() -> PathBuf {
     bin
 }
 
+/// The server's and the CLI's environment: the CLI config in the server's dir, which the
+/// server fills with its admin token.
+fn cli_env(dir: &Path) -> Vec<(String, String)> {
+    vec![(
+        "KOHAKURIVER_CONFIG".to_string(),
+        dir.join("cli-config").display().to_string(),
+    )]
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -263,8 +272,9 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// `kohakuriver server --listen 127.0.0.1:PORT --db DIR/kr.db [--no-controllers]`, once
-    /// `/healthz` answers.
+    /// `kohakuriver server --listen 127.0.0.1:PORT --data-dir DIR --db DIR/kr.db
+    /// [--no-controllers]`, once `/healthz` answers; every request and CLI run is then the
+    /// admin, whose token the server wrote to `DIR/admin.token`.
     async fn start(controllers: bool) -> Server {
         let bin = binary();
         let mut last = String::new();
@@ -272,10 +282,12 @@ impl Server {
             let dir = tempfile::tempdir().expect("a temp dir");
             let port = free_port();
             let log = std::fs::File::create(dir.path().join("server.log")).expect("a log file");
-            let mut cmd = std::process::Command::new(&bin);
+            let mut cmd = kohakuriver_tests::cli_command(&bin, &cli_env(dir.path()));
             cmd.arg("server")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(dir.path())
                 .arg("--db")
                 .arg(dir.path().join("kr.db"));
             if !controllers {
@@ -297,7 +309,10 @@ impl Server {
                 dir,
             };
             match server.wait_healthy().await {
-                Ok(()) => return server,
+                Ok(()) => {
+                    server.authenticate();
+                    return server;
+                }
                 Err(e) => last = e,
             }
         }
@@ -319,6 +334,29 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends the admin token the server wrote on every request from now on.
+    fn authenticate(&mut self) {
+        let file = self.dir.path().join("admin.token");
+        let token = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim())
+                .parse()
+                .expect("a header value"),
+        );
+        self.http = reqwest::Client::builder()
+            .default_headers(headers.clone())
+            .build()
+            .expect("an HTTP client");
+        self.fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .default_headers(headers)
+            .build()
+            .expect("an HTTP client");
     }
 
     fn log(&self) -> String {
@@ -418,14 +456,13 @@ impl Server {
 
     /// `kohakuriver apply -f FILE` against this server: exit code, stdout, stderr.
     async fn cli_apply(&self, file: &Path) -> (Option<i32>, String, String) {
-        let out = tokio::process::Command::new(binary())
+        let cmd = kohakuriver_tests::cli_command(&binary(), &cli_env(self.dir.path()));
+        let out = tokio::process::Command::from(cmd)
             .arg("apply")
             .arg("--server")
             .arg(&self.url)
             .arg("-f")
             .arg(file)
-            .env_remove("KOHAKURIVER_HOST")
-            .env_remove("KOHAKURIVER_PORT")
             .stdin(Stdio::null())
             .output()
             .await
