@@ -13,6 +13,10 @@ pub type Cause = FieldError;
 pub enum StatusReason {
     /// 400: the body or a parameter could not be read.
     BadRequest,
+    /// 401: no credential, or an unknown, expired or revoked one.
+    Unauthorized,
+    /// 403: a known identity that may not do this.
+    Forbidden,
     /// 404: no such object or path.
     NotFound,
     /// 405: the path does not take this method.
@@ -42,6 +46,8 @@ impl StatusReason {
     pub fn code(self) -> u16 {
         match self {
             StatusReason::BadRequest => 400,
+            StatusReason::Unauthorized => 401,
+            StatusReason::Forbidden => 403,
             StatusReason::NotFound => 404,
             StatusReason::MethodNotAllowed => 405,
             StatusReason::AlreadyExists | StatusReason::Conflict => 409,

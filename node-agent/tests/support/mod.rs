@@ -120,7 +120,7 @@ impl Cluster {
         let server_shutdown = CancellationToken::new();
         tokio::spawn(kohakuriver_apiserver::serve(
             listener,
-            kohakuriver_apiserver::Config::default(),
+            kohakuriver_apiserver::Config::insecure(),
             server_shutdown.clone(),
         ));
         let client = Client::new(&server_url).unwrap();
