@@ -67,9 +67,10 @@ pub struct ListArgs {
 /// Flags of `token revoke`.
 #[derive(Args, Debug)]
 pub struct RevokeArgs {
-    /// The token's id (as `token list` shows it) or name.
+    /// The token's id (as `token list` shows it) or name. (Not called `token`: that is the
+    /// global --token's id, and clap would share the value between them.)
     #[arg(value_name = "ID|NAME")]
-    pub token: String,
+    pub id_or_name: String,
 }
 
 /// Runs a `token` subcommand.
@@ -109,9 +110,9 @@ pub async fn run(client: &Client, command: TokenCommand) -> anyhow::Result<ExitC
         }
         TokenCommand::Revoke(args) => {
             let info = client
-                .revoke_token(&args.token)
+                .revoke_token(&args.id_or_name)
                 .await
-                .with_context(|| format!("cannot revoke token {:?}", args.token))?;
+                .with_context(|| format!("cannot revoke token {:?}", args.id_or_name))?;
             println!("token {} ({} {:?}) revoked", info.id, info.role, info.name);
         }
     }
