@@ -434,8 +434,14 @@ fn force_replaces_a_scheduled_task_once_its_container_is_gone() {
     let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
     server.run(&["apply", "-f", s(&f)]);
     // Bind it to a node, as the scheduler would; the server then adds the container finalizer.
-    rt.block_on(tasks.patch_status("a", &serde_json::json!({"status": {"node": "n1"}})))
-        .unwrap();
+    let nodes = server.client().api::<kohakuriver_api::Node>();
+    let node = kohakuriver_api::Node::test("n1").cores(4);
+    rt.block_on(nodes.create(&node)).unwrap();
+    rt.block_on(nodes.replace_status(&node)).unwrap();
+    let binding = serde_json::json!({"status": {
+        "phase": "Assigned", "node": "n1", "allocation": {"cpus": "0"}
+    }});
+    rt.block_on(tasks.patch_status("a", &binding)).unwrap();
     let old_uid = rt.block_on(tasks.get("a")).unwrap().metadata.uid;
 
     write(dir.path(), "a.yaml", &task_yaml("a", 4, ""));
