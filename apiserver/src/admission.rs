@@ -42,6 +42,13 @@ pub trait Served: Resource {
     /// The collection as an authorization target; `node` is the node a field selector
     /// limits a task list to.
     fn collection(node: Option<&str>) -> Target<'_>;
+    /// The target of a read of `name` when no such object is stored: the collection, or
+    /// the named object where a name alone identifies the target (a node, so an agent's
+    /// first look at its own missing Node is a 404, not a 403).
+    fn missing(name: &str) -> Target<'_> {
+        let _ = name;
+        Self::collection(None)
+    }
     /// The verb a change of spec and metadata from `self` to `new` amounts to.
     fn change_verb(&self, new: &Self) -> Verb {
         let _ = new;
@@ -294,6 +301,9 @@ impl Served for Node {
     }
     fn collection(_node: Option<&str>) -> Target<'_> {
         Target::Nodes
+    }
+    fn missing(name: &str) -> Target<'_> {
+        Target::Node(name)
     }
     /// A node's status is bounded for every writer, and only the node itself sets the
     /// address the server will call.
