@@ -59,6 +59,13 @@ impl Access {
         Run::exec_with(binary(), &self.args(None, args), &self.env(), timeout)
     }
 
+    /// `kohakuriver args…` with neither `--server` nor `--token`: the CLI as a user on the
+    /// cluster's machine types it, finding both in the CLI config.
+    pub fn kr_plain(&self, args: &[&str], timeout: Duration) -> Run {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Run::exec_with(binary(), &args, &self.env(), timeout)
+    }
+
     /// `kohakuriver --server URL --token TOKEN args…`: the CLI as another identity.
     pub fn kr_as(&self, token: &str, args: &[&str], timeout: Duration) -> Run {
         Run::exec_with(

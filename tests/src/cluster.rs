@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub retry_backoff: Option<String>,
     /// Any further arguments.
     pub extra_args: Vec<String>,
+    /// The IP of `--listen` (default `127.0.0.1`; `0.0.0.0` listens on every address, and
+    /// the tests still reach it on 127.0.0.1).
+    pub listen_ip: String,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +41,7 @@ impl Default for ServerOptions {
             node_grace: None,
             retry_backoff: None,
             extra_args: Vec::new(),
+            listen_ip: "127.0.0.1".to_string(),
         }
     }
 }
@@ -150,7 +154,7 @@ impl Cluster {
         let mut server_args = vec![
             "server".to_string(),
             "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
+            format!("{}:{port}", options.listen_ip),
             "--data-dir".to_string(),
             data_dir.display().to_string(),
             "--db".to_string(),
@@ -194,7 +198,7 @@ impl Cluster {
             "--data-dir".to_string(),
             data_dir.display().to_string(),
             "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
+            format!("{}:{port}", server.listen_ip),
             "--agent-listen".to_string(),
             format!("127.0.0.1:{agent_port}"),
             "--name".to_string(),
@@ -297,6 +301,15 @@ impl Cluster {
             proc.assert_running();
             matches!(http_get(&url), Ok(r) if r.status == 200)
         });
+        // The server logs this machine's CLI in right after it first answers; commands
+        // run before that would go without a token.
+        if !self.server_args.iter().any(|a| a == "--insecure-no-auth") {
+            let config = self.access.config_path().to_path_buf();
+            wait_until(START_TIMEOUT, "the server's CLI config", || {
+                proc.assert_running();
+                config.is_file()
+            });
+        }
         self.startup = start.elapsed();
         self.server = Some(proc);
         if let Some(node) = self.up_node.clone() {
@@ -404,6 +417,12 @@ impl Cluster {
     /// [`Cluster::kr`] with a timeout.
     pub fn kr_timeout(&self, args: &[&str], timeout: Duration) -> Run {
         self.access.kr(args, timeout)
+    }
+
+    /// Runs `kohakuriver args…` with neither `--server` nor `--token`, as a person on the
+    /// cluster's machine types it (the CLI config the server wrote supplies both).
+    pub fn kr_plain(&self, args: &[&str]) -> Run {
+        self.access.kr_plain(args, KR_TIMEOUT)
     }
 
     /// Runs `kohakuriver --server URL --token TOKEN args…`: the CLI as another identity.

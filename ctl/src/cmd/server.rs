@@ -210,9 +210,11 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Daemons> {
     let auth_on = !settings.auth.insecure_no_auth;
+    // The controllers' credential, known only to this process; it also asks the server
+    // whether it answers, so that check is not logged as a refused request.
     let controllers_token = kohakuriver_apiserver::generate_token();
     let mut static_tokens = settings.static_tokens.clone();
-    if settings.controllers.is_some() && auth_on {
+    if auth_on {
         static_tokens.push((
             controllers_token.clone(),
             Identity::new("controllers", Role::Controllers),
@@ -260,14 +262,14 @@ pub async fn start(
         controllers: None,
         shutdown: shutdown.clone(),
     };
-    let daemons = wait_answering(daemons).await?;
+    let options = ClientOptions {
+        token: auth_on.then_some(controllers_token),
+        ca_pem: None,
+    };
+    let client = Client::with_options(&url, options)?;
+    let daemons = wait_answering(daemons, &client).await?;
     let controllers = match settings.controllers {
         Some(config) => {
-            let options = ClientOptions {
-                token: auth_on.then_some(controllers_token),
-                ca_pem: None,
-            };
-            let client = Client::with_options(&url, options)?;
             let shutdown = shutdown.clone();
             Some(tokio::spawn(async move {
                 kohakuriver_controllers::run(client, config, shutdown)
@@ -285,8 +287,7 @@ pub async fn start(
 
 /// Waits until the server answers `GET /info` (the admin token file is written before its
 /// first answer); fails with the server's own error if it stops first.
-async fn wait_answering(daemons: Daemons) -> anyhow::Result<Daemons> {
-    let client = Client::new(&daemons.url)?;
+async fn wait_answering(daemons: Daemons, client: &Client) -> anyhow::Result<Daemons> {
     let deadline = Instant::now() + ANSWER_TIMEOUT;
     loop {
         if daemons.server.is_finished() {
