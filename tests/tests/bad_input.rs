@@ -311,6 +311,7 @@ impl Server {
             match server.wait_healthy().await {
                 Ok(()) => {
                     server.authenticate();
+                    server.wait_cli_config().await;
                     return server;
                 }
                 Err(e) => last = e,
@@ -338,6 +339,31 @@ impl Server {
 
     /// Sends the admin token the server wrote on every request from now on.
     fn authenticate(&mut self) {
+        self.http = self.admin_client().build().expect("an HTTP client");
+        self.fresh = self
+            .admin_client()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client");
+    }
+
+    /// Waits until the server has logged the CLI in (right after it first answers), so
+    /// `cli_apply` runs as the admin.
+    async fn wait_cli_config(&self) {
+        let config = self.dir.path().join("cli-config");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !config.is_file() {
+            assert!(
+                Instant::now() < deadline,
+                "the server wrote no CLI config: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An HTTP client builder that sends the admin token the server wrote.
+    fn admin_client(&self) -> reqwest::ClientBuilder {
         let file = self.dir.path().join("admin.token");
         let token = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
@@ -348,15 +374,7 @@ impl Server {
                 .parse()
                 .expect("a header value"),
         );
-        self.http = reqwest::Client::builder()
-            .default_headers(headers.clone())
-            .build()
-            .expect("an HTTP client");
-        self.fresh = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .default_headers(headers)
-            .build()
-            .expect("an HTTP client");
+        reqwest::Client::builder().default_headers(headers)
     }
 
     fn log(&self) -> String {
@@ -884,7 +902,7 @@ async fn unreadable_bodies_media_types_sizes_paths_and_methods() {
 
     // A client that keeps connections alive (as every HTTP library does) must be able to go
     // on after a 413: the server either reads the body or says `Connection: close`.
-    let keep_alive = reqwest::Client::new();
+    let keep_alive = srv.admin_client().build().expect("an HTTP client");
     let mut problems = Vec::new();
     for (what, body, chunked) in [
         ("one byte over", &over, false),
