@@ -81,7 +81,12 @@ async fn round(auth: bool, creates: usize, clients: usize, tag: &str) -> (f64, V
                 }
                 let t = Instant::now();
                 let answer = request.send().await.expect("create");
-                assert_eq!(answer.status().as_u16(), 201, "{}", answer.text().await.unwrap_or_default());
+                assert_eq!(
+                    answer.status().as_u16(),
+                    201,
+                    "{}",
+                    answer.text().await.unwrap_or_default()
+                );
                 latencies.push(t.elapsed());
             }
             latencies

@@ -110,7 +110,7 @@ pub async fn get<R: Served>(
     let object = state.store().get::<R>(name.clone()).await?;
     match &object {
         Some(o) => caller.allow(Verb::Get, &o.target(), policy)?,
-        None => caller.allow(Verb::Get, &R::collection(None), policy)?,
+        None => caller.allow(Verb::Get, &R::missing(&name), policy)?,
     }
     Ok((StatusCode::OK, Json(exists(object, &name)?)))
 }
