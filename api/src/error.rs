@@ -13,6 +13,10 @@ pub type Cause = FieldError;
 pub enum StatusReason {
     /// 400: the body or a parameter could not be read.
     BadRequest,
+    /// 401: no credential, or one the receiver does not accept.
+    Unauthorized,
+    /// 403: the credential is known but may not do this.
+    Forbidden,
     /// 404: no such object or path.
     NotFound,
     /// 405: the path does not take this method.
@@ -42,6 +46,8 @@ impl StatusReason {
     pub fn code(self) -> u16 {
         match self {
             StatusReason::BadRequest => 400,
+            StatusReason::Unauthorized => 401,
+            StatusReason::Forbidden => 403,
             StatusReason::NotFound => 404,
             StatusReason::MethodNotAllowed => 405,
             StatusReason::AlreadyExists | StatusReason::Conflict => 409,
