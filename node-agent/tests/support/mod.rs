@@ -94,6 +94,7 @@ pub struct Cluster {
     pub gpus: Option<StaticGpuSource>,
     pub kill_grace: Option<Duration>,
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
+    pub allow_mounts: Option<Vec<PathBuf>>,
 }
 
 /// Options for [`Cluster::start`].
@@ -103,6 +104,10 @@ pub struct Options {
     pub shared: bool,
     pub kill_grace: Option<Duration>,
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
+    /// The server's auth settings (default: no authentication).
+    pub server_auth: Option<kohakuriver_apiserver::AuthConfig>,
+    /// The agent's `--allow-mounts`.
+    pub allow_mounts: Option<Vec<PathBuf>>,
 }
 
 impl Cluster {
@@ -118,9 +123,16 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_url = format!("http://{}", listener.local_addr().unwrap());
         let server_shutdown = CancellationToken::new();
+        let config = kohakuriver_apiserver::Config {
+            auth: options
+                .server_auth
+                .clone()
+                .unwrap_or_else(kohakuriver_apiserver::AuthConfig::disabled),
+            ..Default::default()
+        };
         tokio::spawn(kohakuriver_apiserver::serve(
             listener,
-            kohakuriver_apiserver::Config::default(),
+            config,
             server_shutdown.clone(),
         ));
         let client = Client::new(&server_url).unwrap();
@@ -139,6 +151,7 @@ impl Cluster {
             gpus: options.gpus,
             kill_grace: None,
             runtime: options.runtime,
+            allow_mounts: options.allow_mounts,
         };
         cluster.kill_grace = options.kill_grace;
         cluster.start_agent().await;
@@ -158,6 +171,7 @@ impl Cluster {
         if let Some(runtime) = &self.runtime {
             config.docker = runtime.clone();
         }
+        config.allow_mounts = self.allow_mounts.clone();
         config
     }
 
