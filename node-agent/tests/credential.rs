@@ -37,21 +37,28 @@ impl Server {
         *self.joins.lock().unwrap()
     }
 
-    fn who(&self, headers: &HeaderMap) -> Result<(String, Role), Response> {
+    fn who(&self, headers: &HeaderMap) -> Result<(String, Role), Unknown> {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         token
             .and_then(|t| self.tokens.lock().unwrap().get(t).cloned())
-            .ok_or_else(|| {
-                let status = Status::new(StatusReason::Unauthorized, "who are you");
-                (StatusCode::UNAUTHORIZED, Json(status)).into_response()
-            })
+            .ok_or(Unknown)
     }
 }
 
-async fn whoami(State(s): State<Server>, headers: HeaderMap) -> Result<Json<WhoAmI>, Response> {
+/// A request without a known token: 401, as the server answers it.
+struct Unknown;
+
+impl IntoResponse for Unknown {
+    fn into_response(self) -> Response {
+        let status = Status::new(StatusReason::Unauthorized, "who are you");
+        (StatusCode::UNAUTHORIZED, Json(status)).into_response()
+    }
+}
+
+async fn whoami(State(s): State<Server>, headers: HeaderMap) -> Result<Json<WhoAmI>, Unknown> {
     let (name, role) = s.who(&headers)?;
     Ok(Json(WhoAmI {
         name,
@@ -66,7 +73,7 @@ async fn join(
     headers: HeaderMap,
     Json(request): Json<JoinRequest>,
 ) -> Result<Json<CreatedToken>, Response> {
-    let (_, role) = s.who(&headers)?;
+    let (_, role) = s.who(&headers).map_err(IntoResponse::into_response)?;
     if role != Role::Join {
         return Err(StatusCode::FORBIDDEN.into_response());
     }

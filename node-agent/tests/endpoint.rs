@@ -66,7 +66,11 @@ async fn the_log_route_needs_the_agent_secret() {
         let status: Status = serde_json::from_str(&body).expect("a Status object");
         assert_eq!(status.reason, StatusReason::Unauthorized);
         assert_eq!(status.code, 401);
-        assert!(status.message.contains("agent secret"), "{}", status.message);
+        assert!(
+            status.message.contains("agent secret"),
+            "{}",
+            status.message
+        );
     }
     assert_eq!(get(&log, Some(SECRET)).await, (200, "hello\n".to_string()));
     assert_eq!(
