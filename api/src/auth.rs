@@ -789,15 +789,6 @@ pub fn validate_node_status(status: &NodeStatus) -> Vec<crate::FieldError> {
             ));
         }
     }
-    if status.allocatable.cpu > status.capacity.cpu
-        || status.allocatable.memory_bytes > status.capacity.memory_bytes
-        || status.allocatable.gpus > status.capacity.gpus
-    {
-        errors.push(FieldError::new(
-            "status.allocatable",
-            "must not exceed status.capacity",
-        ));
-    }
     if status.numa.len() > MAX_NUMA_NODES {
         errors.push(FieldError::new(
             "status.numa",

@@ -13,9 +13,9 @@ pub type Cause = FieldError;
 pub enum StatusReason {
     /// 400: the body or a parameter could not be read.
     BadRequest,
-    /// 401: no credential, or one the receiver does not accept.
+    /// 401: no credential, or an unknown, expired or revoked one.
     Unauthorized,
-    /// 403: the credential is known but may not do this.
+    /// 403: a known identity that may not do this.
     Forbidden,
     /// 404: no such object or path.
     NotFound,

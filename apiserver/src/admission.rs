@@ -6,12 +6,14 @@
 //! object and writing the new one, so a check such as the `resourceVersion` precondition
 //! can never race with another writer.
 
+use kohakuriver_api::auth::{Policy, Role, Target, Verb, task_change, validate_node_status};
 use kohakuriver_api::validation::{immutable_changes, validate_node, validate_task};
 use kohakuriver_api::{
     Allocation, ApplyOutcome, CONTAINER_FINALIZER, CpuSet, FieldError, Node, Resource, Task,
     TaskStatus, Timestamp,
 };
 
+use crate::auth::Caller;
 use crate::error::AppError;
 
 /// What the server needs to know of a kind beyond `Resource`: how to validate it and how its
@@ -35,6 +37,36 @@ pub trait Served: Resource {
     fn frozen_changes(&self, old: &Self) -> Vec<FieldError>;
     /// The values of the indexed columns `node` and `phase` (empty when the kind has none).
     fn index_columns(&self) -> (String, String);
+    /// The object as an authorization target.
+    fn target(&self) -> Target<'_>;
+    /// The collection as an authorization target; `node` is the node a field selector
+    /// limits a task list to.
+    fn collection(node: Option<&str>) -> Target<'_>;
+    /// The verb a change of spec and metadata from `self` to `new` amounts to.
+    fn change_verb(&self, new: &Self) -> Verb {
+        let _ = new;
+        Verb::Update
+    }
+    /// Sets the owner of a new object (tasks only).
+    fn stamp_owner(&mut self, _owner: Option<String>) {}
+    /// Refuses spec contents the caller may not ask for (privileged tasks, host mounts);
+    /// `old` is the stored object on an update.
+    fn admit_spec_by(
+        &self,
+        _caller: &Caller,
+        _old: Option<&Self>,
+        _policy: &Policy,
+    ) -> Result<(), AppError> {
+        Ok(())
+    }
+    /// Refuses a status write the caller may not make, or that no one may: run under the
+    /// store's lock with the other stored objects at hand.
+    fn admit_status_by(
+        &self,
+        caller: &Caller,
+        current: &Self,
+        stored: &dyn Stored,
+    ) -> Result<(), AppError>;
     /// What the object holds on a node (a task bound and not finished); none for other
     /// kinds.
     fn holding(&self) -> Option<Holding> {
@@ -68,6 +100,43 @@ pub trait Stored {
 impl Served for Task {
     fn validate(&self) -> Vec<FieldError> {
         validate_task(self)
+    }
+    fn target(&self) -> Target<'_> {
+        Target::Task(self)
+    }
+    fn collection(node: Option<&str>) -> Target<'_> {
+        Target::Tasks { node }
+    }
+    fn change_verb(&self, new: &Self) -> Verb {
+        task_change(self, new)
+    }
+    fn stamp_owner(&mut self, owner: Option<String>) {
+        self.metadata.owner = owner;
+    }
+    fn admit_spec_by(
+        &self,
+        caller: &Caller,
+        old: Option<&Self>,
+        policy: &Policy,
+    ) -> Result<(), AppError> {
+        caller.allow_spec(&self.spec, old.map(|o| &o.spec), policy)
+    }
+    fn admit_status_by(
+        &self,
+        caller: &Caller,
+        current: &Self,
+        stored: &dyn Stored,
+    ) -> Result<(), AppError> {
+        if !caller.is_checked() || self.status == current.status {
+            return Ok(());
+        }
+        let binding_changed = self.status.node != current.status.node
+            || self.status.allocation != current.status.allocation;
+        let node = match (&self.status.node, binding_changed) {
+            (Some(name), true) => stored.node(name)?,
+            _ => None,
+        };
+        caller.allow_task_status(current, self, node.as_ref())
     }
     fn same_spec(&self, other: &Self) -> bool {
         self.spec == other.spec
@@ -220,6 +289,34 @@ impl Served for Node {
     fn validate(&self) -> Vec<FieldError> {
         validate_node(self)
     }
+    fn target(&self) -> Target<'_> {
+        Target::Node(&self.metadata.name)
+    }
+    fn collection(_node: Option<&str>) -> Target<'_> {
+        Target::Nodes
+    }
+    /// A node's status is bounded for every writer, and only the node itself sets the
+    /// address the server will call.
+    fn admit_status_by(
+        &self,
+        caller: &Caller,
+        current: &Self,
+        _stored: &dyn Stored,
+    ) -> Result<(), AppError> {
+        let errors = validate_node_status(&self.status);
+        if !errors.is_empty() {
+            return Err(AppError::invalid(Node::KIND, self.name(), errors));
+        }
+        let me = caller.identity();
+        let is_self = me.role == Role::Node && me.name == self.metadata.name;
+        if caller.is_checked() && self.status.address != current.status.address && !is_self {
+            return Err(AppError::forbidden(format!(
+                "{} {:?} may not set the address of node {}: only the node's own agent does",
+                me.role, me.name, self.metadata.name
+            )));
+        }
+        Ok(())
+    }
     fn same_spec(&self, other: &Self) -> bool {
         self.spec == other.spec
     }
@@ -289,6 +386,7 @@ pub fn admit_create<R: Served>(mut body: R, uid: String, now: Timestamp) -> Resu
     meta.deletion_timestamp = None;
     meta.generation = Some(1);
     meta.resource_version = None;
+    meta.owner = None;
     body.start_status(now);
     Ok(body)
 }
@@ -304,6 +402,7 @@ fn keep_server_fields<R: Served>(current: &R, new: &mut R) {
     meta.deletion_timestamp = old.deletion_timestamp;
     meta.resource_version = old.resource_version;
     meta.generation = Some(generation);
+    meta.owner = old.owner.clone();
     new.take_status(current);
 }
 

@@ -18,6 +18,16 @@ impl AppError {
         AppError(Box::new(Status::new(reason, message)))
     }
 
+    /// 401 Unauthorized: no credential, or an unknown, expired or revoked one.
+    pub fn unauthorized(message: impl Into<String>) -> AppError {
+        AppError::new(StatusReason::Unauthorized, message)
+    }
+
+    /// 403 Forbidden: the identity may not do this; the message names who and what.
+    pub fn forbidden(message: impl Into<String>) -> AppError {
+        AppError::new(StatusReason::Forbidden, message)
+    }
+
     /// 400: the request could not be read.
     pub fn bad_request(message: impl Into<String>) -> AppError {
         AppError::new(StatusReason::BadRequest, message)
@@ -141,6 +151,12 @@ pub enum Error {
     /// A blocking database task panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The configuration cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// A start-up step answered with an API error.
+    #[error("{}", .0.0.message)]
+    Api(#[from] AppError),
 }
 
 #[cfg(test)]

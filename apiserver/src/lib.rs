@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::generate_token;
 pub use error::{AppError, Error};
-pub use handlers::router;
+pub use handlers::{route_table, router};
 pub use schema::SyncMode;
 pub use state::AppState;
 
@@ -58,6 +58,9 @@ pub struct Config {
     pub sync: SyncMode,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// SHA-256 of the CA certificate (hex) when the server serves TLS, told with every new
+    /// node or join credential so a node's first contact can check it.
+    pub ca_fingerprint: Option<String>,
 }
 
 /// Who may use the server, and how the first credential comes to be.
@@ -106,6 +109,18 @@ impl Default for Config {
             default_image: None,
             sync: SyncMode::Normal,
             auth: AuthConfig::default(),
+            ca_fingerprint: None,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults with authentication off: every request is an admin. For in-process
+    /// tests and benchmarks that exercise other things than permissions.
+    pub fn insecure() -> Config {
+        Config {
+            auth: AuthConfig::disabled(),
+            ..Config::default()
         }
     }
 }
@@ -120,9 +135,11 @@ pub async fn serve(
     let state = tokio::task::spawn_blocking(move || AppState::open(config)).await??;
     let state = state.with_shutdown(shutdown.clone());
     let address = listener.local_addr()?;
-    tracing::info!(%address, "api server listening");
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tracing::info!(%address, auth = state.config().auth.enabled, "api server listening");
+    tokio::spawn(save_token_uses(state.clone(), shutdown.clone()));
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -133,4 +150,31 @@ pub async fn serve(
     }
     tracing::info!("api server stopped");
     Ok(())
+}
+
+/// How often the last-used times of tokens are written to the store. They live in memory
+/// between writes, so checking a token never writes to the database.
+const TOKEN_USE_FLUSH: Duration = Duration::from_secs(30);
+
+/// Writes tokens' last-used times every [`TOKEN_USE_FLUSH`] and once more at shutdown.
+async fn save_token_uses(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(TOKEN_USE_FLUSH) => false,
+            () = shutdown.cancelled() => true,
+        };
+        let used = state.authenticator().unsaved_uses();
+        if !used.is_empty() {
+            let store = state.store().clone();
+            let saving = used.clone();
+            match tokio::task::spawn_blocking(move || store.touch_tokens(&saving)).await {
+                Ok(Ok(())) => state.authenticator().saved_uses(&used),
+                Ok(Err(e)) => tracing::warn!(error = %e.0.message, "cannot record token uses"),
+                Err(e) => tracing::warn!(error = %e, "cannot record token uses"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }

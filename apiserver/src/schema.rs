@@ -49,6 +49,22 @@ const MIGRATIONS: &[&str] = &[
     // changed, so a filtered watch can tell a watcher that an object left (or entered) its
     // selection.
     "ALTER TABLE events ADD COLUMN prev TEXT;",
+    // 3: credentials. Only a hash of each token's secret is kept; `secrets` holds the
+    // server's own keys (the one agent credentials are derived from).
+    "CREATE TABLE tokens (
+         id           TEXT PRIMARY KEY,
+         name         TEXT NOT NULL,
+         role         TEXT NOT NULL,
+         hash         BLOB NOT NULL,
+         created_at   TEXT NOT NULL,
+         expires_at   TEXT,
+         last_used_at TEXT,
+         uses_left    INTEGER
+     ) WITHOUT ROWID;
+     CREATE TABLE secrets (
+         key   TEXT PRIMARY KEY,
+         value BLOB NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this server writes.

@@ -1,11 +1,13 @@
 //! `AppState`: the cheap `Clone` handle every handler gets — the store, the configuration,
-//! the shutdown token that ends watches, and the HTTP client for the log proxy.
+//! the shutdown token that ends watches, the HTTP client for the log proxy, the accepted
+//! tokens and the key agent credentials come from.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::auth::{Authenticator, bootstrap, new_key};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -16,12 +18,19 @@ pub struct AppState {
     config: Arc<Config>,
     shutdown: CancellationToken,
     http: reqwest::Client,
+    authenticator: Authenticator,
+    /// The key agent credentials are derived from (`auth::agent_secret`).
+    agent_key: Arc<Vec<u8>>,
 }
 
 impl AppState {
-    /// Opens the store named by `config` (creating and migrating it if needed).
+    /// Opens the store named by `config` (creating and migrating it if needed), loads the
+    /// credentials and, on a first start with authentication on, makes the admin token.
+    /// Blocking: call it from `spawn_blocking` inside a runtime.
     pub fn open(config: Config) -> Result<AppState, Error> {
         let store = Store::open(config.db_path.as_deref(), config.sync, config.watch_history)?;
+        let authenticator = bootstrap(&store, &config.auth)?;
+        let agent_key = Arc::new(store.secret("agent-key", new_key)?);
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
@@ -31,6 +40,8 @@ impl AppState {
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
             http,
+            authenticator,
+            agent_key,
         })
     }
 
@@ -53,6 +64,16 @@ impl AppState {
     /// Cancelled when the server shuts down.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// The tokens this server accepts.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// The secret the server presents to node `node`'s agent.
+    pub fn agent_secret(&self, node: &str) -> String {
+        crate::auth::agent_secret(&self.agent_key, node)
     }
 
     /// The HTTP client used to reach agents.

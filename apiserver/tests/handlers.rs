@@ -175,7 +175,7 @@ async fn conflicts_on_duplicate_create_and_stale_version() {
 async fn gone_when_watching_from_compacted_history() {
     let api = Api::with(Config {
         watch_history: 2,
-        ..Config::default()
+        ..Config::insecure()
     });
     for i in 0..6 {
         api.create_task(&format!("t{i}")).await;
@@ -195,7 +195,7 @@ async fn gone_when_watching_from_compacted_history() {
 async fn too_large_and_unsupported_media_type() {
     let api = Api::with(Config {
         max_body_bytes: 300,
-        ..Config::default()
+        ..Config::insecure()
     });
     let mut big = task_json("a");
     big["spec"]["command"] = json!(["echo", "x".repeat(400)]);
@@ -522,7 +522,7 @@ async fn nodes_have_the_same_verbs() {
 async fn server_endpoints() {
     let api = Api::with(Config {
         default_image: Some("ubuntu:22.04".into()),
-        ..Config::default()
+        ..Config::insecure()
     });
     let (code, body) = api.get("/healthz").await;
     assert_eq!((code, body), (StatusCode::OK, json!("ok")));

@@ -11,11 +11,11 @@ use axum::routing::get;
 use common::{DEADLINE, Server, TASKS, summary, task_json};
 use kohakuriver_apiserver::Config;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn two_stale_writers_one_wins() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     let created = server.create_task("a").await;
     for round in 0..5 {
         let (_, current) = server.send(Method::GET, &format!("{TASKS}/a"), None).await;
@@ -39,7 +39,7 @@ async fn two_stale_writers_one_wins() {
 
 #[tokio::test]
 async fn fresh_watch_lists_then_streams() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     server.create_task("a").await;
     let mut watch = server.watch(&format!("{TASKS}?watch=true")).await;
     assert_eq!(
@@ -59,7 +59,7 @@ async fn fresh_watch_lists_then_streams() {
 
 #[tokio::test]
 async fn watch_resumes_after_disconnect_without_gaps_or_repeats() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     let mut watch = server
         .watch(&format!("{TASKS}?watch=true&resourceVersion=0"))
         .await;
@@ -113,7 +113,7 @@ async fn watch_resumes_after_disconnect_without_gaps_or_repeats() {
 async fn gone_after_compaction_over_http() {
     let server = Server::start(Config {
         watch_history: 3,
-        ..Config::default()
+        ..Config::insecure()
     })
     .await;
     for i in 0..10 {
@@ -144,7 +144,7 @@ async fn everything_survives_a_restart_on_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         db_path: Some(dir.path().join("state.db")),
-        ..Config::default()
+        ..Config::insecure()
     };
     let server = Server::start(config.clone()).await;
     let a = server.create_task("a").await;
@@ -188,7 +188,7 @@ async fn everything_survives_a_restart_on_the_same_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_never_reads_does_not_stop_writes() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     // Opened, then not read until every write is done.
     let mut stalled = server.watch(&format!("{TASKS}?watch=true")).await;
     let writers = 4;
@@ -246,7 +246,7 @@ async fn a_watcher_that_never_reads_does_not_stop_writes() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     server.create_task("a").await;
     let (code, bound) = server
         .send(
@@ -287,7 +287,7 @@ async fn finalizers_hold_deletion_until_removed() {
 
 #[tokio::test]
 async fn field_selector_on_status_node_for_list_and_watch() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     for name in ["a", "b", "c"] {
         server.create_task(name).await;
     }
@@ -375,7 +375,7 @@ async fn field_selector_on_status_node_for_list_and_watch() {
 async fn bookmarks_arrive_on_idle_watches_and_shutdown_ends_watches() {
     let server = Server::start(Config {
         bookmark_interval: Duration::from_millis(50),
-        ..Config::default()
+        ..Config::insecure()
     })
     .await;
     server.create_task("a").await;
@@ -393,11 +393,14 @@ async fn bookmarks_arrive_on_idle_watches_and_shutdown_ends_watches() {
     server.stop().await;
 }
 
-/// A stand-in agent that serves `/v1/tasks/{name}/log` and echoes its query.
+/// A stand-in agent that serves `/v1/tasks/{name}/log`, echoes its query and whether a
+/// bearer credential came along, and answers with an HTML content type the proxy must not
+/// pass on.
 async fn fake_agent() -> (String, tokio::task::JoinHandle<()>) {
     async fn log(
         Path(name): Path<String>,
         Query(q): Query<std::collections::HashMap<String, String>>,
+        headers: axum::http::HeaderMap,
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
         if name == "missing" {
@@ -405,7 +408,15 @@ async fn fake_agent() -> (String, tokio::task::JoinHandle<()>) {
         }
         let mut keys: Vec<_> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
         keys.sort();
-        format!("log of {name}: {}\n", keys.join("&")).into_response()
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer ") && v.len() == 7 + 64);
+        (
+            [("content-type", "text/html")],
+            format!("log of {name}: {} bearer={bearer}\n", keys.join("&")),
+        )
+            .into_response()
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -418,7 +429,7 @@ async fn fake_agent() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn log_proxy_streams_from_the_agent_and_reports_it_down() {
-    let server = Server::start(Config::default()).await;
+    let server = Server::start(Config::insecure()).await;
     let (agent, agent_task) = fake_agent().await;
     let node = json!({"apiVersion": "kohakuriver/v1", "kind": "Node", "metadata": {"name": "n1"}});
     assert_eq!(
@@ -456,16 +467,26 @@ async fn log_proxy_streams_from_the_agent_and_reports_it_down() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content_type, "text/plain; charset=utf-8");
     let text = response.text().await.unwrap();
     assert_eq!(
         text,
-        format!("log of a: follow=true&stream=stderr&tail=5&uid={uid}\n")
+        format!("log of a: follow=true&stream=stderr&tail=5&uid={uid} bearer=true\n")
     );
 
     let (code, body) = server
         .send(Method::GET, &format!("{TASKS}/missing/log"), None)
         .await;
-    assert_eq!((code, body), (404, Value::String("no such log".into())));
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["kind"], "Status", "{body}");
+    assert_eq!(
+        body["message"], "the agent of node n1: no such log",
+        "{body}"
+    );
 
     let (code, body) = server
         .send(Method::GET, &format!("{TASKS}/a/log?stream=both"), None)
@@ -510,7 +531,7 @@ async fn status_write_throughput() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(Config {
         db_path: Some(dir.path().join("bench.db")),
-        ..Config::default()
+        ..Config::insecure()
     })
     .await;
     let writers = 8;

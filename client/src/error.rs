@@ -84,6 +84,16 @@ impl Error {
         self.reason() == Some(StatusReason::Gone)
     }
 
+    /// True for 401: no credential, or one the server does not accept.
+    pub fn is_unauthorized(&self) -> bool {
+        self.reason() == Some(StatusReason::Unauthorized)
+    }
+
+    /// True for 403: the credential's identity may not do this.
+    pub fn is_forbidden(&self) -> bool {
+        self.reason() == Some(StatusReason::Forbidden)
+    }
+
     /// 422 Invalid: the object failed validation (or changed an immutable field).
     pub fn is_invalid(&self) -> bool {
         self.reason() == Some(StatusReason::Invalid)

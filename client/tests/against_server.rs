@@ -36,7 +36,7 @@ async fn server_with(config: kohakuriver_apiserver::Config) -> Server {
 }
 
 async fn server() -> Server {
-    server_with(kohakuriver_apiserver::Config::default()).await
+    server_with(kohakuriver_apiserver::Config::insecure()).await
 }
 
 /// The next item of a stream, failing the test after a deadline instead of hanging.

@@ -67,7 +67,7 @@ async fn bench() {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(kohakuriver_apiserver::serve(
         listener,
-        kohakuriver_apiserver::Config::default(),
+        kohakuriver_apiserver::Config::insecure(),
         shutdown.clone(),
     ));
     let client = Client::new(&format!("http://{address}")).expect("client");

@@ -58,7 +58,7 @@ pub async fn server() -> Harness {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        kohakuriver_apiserver::serve(listener, kohakuriver_apiserver::Config::default(), token)
+        kohakuriver_apiserver::serve(listener, kohakuriver_apiserver::Config::insecure(), token)
             .await
             .unwrap();
     });

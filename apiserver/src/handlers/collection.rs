@@ -4,20 +4,41 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use kohakuriver_api::auth::Verb;
+use kohakuriver_api::selector::FieldRequirement;
+
 use crate::admission::Served;
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::watch;
 
 /// Lists the objects of a kind that match the selectors, ordered by name, with the revision
-/// they were read at; or streams a watch.
+/// they were read at; or streams a watch. A node may only ask for the tasks bound to it
+/// (`fieldSelector=status.node=NAME`); a user on a `--private-tasks` server sees only their
+/// own tasks, as if they had asked for `metadata.owner=NAME`.
 pub async fn list<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, AppError> {
-    let selection = params.selection::<R>()?;
-    if params.flag("watch")? {
+    let mut selection = params.selection::<R>()?;
+    let watch = params.flag("watch")?;
+    let verb = if watch { Verb::Watch } else { Verb::List };
+    let policy = &state.config().auth.policy;
+    let (node, _) = selection.index_hints();
+    caller.allow(verb, &R::collection(node.as_deref()), policy)?;
+    if let Some(owner) = caller.list_owner(policy)
+        && R::SELECTABLE_FIELDS.contains(&"metadata.owner")
+    {
+        selection.fields.requirements.push(FieldRequirement {
+            path: "metadata.owner".to_string(),
+            value: owner,
+            negated: false,
+        });
+    }
+    if watch {
         let from = params.number("resourceVersion")?;
         return watch::respond::<R>(state, from, selection).await;
     }

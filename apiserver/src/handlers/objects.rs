@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use kohakuriver_api::auth::Verb;
 use kohakuriver_api::{ApplyOutcome, ApplyResult};
 use serde_json::Value;
 
@@ -12,6 +13,7 @@ use crate::admission::{
     Deletion, Served, admit_apply, admit_create, admit_delete, admit_replace, admit_status,
     check_name,
 };
+use crate::auth::Caller;
 use crate::body::{Payload, merge_patch, typed};
 use crate::error::AppError;
 use crate::params::Params;
@@ -46,19 +48,49 @@ fn check_body_name(value: &Value, url_name: &str) -> Result<(), AppError> {
     }
 }
 
+/// The checks of a create (or an apply that creates): the caller may create this object
+/// with this spec; the object is admitted and stamped with its owner.
+fn created<R: Served>(
+    state: &AppState,
+    caller: &Caller,
+    body: R,
+    uid: String,
+    now: kohakuriver_api::Timestamp,
+) -> Result<R, AppError> {
+    let policy = &state.config().auth.policy;
+    caller.allow(Verb::Create, &body.target(), policy)?;
+    body.admit_spec_by(caller, None, policy)?;
+    let mut object = admit_create(body, uid, now)?;
+    object.stamp_owner(caller.owner());
+    Ok(object)
+}
+
+/// The checks of a change to a stored object's spec or metadata.
+fn changed<R: Served>(
+    state: &AppState,
+    caller: &Caller,
+    current: &R,
+    new: &R,
+) -> Result<(), AppError> {
+    let policy = &state.config().auth.policy;
+    caller.allow(current.change_verb(new), &current.target(), policy)?;
+    new.admit_spec_by(caller, Some(current), policy)
+}
+
 /// `POST /{plural}`: 201 with the stored object; 409 AlreadyExists.
 pub async fn create<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     params: Params,
     Payload(value): Payload,
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
     let body: R = typed(&value)?;
-    let object = admit_create(body, new_uid(), now())?;
+    let object = created(&state, &caller, body, new_uid(), now())?;
     let name = object.name().to_string();
     let (object, _, ()) = state
         .store()
-        .write(name.clone(), dry_run, move |current: Option<R>| {
+        .write(name.clone(), dry_run, move |current: Option<R>, _| {
             if current.is_some() {
                 return Err(AppError::already_exists(R::KIND, &name));
             }
@@ -69,14 +101,24 @@ pub async fn create<R: Served>(
 }
 
 /// `GET /{plural}/{name}` (and `…/status`).
-pub async fn get<R: Served>(State(state): State<AppState>, Path(name): Path<String>) -> Answer<R> {
+pub async fn get<R: Served>(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Answer<R> {
+    let policy = &state.config().auth.policy;
     let object = state.store().get::<R>(name.clone()).await?;
+    match &object {
+        Some(o) => caller.allow(Verb::Get, &o.target(), policy)?,
+        None => caller.allow(Verb::Get, &R::collection(None), policy)?,
+    }
     Ok((StatusCode::OK, Json(exists(object, &name)?)))
 }
 
 /// `PUT /{plural}/{name}`: replaces spec, labels, annotations and finalizers.
 pub async fn replace<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     params: Params,
     Payload(value): Payload,
@@ -84,11 +126,14 @@ pub async fn replace<R: Served>(
     let dry_run = params.dry_run()?;
     let mut body: R = typed(&value)?;
     check_name(&name, &mut body)?;
+    let st = state.clone();
     let (object, _, ()) = state
         .store()
-        .write(name.clone(), dry_run, move |current: Option<R>| {
+        .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
-            Ok((Change::Put(admit_replace(&current, body)?), ()))
+            let new = admit_replace(&current, body)?;
+            changed(&st, &caller, &current, &new)?;
+            Ok((Change::Put(new), ()))
         })
         .await?;
     Ok((StatusCode::OK, Json(object)))
@@ -97,20 +142,24 @@ pub async fn replace<R: Served>(
 /// `PATCH /{plural}/{name}`: a JSON merge patch of spec, labels, annotations and finalizers.
 pub async fn patch<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     params: Params,
     Payload(patch): Payload,
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
     check_body_name(&patch, &name)?;
+    let st = state.clone();
     let (object, _, ()) = state
         .store()
-        .write(name.clone(), dry_run, move |current: Option<R>| {
+        .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
             let mut doc = to_value(&current)?;
             merge_patch(&mut doc, &patch);
             let body: R = typed(&doc)?;
-            Ok((Change::Put(admit_replace(&current, body)?), ()))
+            let new = admit_replace(&current, body)?;
+            changed(&st, &caller, &current, &new)?;
+            Ok((Change::Put(new), ()))
         })
         .await?;
     Ok((StatusCode::OK, Json(object)))
@@ -128,6 +177,7 @@ fn with_status<R: Served>(current: &R, status: Value, version: Value) -> Result<
 /// `PUT /{plural}/{name}/status`: replaces the status only.
 pub async fn replace_status<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     params: Params,
     Payload(value): Payload,
@@ -142,12 +192,16 @@ pub async fn replace_status<R: Served>(
         .pointer("/metadata/resourceVersion")
         .cloned()
         .unwrap_or(Value::Null);
+    let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
         .store()
-        .write(name.clone(), dry_run, move |current: Option<R>| {
+        .write(name.clone(), dry_run, move |current: Option<R>, stored| {
             let current = exists(current, &name)?;
+            caller.allow(Verb::UpdateStatus, &current.target(), &policy)?;
             let body = with_status(&current, status, version)?;
-            Ok((Change::Put(admit_status(&current, &body)?), ()))
+            let new = admit_status(&current, &body)?;
+            new.admit_status_by(&caller, &current, stored)?;
+            Ok((Change::Put(new), ()))
         })
         .await?;
     Ok((StatusCode::OK, Json(object)))
@@ -156,16 +210,19 @@ pub async fn replace_status<R: Served>(
 /// `PATCH /{plural}/{name}/status`: a JSON merge patch of the status only.
 pub async fn patch_status<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     params: Params,
     Payload(patch): Payload,
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
     check_body_name(&patch, &name)?;
+    let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
         .store()
-        .write(name.clone(), dry_run, move |current: Option<R>| {
+        .write(name.clone(), dry_run, move |current: Option<R>, stored| {
             let current = exists(current, &name)?;
+            caller.allow(Verb::UpdateStatus, &current.target(), &policy)?;
             let mut status = to_value(&current)?["status"].take();
             if let Some(p) = patch.get("status") {
                 merge_patch(&mut status, p);
@@ -175,7 +232,9 @@ pub async fn patch_status<R: Served>(
                 None => Value::Null,
             };
             let body = with_status(&current, status, version)?;
-            Ok((Change::Put(admit_status(&current, &body)?), ()))
+            let new = admit_status(&current, &body)?;
+            new.admit_status_by(&caller, &current, stored)?;
+            Ok((Change::Put(new), ()))
         })
         .await?;
     Ok((StatusCode::OK, Json(object)))
@@ -185,15 +244,18 @@ pub async fn patch_status<R: Served>(
 /// hold it (deletion marked).
 pub async fn delete<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     params: Params,
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
     let now = now();
+    let policy = state.config().auth.policy.clone();
     let (object, _, code) = state
         .store()
-        .write(name.clone(), dry_run, move |current: Option<R>| {
+        .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
+            caller.allow(Verb::Delete, &current.target(), &policy)?;
             Ok(match admit_delete(current, now) {
                 Deletion::Remove(o) => (Change::Remove(o), StatusCode::OK),
                 Deletion::MarkDeleting(o) => (Change::Put(o), StatusCode::ACCEPTED),
@@ -208,6 +270,7 @@ pub async fn delete<R: Served>(
 /// created (201), configured or unchanged (200).
 pub async fn apply<R: Served>(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     params: Params,
     Payload(value): Payload,
@@ -216,18 +279,24 @@ pub async fn apply<R: Served>(
     let mut manifest: R = typed(&value)?;
     check_name(&name, &mut manifest)?;
     let (uid, now) = (new_uid(), now());
+    let st = state.clone();
     let (object, _, result) = state
         .store()
-        .write(name, dry_run, move |current: Option<R>| match current {
+        .write(name, dry_run, move |current: Option<R>, _| match current {
             None => Ok((
-                Change::Put(admit_create(manifest, uid, now)?),
+                Change::Put(created(&st, &caller, manifest, uid, now)?),
                 ApplyOutcome::Created,
             )),
             Some(current) => match admit_apply(&current, &manifest)? {
                 (_, ApplyOutcome::Unchanged) => {
+                    let policy = &st.config().auth.policy;
+                    caller.allow(Verb::Get, &current.target(), policy)?;
                     Ok((Change::Unchanged(current), ApplyOutcome::Unchanged))
                 }
-                (new, outcome) => Ok((Change::Put(new), outcome)),
+                (new, outcome) => {
+                    changed(&st, &caller, &current, &new)?;
+                    Ok((Change::Put(new), outcome))
+                }
             },
         })
         .await?;

@@ -12,6 +12,7 @@
 //! everything a client was told about survives a crash, and every revision a watcher sees
 //! live is also readable from the history table.
 
+mod credentials;
 mod db;
 mod event;
 
@@ -24,6 +25,7 @@ use tokio::sync::broadcast;
 use crate::admission::{Served, finalized};
 use crate::error::{AppError, Error};
 use crate::schema::{self, SyncMode};
+pub use credentials::TokenRecord;
 use db::{Db, read_failed};
 pub use event::{Event, EventType};
 
@@ -260,14 +262,16 @@ impl Store {
     where
         R: Served,
         T: Send + 'static,
-        F: FnOnce(Option<R>) -> Result<(Change<R>, T), AppError> + Send + 'static,
+        F: FnOnce(Option<R>, &dyn crate::admission::Stored) -> Result<(Change<R>, T), AppError>
+            + Send
+            + 'static,
     {
         self.blocking(move |store, db| {
             let current = db.load::<R>(&name)?;
             let existed = current.is_some();
             let before = current.as_ref().and_then(R::holding);
             let previous = current.clone();
-            let (change, extra) = decide(current)?;
+            let (change, extra) = decide(current, &*db)?;
             let change = match change {
                 Change::Put(object) if finalized(&object) => Change::Remove(object),
                 other => other,
@@ -327,8 +331,10 @@ mod tests {
     use super::*;
     use kohakuriver_api::Task;
 
-    fn put(task: Task) -> impl FnOnce(Option<Task>) -> Result<(Change<Task>, ()), AppError> {
-        move |_| Ok((Change::Put(task), ()))
+    type Decision = Result<(Change<Task>, ()), AppError>;
+
+    fn put(task: Task) -> impl FnOnce(Option<Task>, &dyn crate::admission::Stored) -> Decision {
+        move |_, _| Ok((Change::Put(task), ()))
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ pub struct Api {
 
 impl Api {
     pub fn new() -> Api {
-        Api::with(Config::default())
+        Api::with(Config::insecure())
     }
 
     pub fn with(config: Config) -> Api {

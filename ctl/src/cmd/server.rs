@@ -92,6 +92,9 @@ pub async fn start(
     let mut config = kohakuriver_apiserver::Config {
         db_path: (db.as_os_str() != ":memory:").then(|| db.to_path_buf()),
         default_image,
+        // The daemons' credentials are wired by the auth flags (issue 9); until then the
+        // binary keeps serving without authentication.
+        auth: kohakuriver_apiserver::AuthConfig::disabled(),
         ..Default::default()
     };
     if let Some(n) = watch_history {

@@ -1,0 +1,656 @@
+//! Every route of the router × every kind of caller → the expected HTTP code.
+//!
+//! The table below is checked against `route_table()`, the list the router itself is built
+//! from: a route added without a row here fails `every_route_is_in_the_table`. Each case
+//! runs on a fresh in-memory server with the same fixture: nodes `node-a` and `node-b`
+//! (registered by their own agents), and task `t1` owned by `alice`, bound to `node-a`.
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use kohakuriver_api::auth::{Identity, Role};
+use kohakuriver_apiserver::{AppState, AuthConfig, Config, generate_token, route_table, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const API: &str = "/apis/kohakuriver/v1";
+
+/// The callers, in the order of the code columns of [`TABLE`].
+const CALLERS: [&str; 10] = [
+    "anonymous",
+    "viewer",
+    "user-own",
+    "user-other",
+    "operator",
+    "admin",
+    "node-own",
+    "node-other",
+    "controllers",
+    "join",
+];
+
+/// `METHOD path | codes for each caller of CALLERS`. `{id}` is a spare stored token's id.
+const TABLE: &str = "
+GET    /healthz                       | 200 200 200 200 200 200 200 200 200 200
+GET    /info                          | 401 200 200 200 200 200 200 200 200 200
+GET    /schemas/task                  | 401 200 200 200 200 200 200 200 200 200
+GET    /schemas/node                  | 401 200 200 200 200 200 200 200 200 200
+GET    /whoami                        | 401 200 200 200 200 200 200 200 200 200
+GET    /tokens                        | 401 403 403 403 403 200 403 403 403 403
+POST   /tokens                        | 401 403 403 403 403 201 403 403 403 403
+DELETE /tokens/{id}                   | 401 403 403 403 403 200 403 403 403 403
+POST   /join                          | 401 403 403 403 403 403 403 403 403 201
+GET    /nodes/{name}/credentials      | 401 403 403 403 403 403 200 403 403 403
+GET    /tasks/{name}/log              | 401 503 503 503 503 503 403 403 403 403
+GET    /tasks                         | 401 200 200 200 200 200 200 403 200 403
+POST   /tasks                         | 401 403 201 201 201 201 403 403 403 403
+GET    /tasks/{name}                  | 401 200 200 200 200 200 200 403 200 403
+PUT    /tasks/{name}                  | 401 403 200 403 200 200 403 403 403 403
+PATCH  /tasks/{name}                  | 401 403 200 403 200 200 403 403 200 403
+DELETE /tasks/{name}                  | 401 403 202 403 202 202 403 403 202 403
+GET    /tasks/{name}/status           | 401 200 200 200 200 200 200 403 200 403
+PUT    /tasks/{name}/status           | 401 403 403 403 403 403 200 403 403 403
+PATCH  /tasks/{name}/status           | 401 403 403 403 403 403 200 403 403 403
+POST   /tasks/{name}/apply            | 401 403 200 403 200 200 403 403 403 403
+GET    /nodes                         | 401 200 200 200 200 200 403 403 200 403
+POST   /nodes                         | 401 403 403 403 403 201 403 403 403 403
+GET    /nodes/{name}                  | 401 200 200 200 200 200 200 403 200 403
+PUT    /nodes/{name}                  | 401 403 403 403 200 200 200 403 403 403
+PATCH  /nodes/{name}                  | 401 403 403 403 200 200 200 403 403 403
+DELETE /nodes/{name}                  | 401 403 403 403 403 200 403 403 403 403
+GET    /nodes/{name}/status           | 401 200 200 200 200 200 200 403 200 403
+PUT    /nodes/{name}/status           | 401 403 403 403 403 200 200 403 200 403
+PATCH  /nodes/{name}/status           | 401 403 403 403 403 200 200 403 200 403
+POST   /nodes/{name}/apply            | 401 403 403 403 200 200 200 403 403 403
+";
+
+struct Row {
+    method: Method,
+    path: String,
+    codes: Vec<u16>,
+}
+
+fn rows() -> Vec<Row> {
+    TABLE
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let (route, codes) = line.split_once('|').expect("METHOD path | codes");
+            let mut route = route.split_whitespace();
+            let method: Method = route.next().unwrap().parse().unwrap();
+            let path = route.next().unwrap().to_string();
+            let codes: Vec<u16> = codes
+                .split_whitespace()
+                .map(|c| c.parse().unwrap())
+                .collect();
+            assert_eq!(codes.len(), CALLERS.len(), "{line}");
+            Row {
+                method,
+                path,
+                codes,
+            }
+        })
+        .collect()
+}
+
+/// The router's own template for a table path (`/tasks/{name}` under the API prefix).
+fn template(path: &str) -> String {
+    if path == "/healthz" {
+        path.to_string()
+    } else {
+        format!("{API}{path}")
+    }
+}
+
+#[test]
+fn every_route_is_in_the_table() {
+    let served: BTreeSet<(String, String)> = route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p))
+        .collect();
+    let tested: BTreeSet<(String, String)> = rows()
+        .into_iter()
+        .map(|r| (r.method.to_string(), template(&r.path)))
+        .collect();
+    let untested: Vec<_> = served.difference(&tested).collect();
+    let unknown: Vec<_> = tested.difference(&served).collect();
+    assert!(
+        untested.is_empty(),
+        "routes without an authorization case: {untested:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "cases for routes that do not exist: {unknown:?}"
+    );
+}
+
+/// One fresh server with the fixture, and a token for every caller.
+struct Fixture {
+    state: AppState,
+    tokens: Vec<Option<String>>,
+    spare_token_id: String,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let identities = [
+            ("vic", Role::Viewer),
+            ("alice", Role::User),
+            ("bob", Role::User),
+            ("olga", Role::Operator),
+            ("root", Role::Admin),
+            ("node-a", Role::Node),
+            ("node-b", Role::Node),
+            ("controllers", Role::Controllers),
+        ];
+        let mut static_tokens = Vec::new();
+        let mut tokens = vec![None];
+        for (name, role) in identities {
+            let token = generate_token();
+            static_tokens.push((token.clone(), Identity::new(name, role)));
+            tokens.push(Some(token));
+        }
+        let config = Config {
+            auth: AuthConfig {
+                static_tokens,
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        };
+        let state = tokio::task::spawn_blocking(move || AppState::open(config))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut fixture = Fixture {
+            state,
+            tokens,
+            spare_token_id: String::new(),
+        };
+        let admin = 5;
+        // A stored join token (static ones have no uses) and a spare token to revoke.
+        let (code, join) = fixture
+            .send(
+                admin,
+                Method::POST,
+                "/tokens",
+                json!({"name": "rack", "role": "join", "uses": 5}),
+            )
+            .await;
+        assert_eq!(code, 201, "{join}");
+        fixture
+            .tokens
+            .push(Some(join["token"].as_str().unwrap().to_string()));
+        let (code, spare) = fixture
+            .send(
+                admin,
+                Method::POST,
+                "/tokens",
+                json!({"name": "spare", "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(code, 201, "{spare}");
+        fixture.spare_token_id = spare["info"]["id"].as_str().unwrap().to_string();
+        // The nodes register themselves, as agents do.
+        for (caller, name, address) in [
+            (6, "node-a", "http://127.0.0.1:9"),
+            (7, "node-b", "http://127.0.0.1:9"),
+        ] {
+            let node =
+                json!({"apiVersion": "kohakuriver/v1", "kind": "Node", "metadata": {"name": name}});
+            let (code, body) = fixture.send(caller, Method::POST, "/nodes", node).await;
+            assert_eq!(code, 201, "{body}");
+            let status = json!({"status": {
+                "capacity": {"cpu": 4, "memoryBytes": 8_000_000_000u64, "gpus": 0},
+                "allocatable": {"cpu": 4, "memoryBytes": 8_000_000_000u64, "gpus": 0},
+                "numa": [{"id": 0, "cpus": "0-3", "memoryBytes": 8_000_000_000u64}],
+                "address": address,
+            }});
+            let (code, body) = fixture
+                .send(
+                    caller,
+                    Method::PUT,
+                    &format!("/nodes/{name}/status"),
+                    status,
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+        }
+        // Alice's task, bound to node-a by the scheduler.
+        let (code, body) = fixture.send(2, Method::POST, "/tasks", task("t1")).await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["metadata"]["owner"], "alice", "{body}");
+        let binding = json!({"status": {
+            "phase": "Assigned",
+            "node": "node-a",
+            "allocation": {"cpus": "1"},
+        }});
+        let (code, body) = fixture
+            .send(8, Method::PATCH, "/tasks/t1/status", binding)
+            .await;
+        assert_eq!(code, 200, "{body}");
+        fixture
+    }
+
+    async fn send(&self, caller: usize, method: Method, path: &str, body: Value) -> (u16, Value) {
+        let mut request = Request::builder().method(method).uri(template(path));
+        if let Some(token) = &self.tokens[caller] {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        };
+        let response = router(self.state.clone())
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let code = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (code, value)
+    }
+}
+
+fn task(name: &str) -> Value {
+    json!({
+        "apiVersion": "kohakuriver/v1",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"command": ["echo", "hi"]}
+    })
+}
+
+/// The concrete request for a table row.
+fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
+    let labelled_task = json!({
+        "apiVersion": "kohakuriver/v1",
+        "kind": "Task",
+        "metadata": {"name": "t1", "labels": {"team": "x"}},
+        "spec": {"command": ["echo", "hi"]}
+    });
+    let labelled_node = json!({
+        "apiVersion": "kohakuriver/v1",
+        "kind": "Node",
+        "metadata": {"name": "node-a", "labels": {"rack": "1"}},
+    });
+    let node_status = json!({"status": {
+        "capacity": {"cpu": 4, "memoryBytes": 8_000_000_000u64, "gpus": 0},
+        "allocatable": {"cpu": 4, "memoryBytes": 8_000_000_000u64, "gpus": 0},
+        "numa": [{"id": 0, "cpus": "0-3", "memoryBytes": 8_000_000_000u64}],
+        "address": "http://127.0.0.1:9",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    let m = row.method.as_str();
+    let path = row
+        .path
+        .replace(
+            "{name}",
+            if row.path.starts_with("/tasks") {
+                "t1"
+            } else {
+                "node-a"
+            },
+        )
+        .replace("{id}", spare_token_id);
+    let body = match (m, row.path.as_str()) {
+        ("POST", "/tokens") => json!({"name": "carol", "role": "user"}),
+        ("POST", "/join") => json!({"node": "node-c"}),
+        ("GET", "/tasks") => {
+            return (
+                format!("{path}?fieldSelector=status.node%3Dnode-a"),
+                Value::Null,
+            );
+        }
+        ("POST", "/tasks") => task("t-new"),
+        ("PUT", "/tasks/{name}") | ("POST", "/tasks/{name}/apply") => labelled_task,
+        ("PATCH", "/tasks/{name}") => json!({"spec": {"state": "Killed"}}),
+        ("PUT", "/tasks/{name}/status") => json!({"status": {
+            "phase": "Running", "node": "node-a", "allocation": {"cpus": "1"}
+        }}),
+        ("PATCH", "/tasks/{name}/status") => json!({"status": {"phase": "Running"}}),
+        ("POST", "/nodes") => {
+            json!({"apiVersion": "kohakuriver/v1", "kind": "Node", "metadata": {"name": "node-c"}})
+        }
+        ("PUT", "/nodes/{name}") | ("POST", "/nodes/{name}/apply") => labelled_node,
+        ("PATCH", "/nodes/{name}") => json!({"spec": {"unschedulable": true}}),
+        ("PUT" | "PATCH", "/nodes/{name}/status") => node_status,
+        _ => Value::Null,
+    };
+    (path, body)
+}
+
+#[tokio::test]
+async fn every_route_for_every_caller() {
+    let mut failures = Vec::new();
+    for row in rows() {
+        for (i, want) in row.codes.iter().enumerate() {
+            let fixture = Fixture::new().await;
+            let (path, body) = request(&row, &fixture.spare_token_id);
+            let (code, answer) = fixture.send(i, row.method.clone(), &path, body).await;
+            if code != *want {
+                failures.push(format!(
+                    "{} {} as {}: got {code}, want {want}: {answer}",
+                    row.method, row.path, CALLERS[i]
+                ));
+            }
+            if code == 401 || code == 403 {
+                assert_eq!(answer["kind"], "Status", "{answer}");
+                let message = answer["message"].as_str().unwrap_or_default();
+                assert!(!message.is_empty(), "{answer}");
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn refusals_name_the_identity_and_the_permission() {
+    let fixture = Fixture::new().await;
+    let (code, body) = fixture
+        .send(
+            3,
+            Method::PATCH,
+            "/tasks/t1",
+            json!({"spec": {"state": "Killed"}}),
+        )
+        .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        body["message"].as_str().unwrap(),
+        "user \"bob\" may not kill task t1 owned by \"alice\": a user may change only their own tasks"
+    );
+    let (code, body) = fixture.send(0, Method::GET, "/tasks", Value::Null).await;
+    assert_eq!(code, 401);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no credential"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn owner_is_stamped_and_never_taken_from_the_body() {
+    let fixture = Fixture::new().await;
+    let mut forged = task("t2");
+    forged["metadata"]["owner"] = json!("alice");
+    let (code, body) = fixture.send(3, Method::POST, "/tasks", forged).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["metadata"]["owner"], "bob");
+    // Alice cannot take it over by applying her own manifest under its name.
+    let (code, body) = fixture
+        .send(
+            2,
+            Method::POST,
+            "/tasks/t2/apply",
+            json!({
+                "apiVersion": "kohakuriver/v1", "kind": "Task",
+                "metadata": {"name": "t2", "owner": "alice"},
+                "spec": {"command": ["sh", "-c", "id"]}
+            }),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    // A replace by the owner keeps the owner whatever the body says.
+    let (code, body) = fixture
+        .send(
+            3,
+            Method::PUT,
+            "/tasks/t2",
+            json!({
+                "apiVersion": "kohakuriver/v1", "kind": "Task",
+                "metadata": {"name": "t2", "owner": "alice"},
+                "spec": {"command": ["echo", "changed"]}
+            }),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metadata"]["owner"], "bob");
+    // The owner is a field selector.
+    let (code, list) = fixture
+        .send(
+            1,
+            Method::GET,
+            "/tasks?fieldSelector=metadata.owner%3Dbob",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["t2"]);
+}
+
+#[tokio::test]
+async fn forged_status_is_refused() {
+    let fixture = Fixture::new().await;
+    let (ctl, node_a) = (8, 6);
+    // Unknown node, cores the node lacks, no memory limit for a task that has one.
+    let (code, body) = fixture
+        .send(
+            2,
+            Method::POST,
+            "/tasks",
+            json!({
+                "apiVersion": "kohakuriver/v1", "kind": "Task", "metadata": {"name": "t3"},
+                "spec": {"command": ["true"], "resources": {"cpu": 2, "memory": "1G"}}
+            }),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    for (status, want) in [
+        (
+            json!({"phase": "Assigned", "node": "nowhere", "allocation": {"cpus": "0-1", "memoryBytes": 1_000_000_000u64}}),
+            "does not exist",
+        ),
+        (
+            json!({"phase": "Assigned", "node": "node-a", "allocation": {"cpus": "3-4", "memoryBytes": 1_000_000_000u64}}),
+            "core 4 does not exist",
+        ),
+        (
+            json!({"phase": "Assigned", "node": "node-a", "allocation": {"cpus": "0-1", "memoryBytes": null}}),
+            "memoryBytes",
+        ),
+    ] {
+        let (code, body) = fixture
+            .send(
+                ctl,
+                Method::PATCH,
+                "/tasks/t3/status",
+                json!({"status": status}),
+            )
+            .await;
+        assert_eq!(code, 422, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(want), "{body}");
+    }
+    // Lost never runs again, even when its own node says so.
+    let (code, body) = fixture
+        .send(
+            ctl,
+            Method::PATCH,
+            "/tasks/t1/status",
+            json!({"status": {"phase": "Lost"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = fixture
+        .send(
+            node_a,
+            Method::PATCH,
+            "/tasks/t1/status",
+            json!({"status": {"phase": "Running"}}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    // Only the node itself sets the address the server calls.
+    let (code, body) = fixture
+        .send(
+            ctl,
+            Method::PATCH,
+            "/nodes/node-a/status",
+            json!({"status": {"address": "http://127.0.0.1:1/x?"}}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = fixture
+        .send(
+            ctl,
+            Method::PATCH,
+            "/nodes/node-a/status",
+            json!({"status": {"address": "http://10.1.1.1:8001"}}),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    // Node status is bounded before anything else reads it.
+    let (code, body) = fixture
+        .send(
+            node_a,
+            Method::PATCH,
+            "/nodes/node-a/status",
+            json!({"status": {"capacity": {"cpu": 50_000_000}}}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+}
+
+#[tokio::test]
+async fn private_tasks_hide_other_users_tasks() {
+    let alice = generate_token();
+    let bob = generate_token();
+    let config = Config {
+        auth: AuthConfig {
+            static_tokens: vec![
+                (alice.clone(), Identity::new("alice", Role::User)),
+                (bob.clone(), Identity::new("bob", Role::User)),
+            ],
+            policy: kohakuriver_api::Policy {
+                private_tasks: true,
+                ..Default::default()
+            },
+            ..AuthConfig::default()
+        },
+        ..Config::default()
+    };
+    let state = tokio::task::spawn_blocking(move || AppState::open(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let fixture = Fixture {
+        state,
+        tokens: vec![None, Some(alice), Some(bob)],
+        spare_token_id: String::new(),
+    };
+    assert_eq!(
+        fixture
+            .send(1, Method::POST, "/tasks", task("mine"))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        fixture
+            .send(2, Method::POST, "/tasks", task("theirs"))
+            .await
+            .0,
+        201
+    );
+    let (_, list) = fixture.send(1, Method::GET, "/tasks", Value::Null).await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"]);
+    assert_eq!(
+        fixture
+            .send(1, Method::GET, "/tasks/theirs", Value::Null)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        fixture
+            .send(1, Method::GET, "/tasks/theirs/log", Value::Null)
+            .await
+            .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn revoked_tokens_are_refused_at_once_and_join_tokens_run_out() {
+    let fixture = Fixture::new().await;
+    let admin = 5;
+    let (_, made) = fixture
+        .send(
+            admin,
+            Method::POST,
+            "/tokens",
+            json!({"name": "carol", "role": "user"}),
+        )
+        .await;
+    let carol = made["token"].as_str().unwrap().to_string();
+    let mut f = fixture;
+    f.tokens.push(Some(carol));
+    let carol = f.tokens.len() - 1;
+    assert_eq!(
+        f.send(carol, Method::GET, "/whoami", Value::Null).await.0,
+        200
+    );
+    let (code, body) = f
+        .send(admin, Method::DELETE, "/tokens/carol", Value::Null)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = f.send(carol, Method::GET, "/whoami", Value::Null).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
+    // The list never shows a secret.
+    let (_, list) = f.send(admin, Method::GET, "/tokens", Value::Null).await;
+    assert!(!list.to_string().contains("hash"), "{list}");
+    // A join token with one use joins one node.
+    let (_, join) = f
+        .send(
+            admin,
+            Method::POST,
+            "/tokens",
+            json!({"name": "one", "role": "join", "uses": 1}),
+        )
+        .await;
+    f.tokens
+        .push(Some(join["token"].as_str().unwrap().to_string()));
+    let joiner = f.tokens.len() - 1;
+    let (code, node) = f
+        .send(joiner, Method::POST, "/join", json!({"node": "gpu-01"}))
+        .await;
+    assert_eq!(code, 201, "{node}");
+    assert_eq!(node["info"]["role"], "node");
+    assert_eq!(node["info"]["name"], "gpu-01");
+    let (code, body) = f
+        .send(joiner, Method::POST, "/join", json!({"node": "gpu-02"}))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("used up"),
+        "{body}"
+    );
+}
