@@ -217,30 +217,27 @@ pub async fn resolve(
         Ok(Some(w)) => judge(&w, node)?,
         // No whoami on this server: nothing to learn; the credential is used as given.
         Ok(None) => Verdict::Use,
+        // A join credential is often single-use: once exchanged, the node credential it
+        // gave is what counts.
         Err(e) if is_unauthorized(&e) => {
-            return Err(CredentialError::Refused {
-                what: "the credential given (--token)".to_string(),
-                node: node.to_string(),
-            });
+            return match accepted(server_url, node, saved, &saved_path).await? {
+                Some(saved) => Ok(Some(saved)),
+                None => Err(CredentialError::Refused {
+                    what: "the credential given (--token)".to_string(),
+                    node: node.to_string(),
+                }),
+            };
         }
         Err(e) => return Err(e.into()),
     };
     if verdict == Verdict::Use {
         return Ok(Some(given.clone()));
     }
-    if let Some(saved) = saved {
-        match whoami(server_url, Some(&saved.token)).await {
-            Ok(Some(w)) if judge(&w, node).ok() == Some(Verdict::Use) => {
-                tracing::info!(file = %saved_path.display(), "using the node credential saved by an earlier join");
-                return Ok(Some(Credential {
-                    ca_fingerprint: given.ca_fingerprint.clone().or(saved.ca_fingerprint),
-                    ..saved
-                }));
-            }
-            Ok(_) => {}
-            Err(e) if is_unauthorized(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+    if let Some(saved) = accepted(server_url, node, saved, &saved_path).await? {
+        return Ok(Some(Credential {
+            ca_fingerprint: given.ca_fingerprint.clone().or(saved.ca_fingerprint),
+            ..saved
+        }));
     }
     let created = client(server_url, Some(&given.token))?.join(node).await?;
     let credential = Credential {
@@ -250,6 +247,27 @@ pub async fn resolve(
     save(&saved_path, &credential)?;
     tracing::info!(file = %saved_path.display(), "joined: node credential saved");
     Ok(Some(credential))
+}
+
+/// The saved node credential when the server takes it as this node's.
+async fn accepted(
+    server_url: &str,
+    node: &str,
+    saved: Option<Credential>,
+    path: &Path,
+) -> Result<Option<Credential>, CredentialError> {
+    let Some(saved) = saved else {
+        return Ok(None);
+    };
+    match whoami(server_url, Some(&saved.token)).await {
+        Ok(Some(w)) if judge(&w, node).ok() == Some(Verdict::Use) => {
+            tracing::info!(file = %path.display(), "using the node credential saved by an earlier join");
+            Ok(Some(saved))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if is_unauthorized(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The saved node credential, if the file exists and is not empty.

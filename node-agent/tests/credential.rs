@@ -159,6 +159,15 @@ async fn a_join_credential_is_exchanged_once_and_the_node_credential_kept() {
     assert_eq!(again.token, first.token);
     assert_eq!(server.joins(), 1);
 
+    // The join credential was single-use and is gone now: the saved one still counts.
+    server.revoke("krv_join");
+    let spent = resolve(&url, "n1", dir.path(), Some(&given("krv_join")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spent.token, first.token);
+    server.add("krv_join", "bootstrap", Role::Join);
+
     // Restarted with no credential: the saved one.
     let none = resolve(&url, "n1", dir.path(), None)
         .await
