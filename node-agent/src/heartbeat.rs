@@ -3,16 +3,18 @@
 //! The agent creates its Node when missing, then writes the whole status (capacity, NUMA
 //! topology, GPUs, endpoint address, versions) plus usage figures and the `Ready` condition
 //! through the status subresource at every heartbeat. Writing everything each time makes a
-//! heartbeat also repair a Node that was deleted or edited meanwhile.
+//! heartbeat also repair a Node that was deleted or edited meanwhile. The same loop asks for
+//! the agent secret again every minute.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kohakuriver_api::{Node, NodeResources, NodeStatus, NodeUsage};
 use kohakuriver_client::Api;
 use tokio_util::sync::CancellationToken;
 
+use crate::credential::SecretRefresher;
 use crate::discovery::{Topology, meminfo_field};
 use crate::gpu::GpuInventory;
 
@@ -112,7 +114,15 @@ pub(crate) async fn beat(
     facts: &NodeFacts,
     usage: NodeUsage,
 ) -> Result<(), kohakuriver_client::Error> {
-    if nodes.get_opt(&facts.name).await?.is_none() {
+    let missing = match nodes.get_opt(&facts.name).await {
+        Ok(found) => found.is_none(),
+        // A server may answer 403 rather than 404 for a missing object the caller could
+        // not read through the collection (a node reading nodes): creating it settles it
+        // (AlreadyExists when it is there after all).
+        Err(e) if e.status().is_some_and(|s| s.code == 403) => true,
+        Err(e) => return Err(e),
+    };
+    if missing {
         match nodes.create(&Node::new(facts.name.clone())).await {
             Ok(_) => tracing::info!(node = %facts.name, "node registered"),
             Err(e) if e.is_already_exists() => {}
@@ -129,16 +139,21 @@ pub(crate) async fn beat(
     Ok(())
 }
 
+/// How often the agent secret is asked for again.
+const SECRET_REFRESH: Duration = Duration::from_secs(60);
+
 /// Heartbeats every `interval` until shutdown. `running` counts the tasks running now.
 pub(crate) async fn run(
     nodes: Api<Node>,
     facts: NodeFacts,
     interval: Duration,
     running: impl Fn() -> u32,
+    secret: SecretRefresher,
     shutdown: CancellationToken,
 ) {
     let mut cpu = CpuSampler::default();
     cpu.sample(&facts.procfs_root);
+    let mut secret_fetched = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -151,6 +166,10 @@ pub(crate) async fn run(
         };
         if let Err(err) = beat(&nodes, &facts, usage).await {
             tracing::warn!(error = %err, "heartbeat failed");
+        }
+        if secret_fetched.elapsed() >= SECRET_REFRESH {
+            secret.refresh().await;
+            secret_fetched = Instant::now();
         }
     }
 }
