@@ -114,15 +114,7 @@ pub(crate) async fn beat(
     facts: &NodeFacts,
     usage: NodeUsage,
 ) -> Result<(), kohakuriver_client::Error> {
-    let missing = match nodes.get_opt(&facts.name).await {
-        Ok(found) => found.is_none(),
-        // A server may answer 403 rather than 404 for a missing object the caller could
-        // not read through the collection (a node reading nodes): creating it settles it
-        // (AlreadyExists when it is there after all).
-        Err(e) if e.status().is_some_and(|s| s.code == 403) => true,
-        Err(e) => return Err(e),
-    };
-    if missing {
+    if nodes.get_opt(&facts.name).await?.is_none() {
         match nodes.create(&Node::new(facts.name.clone())).await {
             Ok(_) => tracing::info!(node = %facts.name, "node registered"),
             Err(e) if e.is_already_exists() => {}
