@@ -42,13 +42,9 @@ pub trait Served: Resource {
     /// The collection as an authorization target; `node` is the node a field selector
     /// limits a task list to.
     fn collection(node: Option<&str>) -> Target<'_>;
-    /// The target of a read of `name` when no such object is stored: the collection, or
-    /// the named object where a name alone identifies the target (a node, so an agent's
-    /// first look at its own missing Node is a 404, not a 403).
-    fn missing(name: &str) -> Target<'_> {
-        let _ = name;
-        Self::collection(None)
-    }
+    /// The authorization target for an object named `name` that does not exist (a read of
+    /// it answers 404 only to those who could read it if it did).
+    fn missing(name: &str) -> Target<'_>;
     /// The verb a change of spec and metadata from `self` to `new` amounts to.
     fn change_verb(&self, new: &Self) -> Verb {
         let _ = new;
@@ -113,6 +109,9 @@ impl Served for Task {
     }
     fn collection(node: Option<&str>) -> Target<'_> {
         Target::Tasks { node }
+    }
+    fn missing(_name: &str) -> Target<'_> {
+        Target::Tasks { node: None }
     }
     fn change_verb(&self, new: &Self) -> Verb {
         task_change(self, new)

@@ -8,15 +8,20 @@
 //!
 //! Module map: `discovery` (sysfs/procfs), `gpu` (NVML or static list), `container_config`
 //! (pure task → container translation), `runtime` (the engine trait), `docker` (bollard),
-//! `fake_runtime` (recording fake), `image` (present/pull/load), `plan` (pure reconcile
-//! decision), `reconciler` (watch, workers, steps, status reports), `log_capture` (byte-exact
-//! capture), `endpoint` (HTTP), `heartbeat` (Node registration and usage).
+//! `fake_runtime` (recording fake), `image` (present/pull/load), `tarball_tags` (what an
+//! environment tarball would tag), `plan` (pure reconcile decision), `mount_policy` (host
+//! mounts checked on the node), `reconciler` (watch, workers, steps, status reports),
+//! `log_capture` (byte-exact capture), `endpoint` (HTTP, closed by the agent secret),
+//! `credential` (the node credential and the agent secret), `address` (where to listen),
+//! `heartbeat` (Node registration and usage).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
 //! Architecture Invariant: on shutdown the agent stops its loops but leaves containers
 //! running; the next start adopts them.
 
+pub mod address;
 pub mod container_config;
+pub mod credential;
 pub mod discovery;
 pub mod docker;
 pub mod endpoint;
@@ -25,9 +30,11 @@ pub mod gpu;
 mod heartbeat;
 pub mod image;
 pub mod log_capture;
+pub mod mount_policy;
 pub mod plan;
 mod reconciler;
 pub mod runtime;
+pub mod tarball_tags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,11 +42,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kohakuriver_api::{CpuSet, Node, NodeUsage, Task};
-use kohakuriver_client::Client;
+use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::container_config::AgentSettings;
+use crate::credential::{Credential, CredentialError};
+use crate::endpoint::AgentSecret;
 use crate::gpu::{GpuInventory, NvmlInventory, StaticGpuSource, StaticGpus};
+use crate::mount_policy::MountPolicy;
 use crate::runtime::ContainerRuntime;
 
 pub use heartbeat::parse_proc_stat;
@@ -65,7 +75,7 @@ impl std::fmt::Debug for DockerConnection {
 }
 
 /// Everything the agent needs to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The node's name (usually the host name).
     pub name: String,
@@ -76,7 +86,9 @@ pub struct AgentConfig {
     /// Shared storage mounted at `/shared` in every task container; environment tarballs
     /// are read from `<shared_dir>/kohakuriver-containers/NAME.tar`.
     pub shared_dir: Option<PathBuf>,
-    /// Where the agent's HTTP endpoint listens (port 0 picks one).
+    /// Where the agent's HTTP endpoint listens (port 0 picks one). The default is where the
+    /// server can reach it: 127.0.0.1:8001 for a server on loopback, else port 8001 on the
+    /// address this machine uses to reach the server (see [`address::default_listen`]).
     pub listen: SocketAddr,
     /// The endpoint's URL as the server should reach it; default `http://<listen>`, with an
     /// unspecified IP replaced by the address this machine uses to reach the server.
@@ -97,8 +109,42 @@ pub struct AgentConfig {
     pub default_image: Option<String>,
     /// The container engine.
     pub docker: DockerConnection,
-    /// The node credential sent to the server as `Authorization: Bearer <token>`.
+    /// The credential shown to the server (`--token`): a node credential for this node, or
+    /// a join credential exchanged at start for one saved in `<data_dir>/node.token`. None:
+    /// the saved one if any, else none (a server under `--insecure-no-auth`). A trailing
+    /// `@sha256:HEX` is split off into `ca_fingerprint`.
     pub token: Option<String>,
+    /// SHA-256 (lowercase hex) of the cluster CA a `TOKEN@sha256:HEX` credential carries.
+    /// The agent only carries it: verifying the server's CA against it is the TLS layer's
+    /// job, on its first contact with an `https://` server.
+    pub ca_fingerprint: Option<String>,
+    /// `--allow-mounts`: when set, every host mount's real path must be under one of these.
+    pub allow_mounts: Option<Vec<PathBuf>>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("name", &self.name)
+            .field("server_url", &self.server_url)
+            .field("data_dir", &self.data_dir)
+            .field("shared_dir", &self.shared_dir)
+            .field("listen", &self.listen)
+            .field("advertise_url", &self.advertise_url)
+            .field("sysfs_root", &self.sysfs_root)
+            .field("procfs_root", &self.procfs_root)
+            .field("static_gpus", &self.static_gpus)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("resync_interval", &self.resync_interval)
+            .field("kill_grace", &self.kill_grace)
+            .field("default_image", &self.default_image)
+            .field("docker", &self.docker)
+            // Never the token itself.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("allow_mounts", &self.allow_mounts)
+            .finish()
+    }
 }
 
 impl AgentConfig {
@@ -108,12 +154,13 @@ impl AgentConfig {
         server_url: impl Into<String>,
         data_dir: impl Into<PathBuf>,
     ) -> AgentConfig {
+        let server_url = server_url.into();
         AgentConfig {
             name: name.into(),
-            server_url: server_url.into(),
+            listen: address::default_listen(&server_url),
+            server_url,
             data_dir: data_dir.into(),
             shared_dir: None,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
             advertise_url: None,
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
@@ -124,6 +171,8 @@ impl AgentConfig {
             default_image: None,
             docker: DockerConnection::LocalDefaults,
             token: None,
+            ca_fingerprint: None,
+            allow_mounts: None,
         }
     }
 }
@@ -140,6 +189,9 @@ pub enum Error {
     /// Docker is not reachable.
     #[error("cannot use the docker engine ({0}); is docker running and is its socket readable?")]
     Docker(#[source] runtime::RuntimeError),
+    /// No usable credential.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     /// The API server rejected or could not be reached for registration.
     #[error("cannot register node with the server: {0}")]
     Server(#[from] kohakuriver_client::Error),
@@ -160,6 +212,9 @@ pub struct RunningAgent {
     pub local_addr: SocketAddr,
     /// The URL advertised in the Node's status.
     pub advertise_url: String,
+    /// The CA fingerprint of the credential in use (given, or saved by a join), for the
+    /// TLS layer to verify the server against.
+    pub ca_fingerprint: Option<String>,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -204,12 +259,41 @@ pub async fn start(
         source,
     })?;
 
-    let options = kohakuriver_client::ClientOptions {
-        token: config.token.clone(),
-        ca_pem: None,
-    };
-    let client = Client::with_options(&config.server_url, options)?;
+    let given = config.token.as_deref().map(|raw| {
+        let mut credential = credential::split_credential(raw);
+        credential.ca_fingerprint = credential
+            .ca_fingerprint
+            .or_else(|| config.ca_fingerprint.clone());
+        credential
+    });
+    let credential: Option<Credential> = credential::resolve(
+        &config.server_url,
+        &config.name,
+        &config.data_dir,
+        given.as_ref(),
+    )
+    .await?;
+    let ca_fingerprint = credential
+        .as_ref()
+        .and_then(|c| c.ca_fingerprint.clone())
+        .or_else(|| config.ca_fingerprint.clone());
+    let client = Client::with_options(
+        &config.server_url,
+        ClientOptions {
+            token: credential.map(|c| c.token),
+            ..Default::default()
+        },
+    )?;
     let info = client.info().await?;
+    let secret =
+        AgentSecret::new(credential::fetch_secret(&client, &config.name, info.auth).await?);
+    let mounts = {
+        let prefixes = info.user_mount_prefixes.clone();
+        let allow = config.allow_mounts.clone();
+        tokio::task::spawn_blocking(move || MountPolicy::resolve(&prefixes, allow.as_deref()))
+            .await
+            .unwrap_or_default()
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -223,7 +307,7 @@ pub async fn start(
     })?;
     let advertise_url = match &config.advertise_url {
         Some(url) => url.clone(),
-        None => advertised(local_addr, &config.server_url).await,
+        None => address::advertised(local_addr, &config.server_url),
     };
 
     // The real kernel's memory nodes, whatever sysfs root discovery used: a faked NUMA
@@ -237,6 +321,8 @@ pub async fn start(
         shared_dir: config.shared_dir.clone(),
         default_image: info.default_image.clone().or(config.default_image.clone()),
         memory_nodes,
+        // Looked at again before every container is made (see the reconciler).
+        protect_environments: false,
     };
 
     let facts = heartbeat::NodeFacts {
@@ -257,6 +343,7 @@ pub async fn start(
         image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images")),
         log_capture::LogStore::new(&logs_dir),
         settings,
+        mounts,
         config.kill_grace,
         config.resync_interval,
         shutdown.clone(),
@@ -264,7 +351,13 @@ pub async fn start(
     let router = endpoint::router(endpoint::EndpointState {
         logs: log_capture::LogStore::new(&logs_dir),
         shutdown: shutdown.clone(),
+        secret: secret.clone(),
     });
+    let refresher = credential::SecretRefresher {
+        client: client.clone(),
+        node: config.name.clone(),
+        secret,
+    };
 
     tracing::info!(node = %config.name, endpoint = %advertise_url, "agent started");
     let join = tokio::spawn({
@@ -272,13 +365,17 @@ pub async fn start(
         let interval = config.heartbeat_interval;
         async move {
             let counter = reconciler.clone();
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             let beats = heartbeat::run(
                 nodes,
                 facts,
                 interval,
                 move || counter.active_tasks(),
+                refresher,
                 shutdown.clone(),
             );
             let (served, _, _) = tokio::join!(serve, beats, reconciler.run());
@@ -291,29 +388,7 @@ pub async fn start(
     Ok(RunningAgent {
         local_addr,
         advertise_url,
+        ca_fingerprint,
         join,
     })
-}
-
-/// The endpoint URL for `addr`; an unspecified IP is replaced by the local address used to
-/// reach the server.
-async fn advertised(addr: SocketAddr, server_url: &str) -> String {
-    if !addr.ip().is_unspecified() {
-        return format!("http://{addr}");
-    }
-    let host_port = server_url
-        .split_once("://")
-        .map_or(server_url, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:8000")
-        .to_string();
-    let ip = async {
-        let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
-        socket.connect(&host_port).await.ok()?;
-        Some(socket.local_addr().ok()?.ip())
-    }
-    .await
-    .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }

@@ -1,0 +1,136 @@
+//! What authentication costs: task creates per second through real HTTP with auth on
+//! (every request carries a user token that is checked and authorized) against auth off,
+//! in the same run, alternating rounds so both see the same machine.
+//!
+//! Run: `cargo bench -p kohakuriver-apiserver --bench auth`
+//! Knobs: `KR_BENCH_CREATES` per round (default 4,000), `KR_BENCH_CLIENTS` (default 16),
+//! `KR_BENCH_ROUNDS` (default 3).
+
+use std::time::{Duration, Instant};
+
+use kohakuriver_api::auth::{Identity, Role};
+use kohakuriver_apiserver::{AuthConfig, Config, generate_token, serve};
+use tokio_util::sync::CancellationToken;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench());
+}
+
+/// A server on 127.0.0.1:0 (in-memory store); its URL, the token to use, and its stopper.
+async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
+    let token = generate_token();
+    let config = if auth {
+        Config {
+            auth: AuthConfig {
+                static_tokens: vec![(token.clone(), Identity::new("bench", Role::User))],
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        }
+    } else {
+        Config::insecure()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, config, stop.clone()));
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (url, auth.then_some(token), stop)
+}
+
+/// Creates `creates` tasks from `clients` concurrent clients; answers creates/s and the
+/// sorted latencies.
+async fn round(auth: bool, creates: usize, clients: usize, tag: &str) -> (f64, Vec<Duration>) {
+    let (url, token, stop) = start(auth).await;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for c in 0..clients {
+        let url = url.clone();
+        let token = token.clone();
+        let tag = tag.to_string();
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            for i in (c..creates).step_by(clients) {
+                let body = serde_json::json!({
+                    "apiVersion": "kohakuriver/v1", "kind": "Task",
+                    "metadata": {"name": format!("{tag}-{i}")},
+                    "spec": {"command": ["true"]}
+                });
+                let mut request = http
+                    .post(format!("{url}/apis/kohakuriver/v1/tasks"))
+                    .json(&body);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let t = Instant::now();
+                let answer = request.send().await.expect("create");
+                assert_eq!(
+                    answer.status().as_u16(),
+                    201,
+                    "{}",
+                    answer.text().await.unwrap_or_default()
+                );
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    let rate = creates as f64 / started.elapsed().as_secs_f64();
+    stop.cancel();
+    latencies.sort();
+    (rate, latencies)
+}
+
+fn p(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+async fn bench() {
+    let creates = env("KR_BENCH_CREATES", 4000);
+    let clients = env("KR_BENCH_CLIENTS", 16);
+    let rounds = env("KR_BENCH_ROUNDS", 3);
+    println!("creates/s through HTTP, {creates} creates per round, {clients} clients");
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let (rate_off, lat_off) = round(false, creates, clients, &format!("off{r}")).await;
+        let (rate_on, lat_on) = round(true, creates, clients, &format!("on{r}")).await;
+        println!(
+            "round {r}: auth off {rate_off:>7.0}/s (p99 {:?})   auth on {rate_on:>7.0}/s (p99 {:?})   on/off {:.3}",
+            p(&lat_off, 0.99),
+            p(&lat_on, 0.99),
+            rate_on / rate_off
+        );
+        off.push(rate_off);
+        on.push(rate_on);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m_on, m_off) = (median(&mut on), median(&mut off));
+    println!(
+        "median: auth off {m_off:.0}/s, auth on {m_on:.0}/s: authentication costs {:.1} %",
+        (1.0 - m_on / m_off) * 100.0
+    );
+}
