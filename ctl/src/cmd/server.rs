@@ -132,6 +132,8 @@ pub struct Daemons {
     pub url: String,
     /// Whether requests need a token.
     pub auth: bool,
+    /// Whether it listens on every address (0.0.0.0 or ::), so other machines reach it.
+    pub listens_everywhere: bool,
     /// Where the data lives.
     pub data_dir: PathBuf,
     /// The database file (or `:memory:`).
@@ -185,6 +187,18 @@ impl Daemons {
     /// What `server` prints once it answers.
     fn banner(&self, cli: &local_cli::Outcome) -> String {
         let server_flag = crate::config::server_flag_for(&self.url);
+        // Other machines cannot use a loopback URL; a server on every address is reached
+        // by this machine's own name.
+        let remote_url = match self
+            .url
+            .split_once("://127.0.0.1:")
+            .or(self.url.split_once("://[::1]:"))
+        {
+            Some((scheme, port)) if self.listens_everywhere => {
+                format!("{scheme}://{}:{port}", super::daemon::host_name())
+            }
+            _ => self.url.clone(),
+        };
         format!(
             "kohakuriver server is up
   API server  {}
@@ -197,7 +211,7 @@ Give someone access:
   kohakuriver{server_flag} token create --name alice --role user",
             self.url,
             self.where_lines(cli),
-            self.url,
+            remote_url,
         )
     }
 }
@@ -255,6 +269,7 @@ pub async fn start(
     let daemons = Daemons {
         url: url.clone(),
         auth: auth_on,
+        listens_everywhere: local.ip().is_unspecified(),
         data_dir: settings.data_dir,
         db: settings.db,
         admin_token_file,
