@@ -239,9 +239,15 @@ async fn act_on_task(
         }
         TaskAction::Delete => {
             tracing::info!("deleting finished task after its TTL");
-            match api.delete(&name).await {
+            // Only this task: a newer one of the same name (deleted and made again since the
+            // cache saw it) answers 409 and is left alone.
+            let uid = task.metadata.uid.clone().unwrap_or_default();
+            match api.delete_uid(&name, &uid).await {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
+                Err(e) if e.is_conflict() => {
+                    tracing::info!("not deleted: the task of this name is a newer one");
+                }
                 Err(e) => return Err(e),
             }
         }
