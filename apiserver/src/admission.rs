@@ -42,6 +42,9 @@ pub trait Served: Resource {
     /// The collection as an authorization target; `node` is the node a field selector
     /// limits a task list to.
     fn collection(node: Option<&str>) -> Target<'_>;
+    /// The authorization target for an object named `name` that does not exist (a read of
+    /// it answers 404 only to those who could read it if it did).
+    fn missing(name: &str) -> Target<'_>;
     /// The verb a change of spec and metadata from `self` to `new` amounts to.
     fn change_verb(&self, new: &Self) -> Verb {
         let _ = new;
@@ -106,6 +109,9 @@ impl Served for Task {
     }
     fn collection(node: Option<&str>) -> Target<'_> {
         Target::Tasks { node }
+    }
+    fn missing(_name: &str) -> Target<'_> {
+        Target::Tasks { node: None }
     }
     fn change_verb(&self, new: &Self) -> Verb {
         task_change(self, new)
@@ -294,6 +300,9 @@ impl Served for Node {
     }
     fn collection(_node: Option<&str>) -> Target<'_> {
         Target::Nodes
+    }
+    fn missing(name: &str) -> Target<'_> {
+        Target::Node(name)
     }
     /// A node's status is bounded for every writer, and only the node itself sets the
     /// address the server will call.

@@ -439,6 +439,32 @@ async fn owner_is_stamped_and_never_taken_from_the_body() {
 }
 
 #[tokio::test]
+async fn a_node_reading_its_own_missing_node_gets_404() {
+    let fixture = Fixture::new().await;
+    let node_a = 6;
+    let (code, body) = fixture
+        .send(node_a, Method::DELETE, "/nodes/node-a", Value::Null)
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let admin = 5;
+    assert_eq!(
+        fixture
+            .send(admin, Method::DELETE, "/nodes/node-a", Value::Null)
+            .await
+            .0,
+        200
+    );
+    let (code, body) = fixture
+        .send(node_a, Method::GET, "/nodes/node-a", Value::Null)
+        .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = fixture
+        .send(node_a, Method::GET, "/nodes/node-b", Value::Null)
+        .await;
+    assert_eq!(code, 403, "{body}");
+}
+
+#[tokio::test]
 async fn forged_status_is_refused() {
     let fixture = Fixture::new().await;
     let (ctl, node_a) = (8, 6);

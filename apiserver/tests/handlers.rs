@@ -544,3 +544,34 @@ async fn log_of_a_pending_task_says_why_there_is_none() {
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(message(&body), "task a has no logs yet: it is Pending");
 }
+
+#[tokio::test]
+async fn a_delete_with_a_uid_precondition_spares_a_newer_object_of_the_same_name() {
+    let api = Api::new();
+    let old = api.create_task("t").await;
+    let old_uid = old["metadata"]["uid"].as_str().unwrap().to_string();
+    let (code, _) = api
+        .json("DELETE", &format!("{TASKS}/t"), &serde_json::json!({}))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let new = api.create_task("t").await;
+    let stale = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": old_uid}});
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &stale).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was deleted"),
+        "{body}"
+    );
+    let (code, _) = api.get(&format!("{TASKS}/t")).await;
+    assert_eq!(code, StatusCode::OK);
+    let current = serde_json::json!({"preconditions": {"uid": new["metadata"]["uid"]}});
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &current).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api
+        .call("DELETE", &format!("{TASKS}/x"), None, "{not json")
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -185,6 +185,24 @@ impl<R: Resource> Api<R> {
         })
     }
 
+    /// Deletes the object only if it is still the one with this uid (not a newer object of
+    /// the same name); a different uid is a 409 Conflict and nothing is deleted.
+    pub async fn delete_uid(&self, name: &str, uid: &str) -> Result<Deleted<R>, Error> {
+        let body = serde_json::json!({"preconditions": {"uid": uid}});
+        let req = self
+            .client
+            .request(Method::DELETE, self.item(name))
+            .json(&body);
+        let resp = self.client.send(req).await?;
+        let accepted = resp.status() == StatusCode::ACCEPTED;
+        let obj: R = read_json(resp).await?;
+        Ok(if accepted {
+            Deleted::Pending(obj)
+        } else {
+            Deleted::Gone(obj)
+        })
+    }
+
     /// Creates the object or brings its spec, labels and annotations in line with `obj`.
     pub async fn apply(&self, obj: &R, opts: &ApplyOptions) -> Result<ApplyResult<R>, Error> {
         let mut req = self

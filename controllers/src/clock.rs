@@ -9,8 +9,11 @@ use kohakuriver_api::meta::Timestamp;
 
 /// Where the loops get the time from.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
-    /// The current time.
+    /// The current time (for timestamps written into objects and for deadlines users set).
     fn now(&self) -> Timestamp;
+    /// A monotonic reading from an arbitrary origin: never goes back when the wall clock
+    /// is set, so intervals measured with it (how long a node has been silent) are sound.
+    fn elapsed(&self) -> std::time::Duration;
 }
 
 /// The system clock.
@@ -21,6 +24,11 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         chrono::Utc::now()
     }
+
+    fn elapsed(&self) -> std::time::Duration {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed()
+    }
 }
 
 /// A clock that only moves when told to. Cheap to clone; clones share the time.
@@ -28,6 +36,8 @@ impl Clock for SystemClock {
 pub struct FakeClock {
     // A std mutex: it guards one copy of a timestamp and is never held across an await.
     now: Arc<Mutex<Timestamp>>,
+    /// The time it was made at: its monotonic reading is `now - start`.
+    start: Timestamp,
 }
 
 impl FakeClock {
@@ -35,6 +45,7 @@ impl FakeClock {
     pub fn new(now: Timestamp) -> FakeClock {
         FakeClock {
             now: Arc::new(Mutex::new(now)),
+            start: now,
         }
     }
 
@@ -53,6 +64,10 @@ impl FakeClock {
 impl Clock for FakeClock {
     fn now(&self) -> Timestamp {
         *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        until(self.start, self.now())
     }
 }
 

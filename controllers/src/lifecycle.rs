@@ -1,7 +1,8 @@
 //! The lifecycle loop: acts on the node and task lifecycle decisions.
 //!
 //! Each round (on cache changes, at most every `sweep_interval`; at the soonest deadline,
-//! TTL or heartbeat expiry ahead; and every `resync`) asks [`plan_node`], [`plan_orphan`]
+//! TTL or heartbeat expiry ahead; and every `resync`) records the heartbeats it sees
+//! ([`observe`], on the controllers' monotonic clock), asks [`plan_node`], [`plan_orphan`]
 //! and [`plan_task`] about every cached object and carries out the actions, a bounded
 //! number at a time. An object acted on is skipped until the cache shows a newer version of
 //! it, so one decision is never sent twice; a failed write forgets that mark, so the next
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ControllersConfig;
-use crate::node_lifecycle::{plan_node, plan_orphan};
+use crate::node_lifecycle::{Seen, observe, plan_node, plan_orphan, silence};
 use crate::store::Store;
 use crate::task_lifecycle::{TaskAction, plan_task};
 
@@ -45,11 +46,13 @@ pub(crate) async fn run(
 ) {
     let mut changes = store.subscribe();
     let acted: Acted = Arc::default();
+    // Kept for the life of the loop only: after a (re)start every node gets a full grace.
+    let mut seen: HashMap<String, Seen> = HashMap::new();
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut workers = JoinSet::new();
     loop {
         changes.borrow_and_update();
-        let (jobs, wake) = decide(&store, &acted, &config);
+        let (jobs, wake) = decide(&store, &acted, &mut seen, &config);
         for job in jobs {
             let (tasks, nodes, store, acted, permits) = (
                 tasks.clone(),
@@ -103,13 +106,32 @@ pub(crate) async fn run(
 fn decide(
     store: &Store,
     acted: &Acted,
+    seen: &mut HashMap<String, Seen>,
     config: &ControllersConfig,
 ) -> (Vec<Job>, Option<Duration>) {
     let now = config.clock.now();
+    let mono = config.clock.elapsed();
     let cache = store.lock();
     if !cache.synced() {
         return (Vec::new(), None);
     }
+    // Heartbeats as seen now: every cached node, and every node a task is bound to (a
+    // deleted node keeps its last sighting). Sightings of nodes nothing refers to go.
+    let mut referenced: std::collections::HashSet<&str> =
+        cache.nodes.items.keys().map(String::as_str).collect();
+    referenced.extend(
+        cache
+            .tasks
+            .items
+            .values()
+            .filter_map(|t| t.status.node.as_deref()),
+    );
+    seen.retain(|name, _| referenced.contains(name.as_str()));
+    for name in referenced {
+        let updated = observe(seen.get(name), cache.nodes.items.get(name), mono);
+        seen.insert(name.to_string(), updated);
+    }
+    let silent = |name: &str| seen.get(name).map_or(Duration::ZERO, |s| silence(s, mono));
     let mut acted = lock(acted);
     let mut wake: Option<Duration> = None;
     let mut soon = |d: Option<Duration>| {
@@ -131,7 +153,7 @@ fn decide(
             .is_some_and(|n| n.resource_version() == *rv),
     });
     for node in cache.nodes.items.values() {
-        let plan = plan_node(node, now, config.node_grace);
+        let plan = plan_node(node, silent(&node.metadata.name), now, config.node_grace);
         soon(plan.requeue_after);
         let key = ("Node", node.metadata.name.clone());
         if let (Some(status), false) = (plan.status, acted.contains_key(&key)) {
@@ -146,13 +168,22 @@ fn decide(
         }
         let bound_to = task.status.node.as_deref();
         let orphan = bound_to.and_then(|n| {
-            plan_orphan(
+            let exists = cache.nodes.items.contains_key(n);
+            let action = plan_orphan(
                 task,
-                cache.nodes.items.get(n),
+                exists,
+                silent(n),
                 now,
                 config.node_grace,
                 &config.retry,
-            )
+            );
+            if action.is_none() && !exists {
+                // Look again when the grace of a deleted node runs out.
+                soon(Some(
+                    config.node_grace.saturating_sub(silent(n)) + Duration::from_millis(10),
+                ));
+            }
+            action
         });
         let action = match orphan {
             Some(action) => Some(action),
@@ -208,9 +239,15 @@ async fn act_on_task(
         }
         TaskAction::Delete => {
             tracing::info!("deleting finished task after its TTL");
-            match api.delete(&name).await {
+            // Only this task: a newer one of the same name (deleted and made again since the
+            // cache saw it) answers 409 and is left alone.
+            let uid = task.metadata.uid.clone().unwrap_or_default();
+            match api.delete_uid(&name, &uid).await {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
+                Err(e) if e.is_conflict() => {
+                    tracing::info!("not deleted: the task of this name is a newer one");
+                }
                 Err(e) => return Err(e),
             }
         }

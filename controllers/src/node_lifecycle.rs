@@ -1,9 +1,18 @@
-//! Node lifecycle: a node whose heartbeat is stale is marked not Ready, and the tasks bound
+//! Node lifecycle: a node whose heartbeats stop is marked not Ready, and the tasks bound
 //! to it are lost (or requeued when retries remain).
 //!
-//! Pure decisions of (node, task, now, grace); the loop in [`crate::reconcile`] acts on them.
+//! Liveness is measured on the controllers' own monotonic clock, never the agent's: the
+//! loop records when it *saw* each node's heartbeat change ([`observe`]), and a node is
+//! silent for as long as it has not seen one. The agent's clock plays no part (an agent
+//! whose clock is off by minutes is as alive as any), and every node gets a full grace
+//! period after the controllers start, so a server that was down for an hour does not
+//! declare every node lost the moment it comes back. A node that was deleted keeps its
+//! last sighting, so its tasks are lost only after the grace; if its agent heartbeats it
+//! back meanwhile, nothing happened to them.
+//!
+//! Pure decisions of (node, silence, now, grace); the loop in `lifecycle.rs` acts on them.
 //! The agent sets `Ready=True` on every heartbeat; this controller only flips it to False
-//! on staleness (reason `NodeLost`) and back to True when heartbeats resume after that,
+//! on silence (reason `NodeLost`) and back to True when heartbeats resume after that,
 //! so it never fights an agent that reports itself not Ready for another reason.
 
 use std::time::Duration;
@@ -11,22 +20,34 @@ use std::time::Duration;
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, find_condition, set_condition};
 use kohakuriver_api::{CONTAINER_FINALIZER, Node, NodeStatus, Task};
 
-use crate::clock::{plus, until};
 use crate::retry::{RetryPolicy, finished, may_retry, requeued};
 use crate::task_lifecycle::TaskAction;
 
-/// How long ago the node last reported (from its creation when it never did), when known.
-pub fn silence(node: &Node, now: Timestamp) -> Option<Duration> {
-    let last = node
-        .status
-        .last_heartbeat
-        .or(node.metadata.creation_timestamp)?;
-    Some(until(last, now))
+/// What the controllers last saw of a node's heartbeats, on their own monotonic clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The node's `status.lastHeartbeat` as the agent wrote it: only whether it changes
+    /// matters, never its value.
+    pub heartbeat: Option<Timestamp>,
+    /// The monotonic time (`Clock::elapsed`) the controllers saw it change, or first saw
+    /// the node.
+    pub at: Duration,
 }
 
-/// True when the node's heartbeat is older than the grace period.
-pub fn is_lost(node: &Node, now: Timestamp, grace: Duration) -> bool {
-    silence(node, now).is_some_and(|s| s > grace)
+/// Updates what was seen of `node` at monotonic time `now`: a first sighting, or a
+/// heartbeat value that changed, counts as a heartbeat received now. `node` is `None` when
+/// the node is not (or no longer) in the cache: the last sighting stays.
+pub fn observe(previous: Option<&Seen>, node: Option<&Node>, now: Duration) -> Seen {
+    let heartbeat = node.and_then(|n| n.status.last_heartbeat);
+    match previous {
+        Some(seen) if node.is_none() || seen.heartbeat == heartbeat => seen.clone(),
+        _ => Seen { heartbeat, at: now },
+    }
+}
+
+/// How long the controllers have seen no heartbeat from a node, at monotonic `now`.
+pub fn silence(seen: &Seen, now: Duration) -> Duration {
+    now.saturating_sub(seen.at)
 }
 
 /// The decision for one node: a new status to write, and when to look again.
@@ -38,16 +59,17 @@ pub struct NodePlan {
     pub requeue_after: Option<Duration>,
 }
 
-/// Decides the node's Ready condition at `now`.
-pub fn plan_node(node: &Node, now: Timestamp, grace: Duration) -> NodePlan {
+/// Decides the node's Ready condition, given how long it has been `silent`; `now` stamps
+/// the condition.
+pub fn plan_node(node: &Node, silent: Duration, now: Timestamp, grace: Duration) -> NodePlan {
     let ready = find_condition(&node.status.conditions, "Ready");
     let g = node.metadata.generation;
-    if is_lost(node, now, grace) {
+    if silent > grace {
         let already = ready.is_some_and(|c| c.status == ConditionStatus::False);
         if already {
             return NodePlan::default();
         }
-        let secs = silence(node, now).unwrap_or_default().as_secs();
+        let secs = silent.as_secs();
         let mut status = node.status.clone();
         let message = format!("no heartbeat for {secs}s");
         set_condition(
@@ -64,15 +86,11 @@ pub fn plan_node(node: &Node, now: Timestamp, grace: Duration) -> NodePlan {
             requeue_after: None,
         };
     }
-    let requeue_after = node
-        .status
-        .last_heartbeat
-        .or(node.metadata.creation_timestamp)
-        .map(|last| until(now, plus(last, grace)) + Duration::from_millis(10));
+    let requeue_after = Some(grace.saturating_sub(silent) + Duration::from_millis(10));
     let lost_by_us = ready.is_some_and(|c| {
         c.status == ConditionStatus::False && c.reason.as_deref() == Some("NodeLost")
     });
-    if lost_by_us && node.status.last_heartbeat.is_some() {
+    if lost_by_us {
         let mut status = node.status.clone();
         set_condition(
             &mut status.conditions,
@@ -94,24 +112,27 @@ pub fn plan_node(node: &Node, now: Timestamp, grace: Duration) -> NodePlan {
     }
 }
 
-/// Decides what happens to a task bound to a node that is lost (stale) or gone (`None`):
-/// a non-terminal task becomes Lost, or Pending again when retries remain; a task being
-/// deleted loses its container finalizer, since no agent will remove it.
+/// Decides what happens to a task bound to a node silent for `silent` (`exists` is false
+/// when the node object is gone): within the grace nothing; past it a non-terminal task
+/// becomes Lost, or Pending again when retries remain, and a task being deleted loses its
+/// container finalizer, since no agent will remove it.
 pub fn plan_orphan(
     task: &Task,
-    node: Option<&Node>,
+    exists: bool,
+    silent: Duration,
     now: Timestamp,
     grace: Duration,
     policy: &RetryPolicy,
 ) -> Option<TaskAction> {
     let bound_to = task.status.node.as_deref()?;
-    let why = match node {
-        None => format!("node {bound_to} is gone"),
-        Some(n) if is_lost(n, now, grace) => format!(
-            "node {bound_to} lost (no heartbeat for {}s)",
-            silence(n, now).unwrap_or_default().as_secs()
-        ),
-        Some(_) => return None,
+    if silent <= grace {
+        return None;
+    }
+    let secs = silent.as_secs();
+    let why = if exists {
+        format!("node {bound_to} lost (no heartbeat for {secs}s)")
+    } else {
+        format!("node {bound_to} is gone (deleted, and no heartbeat for {secs}s)")
     };
     if task.metadata.is_deleting() {
         let finalized = task
@@ -148,6 +169,10 @@ mod tests {
         chrono::DateTime::from_timestamp(s, 0).unwrap()
     }
 
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
     const GRACE: Duration = Duration::from_secs(30);
 
     fn beating(last: i64) -> Node {
@@ -162,60 +187,92 @@ mod tests {
     }
 
     #[test]
-    fn stale_nodes_turn_not_ready_and_back() {
+    fn heartbeats_count_when_seen_whatever_the_agents_clock() {
+        // First sight: a full grace from now, whatever the node's own timestamp says
+        // (here an hour old, as after a long server outage, or a clock far behind).
+        let first = observe(None, Some(&beating(100)), secs(5000));
+        assert_eq!(silence(&first, secs(5010)), secs(10));
+        // The same value again is no heartbeat.
+        let same = observe(Some(&first), Some(&beating(100)), secs(5020));
+        assert_eq!(same, first);
+        // A new value, even one from the past, is a heartbeat now.
+        let new = observe(Some(&first), Some(&beating(50)), secs(5030));
+        assert_eq!(silence(&new, secs(5031)), secs(1));
+        // A node that vanished keeps its last sighting.
+        let gone = observe(Some(&new), None, secs(5040));
+        assert_eq!(gone, new);
+        // One never seen before, absent: counted from now.
+        assert_eq!(observe(None, None, secs(7)).at, secs(7));
+    }
+
+    #[test]
+    fn silent_nodes_turn_not_ready_and_back() {
+        let node = beating(100);
         assert_eq!(
-            plan_node(&beating(100), at(120), GRACE).requeue_after,
+            plan_node(&node, secs(20), at(120), GRACE).requeue_after,
             Some(Duration::from_millis(10_010))
         );
-        let plan = plan_node(&beating(100), at(145), GRACE);
-        let mut lost = beating(100);
+        let plan = plan_node(&node, secs(45), at(145), GRACE);
+        let mut lost = node.clone();
         lost.status = plan.status.expect("marked lost");
         assert_eq!(ready(&lost), "False no heartbeat for 45s");
-        assert_eq!(plan_node(&lost, at(150), GRACE), NodePlan::default());
-        lost.status.last_heartbeat = Some(at(149));
-        let back = plan_node(&lost, at(150), GRACE)
+        assert_eq!(
+            plan_node(&lost, secs(50), at(150), GRACE),
+            NodePlan::default()
+        );
+        let back = plan_node(&lost, secs(0), at(150), GRACE)
             .status
             .expect("ready again");
         assert!(back.conditions[0].status == ConditionStatus::True);
         // Not ready for a reason of the agent's own: left alone.
         let mut sick = beating(100).not_ready();
         sick.status.conditions[0].reason = Some("DockerDown".into());
-        assert_eq!(plan_node(&sick, at(110), GRACE).status, None);
+        assert_eq!(plan_node(&sick, secs(10), at(110), GRACE).status, None);
     }
 
     #[test]
-    fn orphans_are_lost_or_requeued() {
+    fn orphans_are_lost_or_requeued_only_after_the_grace() {
         let p = RetryPolicy::default();
-        let node = beating(100);
-        let show =
-            |t: &Task, n: Option<&Node>, now: i64| match plan_orphan(t, n, at(now), GRACE, &p) {
-                None => "none".to_string(),
-                Some(TaskAction::Status(s)) => {
-                    format!("{} {}", s.phase, s.message.unwrap_or_default())
-                }
-                Some(other) => format!("{other:?}"),
-            };
+        let show = |t: &Task, exists: bool, silent: u64| match plan_orphan(
+            t,
+            exists,
+            secs(silent),
+            at(1000),
+            GRACE,
+            &p,
+        ) {
+            None => "none".to_string(),
+            Some(TaskAction::Status(s)) => {
+                format!("{} {}", s.phase, s.message.unwrap_or_default())
+            }
+            Some(other) => format!("{other:?}"),
+        };
         let running = Task::test("t").bound("a", "0", &[]);
-        assert_eq!(show(&running, Some(&node), 120), "none");
+        assert_eq!(show(&running, true, 20), "none");
         assert_eq!(
-            show(&running, Some(&node), 145),
+            show(&running, true, 45),
             "Lost node a lost (no heartbeat for 45s)"
         );
-        assert_eq!(show(&running, None, 145), "Lost node a is gone");
+        // A deleted node is not the end of its tasks until the grace has passed.
+        assert_eq!(show(&running, false, 5), "none");
+        assert_eq!(
+            show(&running, false, 45),
+            "Lost node a is gone (deleted, and no heartbeat for 45s)"
+        );
         let mut retried = running.clone();
         retried.spec.retries = 1;
         retried.status.attempts = 1;
         retried.status.started_at = Some(at(100));
         assert_eq!(
-            show(&retried, Some(&node), 145),
+            show(&retried, true, 45),
             "Pending node a lost (no heartbeat for 45s); retry 1 of 1 in 10s"
         );
         let done = running.clone().phase(TaskPhase::Succeeded);
-        assert_eq!(show(&done, Some(&node), 145), "none");
+        assert_eq!(show(&done, true, 45), "none");
         let mut deleting = done;
         deleting.metadata.deletion_timestamp = Some(at(140));
         deleting.metadata.finalizers = vec![CONTAINER_FINALIZER.to_string()];
-        assert_eq!(show(&deleting, Some(&node), 145), "RemoveFinalizer");
-        assert_eq!(show(&Task::test("t"), None, 145), "none");
+        assert_eq!(show(&deleting, true, 45), "RemoveFinalizer");
+        assert_eq!(show(&Task::test("t"), false, 45), "none");
     }
 }

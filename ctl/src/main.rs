@@ -8,10 +8,12 @@
 //! and an `async fn run(…) -> anyhow::Result<ExitCode>`, add a variant to [`Command`], and
 //! dispatch it in [`run`].
 
+mod auth_flags;
 mod cmd;
 mod config;
 mod kind;
 mod line_diff;
+mod local_cli;
 mod manifest_source;
 mod output;
 mod rows;
@@ -62,6 +64,13 @@ enum Command {
     Node(cmd::node::NodeCommand),
     /// Wait until tasks meet a condition or are deleted.
     Wait(cmd::wait::WaitArgs),
+    /// Check a token against a server and save both in the CLI config.
+    Login(cmd::login::Args),
+    /// Show who the server takes this CLI for, and what that role may do.
+    Whoami(cmd::whoami::Args),
+    /// Create, list and revoke tokens (admin).
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
 }
 
 impl Command {
@@ -87,10 +96,11 @@ fn main() -> ExitCode {
             return ExitCode::from(error_code);
         }
     };
+    let server = cli.server.clone();
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", describe_error(&err));
+            eprintln!("error: {}", describe_error(&err, &server));
             ExitCode::from(error_code)
         }
     }
@@ -98,12 +108,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Server(args) => cmd::server::run(*args, cli.server.ca.read()?).await,
+        Command::Server(args) => cmd::server::run(*args, &cli.server.ca).await,
         Command::Controllers(args) => cmd::controllers::run(cli.server.client()?, args).await,
         Command::Agent(args) => {
             cmd::agent::run(cli.server.url(), cli.server.ca.read()?, *args).await
         }
-        Command::Up(args) => cmd::up::run(*args, cli.server.ca.read()?).await,
+        Command::Up(args) => cmd::up::run(*args, &cli.server.ca).await,
         Command::Apply(args) => cmd::apply::run(&cli.server.client()?, args).await,
         Command::Diff(args) => cmd::diff::run(&cli.server.client()?, args).await,
         Command::Get(args) => cmd::get::run(&cli.server.client()?, args).await,
@@ -112,6 +122,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(c) => exit(cmd::task::run(&cli.server.client()?, *c).await?),
         Command::Node(c) => exit(cmd::node::run(&cli.server.client()?, c).await?),
         Command::Wait(args) => exit(cmd::wait::run(&cli.server.client()?, args).await?),
+        Command::Login(args) => cmd::login::run(&cli.server, args).await,
+        Command::Whoami(args) => cmd::whoami::run(&cli.server.client()?, args).await,
+        Command::Token(c) => cmd::token::run(&cli.server.client()?, c).await,
     }
 }
 
@@ -121,14 +134,20 @@ fn exit(code: i32) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// One line for an error: an unreachable server is told plainly with what to do; anything
-/// else shows its context chain.
-fn describe_error(err: &anyhow::Error) -> String {
+/// One line for an error: an unreachable server is told plainly with what to do, a refused
+/// credential (401) with how to log in; anything else (a 403 included, whose message names
+/// the identity and what it may not do) shows its context chain.
+fn describe_error(err: &anyhow::Error, server: &ServerArgs) -> String {
     for cause in err.chain() {
-        if let Some(e @ kohakuriver_client::Error::Connect { .. }) =
-            cause.downcast_ref::<kohakuriver_client::Error>()
-        {
-            return format!("{e}; start one with `kohakuriver server` or set --server");
+        if let Some(e) = cause.downcast_ref::<kohakuriver_client::Error>() {
+            if e.is_connect() {
+                return format!(
+                    "{e}; start one with `kohakuriver up` (this machine) or `kohakuriver server`, or set --server"
+                );
+            }
+            if cmd::is_unauthenticated(e) {
+                return format!("{err:#}\n{}", login_hint(&server.url()));
+            }
         }
         // Its own message says what to do; the HTTP stack's chain below it says nothing more.
         if let Some(e @ kohakuriver_client::Error::Tls { .. }) =
@@ -138,6 +157,13 @@ fn describe_error(err: &anyhow::Error) -> String {
         }
     }
     format!("{err:#}")
+}
+
+/// What to do about a 401.
+fn login_hint(url: &str) -> String {
+    format!(
+        "hint: log in with `kohakuriver login --server {url} --token-file FILE`, or pass --token (an admin makes tokens with `kohakuriver token create`)"
+    )
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ impl Columns for Task {
     fn header(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "PHASE", "NODE", "CPUS", "GPUS", "AGE"];
         if wide {
-            h.extend(["IMAGE", "ALLOCATION", "REASON", "COMMAND"]);
+            h.extend(["OWNER", "IMAGE", "ALLOCATION", "REASON", "COMMAND"]);
         }
         h
     }
@@ -33,6 +33,7 @@ impl Columns for Task {
             age(self.metadata.creation_timestamp, now),
         ];
         if wide {
+            row.push(or_dash(self.metadata.owner.as_deref()));
             row.push(task_image(self));
             row.push(
                 self.status
@@ -158,13 +159,17 @@ mod tests {
             t.row(false, now()),
             ["train", "Pending", "-", "4", "2", "90s"]
         );
-        let t = t.bound("n1", "0-3", &[0, 1]);
+        let mut t = t.bound("n1", "0-3", &[0, 1]);
         let wide = t.row(true, now());
         assert_eq!(Task::header(true).len(), wide.len());
         assert_eq!(wide[2], "n1");
-        assert_eq!(wide[6], "<default>");
-        assert_eq!(wide[7], "cpus 0-3 gpus 0,1");
-        assert_eq!(wide[9], "true");
+        assert_eq!(wide[6], "-");
+        assert_eq!(wide[7], "<default>");
+        assert_eq!(wide[8], "cpus 0-3 gpus 0,1");
+        assert_eq!(wide[10], "true");
+        t.metadata.owner = Some("alice".into());
+        assert_eq!(Task::header(true)[6], "OWNER");
+        assert_eq!(t.row(true, now())[6], "alice");
     }
 
     #[test]

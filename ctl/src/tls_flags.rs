@@ -1,6 +1,6 @@
 //! The TLS flags: `--ca` (global: the CLI, the agent and the server), the server's
-//! `--tls-cert`/`--tls-key`/`--tls-self-signed`/`--tls-san`/`--tls-dir` (`server`, `up`),
-//! and the agent's `--tls-cert`/`--tls-key`; and what they turn into.
+//! `--tls-cert`/`--tls-key`/`--tls-self-signed`/`--tls-san` (`server`, `up`), and the
+//! agent's `--tls-cert`/`--tls-key`; and what they turn into.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -40,17 +40,13 @@ pub struct ServerTlsFlags {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Serve HTTPS with a cluster CA and certificates made on first start in --tls-dir and
-    /// kept (names: localhost, 127.0.0.1, the host name, the listen IP, and --tls-san).
+    /// Serve HTTPS with a cluster CA and certificates made on first start in DATA_DIR/tls
+    /// and kept (names: localhost, 127.0.0.1, the host name, the listen IP, and --tls-san).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
     /// A further DNS name or IP for the --tls-self-signed certificates (repeatable).
     #[arg(long = "tls-san", value_name = "NAME", requires = "tls_self_signed")]
     pub tls_san: Vec<String>,
-    /// Where --tls-self-signed keeps the CA and certificates [default: tls/ beside the
-    /// database for `server`, <data-dir>/tls for `up`]
-    #[arg(long, value_name = "DIR", requires = "tls_self_signed")]
-    pub tls_dir: Option<PathBuf>,
 }
 
 /// What the server flags came to.
@@ -61,24 +57,34 @@ pub struct ServerTlsSetup {
     /// The cluster CA (made, or from `--ca`): served at `/cacerts`, trusted by the log proxy
     /// and by the in-process controllers and agent.
     pub ca_pem: Option<Vec<u8>>,
+    /// The file `ca_pem` was read from, for this machine's CLI config.
+    pub ca_file: Option<PathBuf>,
     /// Where `--tls-self-signed` keeps its files.
     pub dir: Option<PathBuf>,
 }
 
+impl ServerTlsSetup {
+    /// The `ca_fingerprint` the server tells with node and join credentials.
+    pub fn fingerprint(&self) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .ca_pem
+            .as_deref()
+            .map(kohakuriver_tls::fingerprint)
+            .transpose()?)
+    }
+}
+
 impl ServerTlsFlags {
-    /// Loads or makes the certificates. `default_dir` is used by `--tls-self-signed` without
-    /// `--tls-dir`; `ca_pem` is `--ca`.
+    /// Loads or makes the certificates; `--tls-self-signed` keeps them in `dir`. `ca` is
+    /// `--ca`: the cluster CA when the certificate is the operator's own.
     pub fn setup(
         &self,
         listen: SocketAddr,
-        default_dir: &Path,
-        ca_pem: Option<Vec<u8>>,
+        dir: &Path,
+        ca: &CaFlag,
     ) -> anyhow::Result<ServerTlsSetup> {
         if self.tls_self_signed {
-            let dir = self
-                .tls_dir
-                .clone()
-                .unwrap_or_else(|| default_dir.to_path_buf());
+            let dir = dir.to_path_buf();
             let names =
                 self_signed_names(listen.ip(), &crate::cmd::daemon::host_name(), &self.tls_san);
             let made = kohakuriver_tls::self_signed(&dir, &names)
@@ -93,6 +99,7 @@ impl ServerTlsFlags {
             return Ok(ServerTlsSetup {
                 tls: Some(tls),
                 ca_pem: Some(made.ca_pem),
+                ca_file: Some(dir.join("ca.pem")),
                 dir: Some(dir),
             });
         }
@@ -102,7 +109,8 @@ impl ServerTlsFlags {
         };
         Ok(ServerTlsSetup {
             tls,
-            ca_pem,
+            ca_pem: ca.read()?,
+            ca_file: ca.ca.clone(),
             dir: None,
         })
     }

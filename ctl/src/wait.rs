@@ -37,13 +37,14 @@ pub async fn until_deleted<R: Resource>(
         .with_context(|| format!("while waiting for {}/{name} to be deleted", R::SINGULAR))
 }
 
-/// Parses a duration such as `60s`, `2m`, `1h30m`, `500ms` or a plain number of seconds.
+/// Parses a duration such as `60s`, `2m`, `1h30m`, `30d`, `500ms` or a plain number of
+/// seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let bad = || format!("invalid duration {text:?}; write e.g. 30s, 5m, 1h30m or 500ms");
+    let bad = || format!("invalid duration {text:?}; write e.g. 30s, 5m, 1h30m, 30d or 500ms");
     let mut total = Duration::ZERO;
     let mut rest = text;
     if rest.is_empty() {
@@ -64,6 +65,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value * 60),
             "h" => Duration::from_secs(value * 3600),
+            "d" => Duration::from_secs(value * 86_400),
             _ => return Err(bad()),
         };
         total += unit;
@@ -92,6 +94,7 @@ mod tests {
         ok("2m", 120_000);
         ok("1h30m", 5_400_000);
         ok("500ms", 500);
+        ok("30d", 30 * 86_400_000);
         for bad in ["", "s", "5x", "1.5s", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -3,17 +3,37 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use kohakuriver_api::{Identity, Role};
 use tokio_util::sync::CancellationToken;
 
-/// An API server on 127.0.0.1:0 in its own runtime thread; stops when dropped.
+/// An API server on 127.0.0.1:0 in its own runtime thread, with authentication on and
+/// static tokens for an admin (the CLI's default here) and the users alice and bob; stops
+/// when dropped.
 struct Server {
     url: String,
+    admin: String,
+    alice: String,
+    bob: String,
+    /// Holds the CLI config of this server's CLI runs (none unless a test writes one).
+    home: tempfile::TempDir,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Fixed user tokens, the same on every test server, so a test can tell whether a token
+/// was sent to a server at all.
+const ALICE: &str = "krv_alice000_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const BOB: &str = "krv_bob00000_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
 impl Server {
     fn start() -> Server {
+        let admin = kohakuriver_apiserver::generate_token();
+        let mut config = kohakuriver_apiserver::Config::default();
+        config.auth.static_tokens = vec![
+            (admin.clone(), Identity::new("admin", Role::Admin)),
+            (ALICE.to_string(), Identity::new("alice", Role::User)),
+            (BOB.to_string(), Identity::new("bob", Role::User)),
+        ];
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let token = shutdown.clone();
@@ -26,7 +46,7 @@ impl Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                kohakuriver_apiserver::serve(listener, Default::default(), token)
+                kohakuriver_apiserver::serve(listener, config, token)
                     .await
                     .unwrap();
             });
@@ -34,18 +54,43 @@ impl Server {
         let addr = rx.recv().expect("server thread started");
         Server {
             url: format!("http://{addr}"),
+            admin,
+            alice: ALICE.to_string(),
+            bob: BOB.to_string(),
+            home: tempfile::tempdir().unwrap(),
             shutdown,
             thread: Some(thread),
         }
     }
 
-    /// The binary, pointed at this server.
+    /// The binary, pointed at this server, as its admin.
     fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("kohakuriver").unwrap();
-        cmd.arg("--server").arg(&self.url);
-        cmd.env_remove("KOHAKURIVER_HOST")
-            .env_remove("KOHAKURIVER_PORT");
+        let mut cmd = self.bare();
+        cmd.arg("--server")
+            .arg(&self.url)
+            .env("KOHAKURIVER_TOKEN", &self.admin);
         cmd
+    }
+
+    /// The binary with no server and no token given, and this server's CLI config path.
+    fn bare(&self) -> Command {
+        let mut cmd = bin();
+        cmd.env("KOHAKURIVER_CONFIG", self.config_path());
+        cmd
+    }
+
+    /// The CLI config of this server's CLI runs.
+    fn config_path(&self) -> PathBuf {
+        self.home.path().join("kohakuriver").join("config")
+    }
+
+    /// A client for this server, as admin.
+    fn client(&self) -> kohakuriver_client::Client {
+        let options = kohakuriver_client::ClientOptions {
+            token: Some(self.admin.clone()),
+            ca_pem: None,
+        };
+        kohakuriver_client::Client::with_options(&self.url, options).unwrap()
     }
 
     /// Runs the binary with `args`; returns (exit code, stdout, stderr).
@@ -61,6 +106,25 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// The binary in an environment cleaned of the runner's KohakuRiver settings, with a CLI
+/// config path that does not exist (never the user's own).
+fn bin() -> Command {
+    let mut cmd = Command::cargo_bin("kohakuriver").unwrap();
+    for var in [
+        "KOHAKURIVER_HOST",
+        "KOHAKURIVER_PORT",
+        "KOHAKURIVER_TOKEN",
+        "KOHAKURIVER_CA",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env(
+        "KOHAKURIVER_CONFIG",
+        std::env::temp_dir().join("kohakuriver-cli-tests-no-config/config"),
+    );
+    cmd
 }
 
 fn output(cmd: &mut Command) -> (i32, String, String) {
@@ -314,23 +378,18 @@ fn unreachable_server_is_one_clear_line() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let (code, out, err) = output(
-        Command::cargo_bin("kohakuriver")
-            .unwrap()
-            .args(["get", "tasks", "--server", &url]),
-    );
+    let (code, out, err) = output(bin().args(["get", "tasks", "--server", &url]));
     assert_eq!(code, 1);
     assert_eq!(out, "");
     assert_eq!(
         err,
         format!(
-            "error: cannot reach the KohakuRiver server at {url} (connection refused); start one with `kohakuriver server` or set --server\n"
+            "error: cannot reach the KohakuRiver server at {url} (connection refused); start one with `kohakuriver up` (this machine) or `kohakuriver server`, or set --server\n"
         )
     );
     // The environment names the server when --server is not given.
     let (code, _, err) = output(
-        Command::cargo_bin("kohakuriver")
-            .unwrap()
+        bin()
             .env("KOHAKURIVER_HOST", "127.0.0.1")
             .env("KOHAKURIVER_PORT", port.to_string())
             .args(["get", "nodes"]),
@@ -339,13 +398,7 @@ fn unreachable_server_is_one_clear_line() {
     assert!(err.contains(&url), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
-    let (code, _, err) = output(Command::cargo_bin("kohakuriver").unwrap().args([
-        "diff",
-        "-f",
-        s(&f),
-        "--server",
-        &url,
-    ]));
+    let (code, _, err) = output(bin().args(["diff", "-f", s(&f), "--server", &url]));
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -376,15 +429,19 @@ fn force_replaces_a_scheduled_task_once_its_container_is_gone() {
     use kohakuriver_api::Task;
     let server = Server::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tasks = kohakuriver_client::Client::new(&server.url)
-        .unwrap()
-        .api::<Task>();
+    let tasks = server.client().api::<Task>();
     let dir = tempfile::tempdir().unwrap();
     let f = write(dir.path(), "a.yaml", &task_yaml("a", 1, ""));
     server.run(&["apply", "-f", s(&f)]);
     // Bind it to a node, as the scheduler would; the server then adds the container finalizer.
-    rt.block_on(tasks.patch_status("a", &serde_json::json!({"status": {"node": "n1"}})))
-        .unwrap();
+    let nodes = server.client().api::<kohakuriver_api::Node>();
+    let node = kohakuriver_api::Node::test("n1").cores(4);
+    rt.block_on(nodes.create(&node)).unwrap();
+    rt.block_on(nodes.replace_status(&node)).unwrap();
+    let binding = serde_json::json!({"status": {
+        "phase": "Assigned", "node": "n1", "allocation": {"cpus": "0"}
+    }});
+    rt.block_on(tasks.patch_status("a", &binding)).unwrap();
     let old_uid = rt.block_on(tasks.get("a")).unwrap().metadata.uid;
 
     write(dir.path(), "a.yaml", &task_yaml("a", 4, ""));
@@ -397,6 +454,8 @@ fn force_replaces_a_scheduled_task_once_its_container_is_gone() {
 
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kohakuriver"))
         .args(["--server", &server.url, "apply", "--force", "-f", s(&f)])
+        .env("KOHAKURIVER_TOKEN", &server.admin)
+        .env("KOHAKURIVER_CONFIG", server.config_path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -432,4 +491,177 @@ fn force_replaces_a_scheduled_task_once_its_container_is_gone() {
     let fresh = rt.block_on(tasks.get("a")).unwrap();
     assert_eq!(fresh.spec.resources.cpu, 4);
     assert_ne!(fresh.metadata.uid, old_uid);
+}
+
+#[test]
+fn login_saves_a_private_config_whose_token_goes_only_to_its_server() {
+    let a = Server::start();
+    let b = Server::start();
+    let token_file = write(a.home.path(), "alice.token", &format!("{}\n", a.alice));
+    let (code, out, err) =
+        output(
+            a.bare()
+                .args(["login", "--server", &a.url, "--token-file", s(&token_file)]),
+        );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("logged in to {} as user \"alice\"", a.url)),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(a.config_path()).unwrap();
+    assert!(
+        config.contains(&a.url) && config.contains(ALICE),
+        "{config}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(a.config_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // No flags: the config's server and token.
+    let (code, out, err) = output(a.bare().arg("whoami"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("name:    alice\nrole:    user\n"), "{out}");
+    assert!(out.contains("submit tasks"), "{out}");
+
+    // Another server never gets the saved token, though it would accept it there.
+    let (code, _, err) = output(a.bare().args(["whoami", "--server", &b.url]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401") || err.contains("token"), "{err}");
+    assert!(
+        err.contains(&format!("kohakuriver login --server {}", b.url)),
+        "{err}"
+    );
+    // Given explicitly, it is sent.
+    let (code, out, _) = output(
+        a.bare()
+            .args(["whoami", "--server", &b.url, "--token", ALICE]),
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("alice"), "{out}");
+
+    // A token the server does not know is refused at login, and nothing is saved.
+    let bad = write(
+        a.home.path(),
+        "bad.token",
+        "krv_nobody00_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    );
+    let (code, _, err) =
+        output(
+            b.bare()
+                .args(["login", "--server", &b.url, "--token-file", s(&bad)]),
+        );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot log in to {}", b.url)),
+        "{err}"
+    );
+    assert!(!b.config_path().exists());
+}
+
+#[test]
+fn refusals_print_the_servers_message_and_a_401_says_how_to_log_in() {
+    let server = Server::start();
+    // No token at all.
+    let (code, out, err) = output(
+        server
+            .bare()
+            .args(["--server", &server.url, "get", "tasks"]),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert!(
+        err.contains(&format!(
+            "hint: log in with `kohakuriver login --server {} --token-file FILE`, or pass --token",
+            server.url
+        )),
+        "{err}"
+    );
+    // A 403 is the server's sentence naming the identity and what it may not do.
+    let (code, _, err) = output(server.bare().args([
+        "--server",
+        &server.url,
+        "--token",
+        &server.bob,
+        "token",
+        "list",
+    ]));
+    assert_eq!(code, 1);
+    assert!(err.contains("\"bob\"") && err.contains("token"), "{err}");
+    assert!(!err.contains("hint: log in"), "{err}");
+}
+
+#[test]
+fn tokens_are_created_listed_without_secrets_and_revoked() {
+    let server = Server::start();
+    let (code, out, err) = server.run(&[
+        "token", "create", "--name", "carol", "--role", "viewer", "--ttl", "30d",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let carol = out.trim().to_string();
+    assert_eq!(out, format!("{carol}\n"));
+    assert!(carol.starts_with("krv_"), "{out}");
+    let (code, out, _) = server.run(&["--token", &carol, "whoami"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("name:    carol\nrole:    viewer\n"), "{out}");
+
+    let (code, out, err) = server.run(&["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("ID ") && out.contains("LAST USED") && out.contains("USES LEFT"),
+        "{out}"
+    );
+    assert!(out.contains("carol") && out.contains("viewer"), "{out}");
+    let secret = &carol[carol.rfind('_').unwrap() + 1..];
+    assert!(!out.contains(secret), "token list shows a secret: {out}");
+
+    let (code, out, err) = server.run(&["token", "revoke", "carol"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    let (code, _, err) = server.run(&["--token", &carol, "get", "tasks"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("hint: log in"), "{err}");
+
+    // --uses belongs to join tokens only.
+    let (code, _, err) = server.run(&[
+        "token", "create", "--name", "x", "--role", "user", "--uses", "2",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--uses"), "{err}");
+}
+
+#[test]
+fn owners_show_in_wide_tables_and_task_list_mine() {
+    let server = Server::start();
+    for (token, name) in [(&server.alice, "from-alice"), (&server.bob, "from-bob")] {
+        let (code, _, err) = server.run(&[
+            "--token", token, "task", "submit", "--name", name, "--", "echo", "hi",
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (_, out, _) = server.run(&["get", "tasks", "-o", "wide"]);
+    assert!(out.lines().next().unwrap().contains("OWNER"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("from-alice") && l.contains(" alice ")),
+        "{out}"
+    );
+    let (_, out, _) = server.run(&["describe", "task", "from-bob"]);
+    assert!(out.contains("Owner:          bob\n"), "{out}");
+    let (code, out, err) = server.run(&[
+        "--token",
+        &server.alice,
+        "task",
+        "list",
+        "--mine",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "task/from-alice\n");
 }

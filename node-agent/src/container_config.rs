@@ -39,6 +39,10 @@ pub struct AgentSettings {
     /// NUMA memory nodes the kernel really has. `cpuset_mems` is set only for these, so a
     /// faked topology (tests) never asks Docker for a memory node that does not exist.
     pub memory_nodes: CpuSet,
+    /// True when `<shared_dir>/kohakuriver-containers` exists on the host (the shell looks):
+    /// it is then bound read-only over the read-write `/shared`, so no task can replace an
+    /// environment tarball that other tasks will load.
+    pub protect_environments: bool,
 }
 
 /// Where a container's image comes from.
@@ -194,6 +198,13 @@ pub fn container_config(
     let mut binds = Vec::new();
     if let Some(shared) = &agent.shared_dir {
         binds.push(format!("{}:{SHARED_MOUNT}", shared.display()));
+        if agent.protect_environments {
+            // Docker mounts parents before children, so this covers the shared one.
+            binds.push(format!(
+                "{}:{SHARED_MOUNT}/{ENVIRONMENTS_DIR}:ro",
+                shared.join(ENVIRONMENTS_DIR).display()
+            ));
+        }
     }
     binds.extend(spec.mounts.iter().cloned());
 
@@ -307,6 +318,7 @@ mod tests {
             shared_dir: None,
             default_image: Some("default:1".into()),
             memory_nodes: CpuSet::parse("0-1").unwrap(),
+            protect_environments: false,
         }
     }
 
@@ -395,6 +407,36 @@ mod tests {
             check(&t, &alloc(""), &agent()).binds,
             vec!["/data:/data", "/models:/models:ro"]
         );
+    }
+
+    #[test]
+    fn environments_dir_is_read_only_over_the_shared_dir() {
+        let mut shared = agent();
+        shared.shared_dir = Some("/s".into());
+        shared.protect_environments = true;
+        let mut t = task();
+        t.spec.mounts = vec!["/data:/data".into()];
+        let spec = check(&t, &alloc(""), &shared);
+        assert_eq!(
+            spec.binds,
+            vec![
+                "/s:/shared",
+                "/s/kohakuriver-containers:/shared/kohakuriver-containers:ro",
+                "/data:/data"
+            ]
+        );
+        let (_, body) = spec.to_bollard();
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        assert_eq!(
+            mounts[1].target.as_deref(),
+            Some("/shared/kohakuriver-containers")
+        );
+        assert_eq!(mounts[1].read_only, Some(true));
+        assert_eq!(mounts[0].read_only, Some(false));
+        // Without shared storage the flag means nothing.
+        let mut alone = agent();
+        alone.protect_environments = true;
+        assert_eq!(check(&t, &alloc(""), &alone).binds, vec!["/data:/data"]);
     }
 
     #[test]

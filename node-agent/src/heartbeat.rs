@@ -3,16 +3,18 @@
 //! The agent creates its Node when missing, then writes the whole status (capacity, NUMA
 //! topology, GPUs, endpoint address, versions) plus usage figures and the `Ready` condition
 //! through the status subresource at every heartbeat. Writing everything each time makes a
-//! heartbeat also repair a Node that was deleted or edited meanwhile.
+//! heartbeat also repair a Node that was deleted or edited meanwhile. The same loop asks for
+//! the agent secret again every minute.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kohakuriver_api::{Node, NodeResources, NodeStatus, NodeUsage};
 use kohakuriver_client::Api;
 use tokio_util::sync::CancellationToken;
 
+use crate::credential::SecretRefresher;
 use crate::discovery::{Topology, meminfo_field};
 use crate::gpu::GpuInventory;
 
@@ -129,16 +131,21 @@ pub(crate) async fn beat(
     Ok(())
 }
 
+/// How often the agent secret is asked for again.
+const SECRET_REFRESH: Duration = Duration::from_secs(60);
+
 /// Heartbeats every `interval` until shutdown. `running` counts the tasks running now.
 pub(crate) async fn run(
     nodes: Api<Node>,
     facts: NodeFacts,
     interval: Duration,
     running: impl Fn() -> u32,
+    secret: SecretRefresher,
     shutdown: CancellationToken,
 ) {
     let mut cpu = CpuSampler::default();
     cpu.sample(&facts.procfs_root);
+    let mut secret_fetched = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -151,6 +158,10 @@ pub(crate) async fn run(
         };
         if let Err(err) = beat(&nodes, &facts, usage).await {
             tracing::warn!(error = %err, "heartbeat failed");
+        }
+        if secret_fetched.elapsed() >= SECRET_REFRESH {
+            secret.refresh().await;
+            secret_fetched = Instant::now();
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use crate::container_config::{ImageSource, environment_image};
 use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::tarball_tags;
 
 /// Ensures images, one at a time per image.
 #[derive(Clone)]
@@ -45,6 +46,29 @@ pub fn find_tarball(dir: &Path, name: &str) -> Option<(PathBuf, SystemTime)> {
         })
         .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
         .max_by_key(|(_, mtime)| *mtime)
+}
+
+/// Reads the names `tarball` would tag and refuses it unless they are environment `name`'s
+/// own image (see [`crate::tarball_tags`]).
+async fn check_tarball(tarball: &Path, name: &str, image: &str) -> Result<(), RuntimeError> {
+    let path = tarball.to_path_buf();
+    let tags = tokio::task::spawn_blocking(move || {
+        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
+        tarball_tags::read_tags(file)
+    })
+    .await
+    .map_err(|e| RuntimeError::Engine(format!("tarball check failed: {e}")))?;
+    let refused = match tags {
+        Ok(tags) => tarball_tags::check_tags(name, &tags).err(),
+        Err(err) => Some(err.to_string()),
+    };
+    match refused {
+        None => Ok(()),
+        Some(why) => Err(RuntimeError::ImageRejected {
+            image: image.to_string(),
+            message: format!("tarball {}: {why}", tarball.display()),
+        }),
+    }
 }
 
 impl ImageEnsurer {
@@ -120,6 +144,7 @@ impl ImageEnsurer {
                 if local.is_some() && (already_loaded || !local_is_older) {
                     return Ok(());
                 }
+                check_tarball(&tarball, name, &image).await?;
                 tracing::info!(image = %image, tarball = %tarball.display(), "loading environment tarball");
                 self.runtime.load(&tarball).await?;
                 if self.runtime.image(&image).await?.is_none() {
@@ -140,6 +165,7 @@ impl ImageEnsurer {
 mod tests {
     use super::*;
     use crate::fake_runtime::{Call, FakeRuntime};
+    use crate::tarball_tags::build::image_tar;
 
     #[test]
     fn newest_tarball_wins() {
@@ -180,7 +206,7 @@ mod tests {
         let shared = tempfile::tempdir().unwrap();
         let markers = tempfile::tempdir().unwrap();
         let tar = shared.path().join("torch.tar");
-        std::fs::write(&tar, "x").unwrap();
+        std::fs::write(&tar, image_tar(&["kohakuriver/torch:base"])).unwrap();
         fake.on_load(&tar, "kohakuriver/torch:base");
         let e = ImageEnsurer::new(Arc::new(fake.clone()), markers.path().into());
         let source = ImageSource::Environment {
@@ -195,6 +221,33 @@ mod tests {
             .filter(|c| matches!(c, Call::Load(_)))
             .count();
         assert_eq!(loads, 1);
+    }
+
+    #[tokio::test]
+    async fn a_tarball_tagging_other_images_is_never_loaded() {
+        let fake = FakeRuntime::new();
+        let shared = tempfile::tempdir().unwrap();
+        let markers = tempfile::tempdir().unwrap();
+        let tar = shared.path().join("torch.tar");
+        std::fs::write(&tar, image_tar(&["kohakuriver/torch:base", "ubuntu:22.04"])).unwrap();
+        fake.on_load(&tar, "kohakuriver/torch:base");
+        let e = ImageEnsurer::new(Arc::new(fake.clone()), markers.path().into());
+        let source = ImageSource::Environment {
+            name: "torch".into(),
+            tarball_dir: Some(shared.path().into()),
+        };
+        let err = e.ensure(&source).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::ImageRejected { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("ubuntu:22.04"), "{text}");
+        assert!(text.contains("torch.tar"), "{text}");
+        assert!(!fake.calls().iter().any(|c| matches!(c, Call::Load(_))));
+
+        // Not a tar at all: refused too, before docker sees it.
+        std::fs::write(&tar, "x".repeat(600)).unwrap();
+        let err = e.ensure(&source).await.unwrap_err();
+        assert!(err.to_string().contains("not a tar archive"), "{err}");
+        assert!(!fake.calls().iter().any(|c| matches!(c, Call::Load(_))));
     }
 
     #[tokio::test]

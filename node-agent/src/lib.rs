@@ -8,15 +8,20 @@
 //!
 //! Module map: `discovery` (sysfs/procfs), `gpu` (NVML or static list), `container_config`
 //! (pure task → container translation), `runtime` (the engine trait), `docker` (bollard),
-//! `fake_runtime` (recording fake), `image` (present/pull/load), `plan` (pure reconcile
-//! decision), `reconciler` (watch, workers, steps, status reports), `log_capture` (byte-exact
-//! capture), `endpoint` (HTTP), `heartbeat` (Node registration and usage).
+//! `fake_runtime` (recording fake), `image` (present/pull/load), `tarball_tags` (what an
+//! environment tarball would tag), `plan` (pure reconcile decision), `mount_policy` (host
+//! mounts checked on the node), `reconciler` (watch, workers, steps, status reports),
+//! `log_capture` (byte-exact capture), `endpoint` (HTTP, closed by the agent secret),
+//! `credential` (the node credential and the agent secret), `address` (where to listen),
+//! `heartbeat` (Node registration and usage).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
 //! Architecture Invariant: on shutdown the agent stops its loops but leaves containers
 //! running; the next start adopts them.
 
+pub mod address;
 pub mod container_config;
+pub mod credential;
 pub mod discovery;
 pub mod docker;
 pub mod endpoint;
@@ -25,9 +30,11 @@ pub mod gpu;
 mod heartbeat;
 pub mod image;
 pub mod log_capture;
+pub mod mount_policy;
 pub mod plan;
 mod reconciler;
 pub mod runtime;
+pub mod tarball_tags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +46,10 @@ use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::container_config::AgentSettings;
+use crate::credential::{Credential, CredentialError};
+use crate::endpoint::AgentSecret;
 use crate::gpu::{GpuInventory, NvmlInventory, StaticGpuSource, StaticGpus};
+use crate::mount_policy::MountPolicy;
 use crate::runtime::ContainerRuntime;
 
 pub use heartbeat::parse_proc_stat;
@@ -65,7 +75,7 @@ impl std::fmt::Debug for DockerConnection {
 }
 
 /// Everything the agent needs to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The node's name (usually the host name).
     pub name: String,
@@ -76,7 +86,9 @@ pub struct AgentConfig {
     /// Shared storage mounted at `/shared` in every task container; environment tarballs
     /// are read from `<shared_dir>/kohakuriver-containers/NAME.tar`.
     pub shared_dir: Option<PathBuf>,
-    /// Where the agent's HTTP endpoint listens (port 0 picks one).
+    /// Where the agent's HTTP endpoint listens (port 0 picks one). The default is where the
+    /// server can reach it: 127.0.0.1:8001 for a server on loopback, else port 8001 on the
+    /// address this machine uses to reach the server (see [`address::default_listen`]).
     pub listen: SocketAddr,
     /// The endpoint's URL as the server should reach it; default `http://<listen>`, with an
     /// unspecified IP replaced by the address this machine uses to reach the server.
@@ -97,17 +109,54 @@ pub struct AgentConfig {
     pub default_image: Option<String>,
     /// The container engine.
     pub docker: DockerConnection,
+    /// The credential shown to the server (`--token`): a node credential for this node, or
+    /// a join credential exchanged at start for one saved in `<data_dir>/node.token`. None:
+    /// the saved one if any, else none (a server under `--insecure-no-auth`). A trailing
+    /// `@sha256:HEX` is split off into `ca_fingerprint`.
+    pub token: Option<String>,
+    /// SHA-256 (lowercase hex) of the cluster CA a `TOKEN@sha256:HEX` credential carries.
+    /// The agent only carries it: verifying the server's CA against it is the TLS layer's
+    /// job, on its first contact with an `https://` server.
+    pub ca_fingerprint: Option<String>,
+    /// `--allow-mounts`: when set, every host mount's real path must be under one of these.
+    pub allow_mounts: Option<Vec<PathBuf>>,
     /// Serve the endpoint over HTTPS with this certificate (`--tls-cert`/`--tls-key`); the
     /// advertised URL is then `https://`. The server's log proxy trusts the cluster CA, so
     /// the certificate should be signed by it.
     pub tls: Option<kohakuriver_tls::ServerTls>,
-    /// The cluster CA (PEM) the agent verifies an `https://` server with (`--ca`).
+    /// The cluster CA (PEM) the agent verifies an `https://` server with (`--ca`). Without
+    /// it, a credential's CA fingerprint (`ca_fingerprint`, or `@sha256:HEX` on the token or
+    /// on the saved node credential) makes the agent fetch the server's `/cacerts` once,
+    /// keep it only if it has that fingerprint, save it as `<data_dir>/ca.pem`, and verify
+    /// the server with it from then on.
     pub ca_pem: Option<Vec<u8>>,
-    /// The CA fingerprint (lowercase hex SHA-256) of a credential written
-    /// `TOKEN@sha256:HEX`. Without `ca_pem`, the agent fetches the server's `/cacerts` once,
-    /// keeps it only if it has this fingerprint, saves it as `<data_dir>/ca.pem`, and
-    /// verifies the server with it from then on.
-    pub ca_fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("name", &self.name)
+            .field("server_url", &self.server_url)
+            .field("data_dir", &self.data_dir)
+            .field("shared_dir", &self.shared_dir)
+            .field("listen", &self.listen)
+            .field("advertise_url", &self.advertise_url)
+            .field("sysfs_root", &self.sysfs_root)
+            .field("procfs_root", &self.procfs_root)
+            .field("static_gpus", &self.static_gpus)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("resync_interval", &self.resync_interval)
+            .field("kill_grace", &self.kill_grace)
+            .field("default_image", &self.default_image)
+            .field("docker", &self.docker)
+            // Never the token itself.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("allow_mounts", &self.allow_mounts)
+            .field("tls", &self.tls.is_some())
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 impl AgentConfig {
@@ -117,12 +166,13 @@ impl AgentConfig {
         server_url: impl Into<String>,
         data_dir: impl Into<PathBuf>,
     ) -> AgentConfig {
+        let server_url = server_url.into();
         AgentConfig {
             name: name.into(),
-            server_url: server_url.into(),
+            listen: address::default_listen(&server_url),
+            server_url,
             data_dir: data_dir.into(),
             shared_dir: None,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
             advertise_url: None,
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
@@ -132,9 +182,11 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(10),
             default_image: None,
             docker: DockerConnection::LocalDefaults,
+            token: None,
+            ca_fingerprint: None,
+            allow_mounts: None,
             tls: None,
             ca_pem: None,
-            ca_fingerprint: None,
         }
     }
 }
@@ -160,6 +212,9 @@ pub enum Error {
         #[source]
         source: kohakuriver_client::Error,
     },
+    /// No usable credential.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     /// The API server rejected or could not be reached for registration.
     #[error("cannot register node with the server: {0}")]
     Server(#[from] kohakuriver_client::Error),
@@ -180,6 +235,9 @@ pub struct RunningAgent {
     pub local_addr: SocketAddr,
     /// The URL advertised in the Node's status.
     pub advertise_url: String,
+    /// The CA fingerprint of the credential in use (given, or saved by a join), for the
+    /// TLS layer to verify the server against.
+    pub ca_fingerprint: Option<String>,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -224,12 +282,41 @@ pub async fn start(
         source,
     })?;
 
-    // Before any other contact with the server: every request must already be verified.
-    let ca_pem = server_ca(&config, config.ca_fingerprint.as_deref()).await?;
+    let given = config.token.as_deref().map(|raw| {
+        let mut credential = credential::split_credential(raw);
+        credential.ca_fingerprint = credential
+            .ca_fingerprint
+            .or_else(|| config.ca_fingerprint.clone());
+        credential
+    });
+    // The CA, before any other contact with the server, so every request is verified: a
+    // pin comes with the credential given, else with the one saved by an earlier join.
+    let pin = match &given {
+        Some(c) => c.ca_fingerprint.clone(),
+        None => config.ca_fingerprint.clone().or_else(|| {
+            credential::read_saved(&config.data_dir.join(credential::NODE_TOKEN_FILE))
+                .ok()
+                .flatten()
+                .and_then(|c| c.ca_fingerprint)
+        }),
+    };
+    let ca_pem = server_ca(&config, pin.as_deref()).await?;
+    let credential: Option<Credential> = credential::resolve(
+        &config.server_url,
+        ca_pem.as_deref(),
+        &config.name,
+        &config.data_dir,
+        given.as_ref(),
+    )
+    .await?;
+    let ca_fingerprint = credential
+        .as_ref()
+        .and_then(|c| c.ca_fingerprint.clone())
+        .or_else(|| config.ca_fingerprint.clone());
     let client = Client::with_options(
         &config.server_url,
         ClientOptions {
-            token: None,
+            token: credential.map(|c| c.token),
             ca_pem,
         },
     )?;
@@ -240,6 +327,15 @@ pub async fn start(
         );
     }
     let info = client.info().await?;
+    let secret =
+        AgentSecret::new(credential::fetch_secret(&client, &config.name, info.auth).await?);
+    let mounts = {
+        let prefixes = info.user_mount_prefixes.clone();
+        let allow = config.allow_mounts.clone();
+        tokio::task::spawn_blocking(move || MountPolicy::resolve(&prefixes, allow.as_deref()))
+            .await
+            .unwrap_or_default()
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -258,7 +354,7 @@ pub async fn start(
     };
     let advertise_url = match &config.advertise_url {
         Some(url) => url.clone(),
-        None => advertised(scheme, local_addr, &config.server_url).await,
+        None => address::advertised(scheme, local_addr, &config.server_url),
     };
 
     // The real kernel's memory nodes, whatever sysfs root discovery used: a faked NUMA
@@ -272,6 +368,8 @@ pub async fn start(
         shared_dir: config.shared_dir.clone(),
         default_image: info.default_image.clone().or(config.default_image.clone()),
         memory_nodes,
+        // Looked at again before every container is made (see the reconciler).
+        protect_environments: false,
     };
 
     let facts = heartbeat::NodeFacts {
@@ -292,6 +390,7 @@ pub async fn start(
         image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images")),
         log_capture::LogStore::new(&logs_dir),
         settings,
+        mounts,
         config.kill_grace,
         config.resync_interval,
         shutdown.clone(),
@@ -299,7 +398,13 @@ pub async fn start(
     let router = endpoint::router(endpoint::EndpointState {
         logs: log_capture::LogStore::new(&logs_dir),
         shutdown: shutdown.clone(),
+        secret: secret.clone(),
     });
+    let refresher = credential::SecretRefresher {
+        client: client.clone(),
+        node: config.name.clone(),
+        secret,
+    };
 
     tracing::info!(node = %config.name, endpoint = %advertise_url, "agent started");
     let join = tokio::spawn({
@@ -307,12 +412,14 @@ pub async fn start(
         let interval = config.heartbeat_interval;
         async move {
             let counter = reconciler.clone();
+            // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
             let serve = kohakuriver_tls::serve(listener, router, config.tls, shutdown.clone());
             let beats = heartbeat::run(
                 nodes,
                 facts,
                 interval,
                 move || counter.active_tasks(),
+                refresher,
                 shutdown.clone(),
             );
             let (served, _, _) = tokio::join!(serve, beats, reconciler.run());
@@ -325,6 +432,7 @@ pub async fn start(
     Ok(RunningAgent {
         local_addr,
         advertise_url,
+        ca_fingerprint,
         join,
     })
 }
@@ -369,27 +477,4 @@ async fn pinned_ca(config: &AgentConfig, fingerprint: &str) -> Result<Vec<u8>, E
         })?;
     tracing::info!(path = %path.display(), "verified the server's CA against the credential's fingerprint and saved it");
     Ok(pem)
-}
-
-/// The endpoint URL for `addr`; an unspecified IP is replaced by the local address used to
-/// reach the server.
-async fn advertised(scheme: &str, addr: SocketAddr, server_url: &str) -> String {
-    if !addr.ip().is_unspecified() {
-        return format!("{scheme}://{addr}");
-    }
-    let host_port = server_url
-        .split_once("://")
-        .map_or(server_url, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:8000")
-        .to_string();
-    let ip = async {
-        let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
-        socket.connect(&host_port).await.ok()?;
-        Some(socket.local_addr().ok()?.ip())
-    }
-    .await
-    .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }

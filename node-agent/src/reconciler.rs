@@ -20,9 +20,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::container_config::{AgentSettings, ConfigError, container_config, container_name};
+use crate::container_config::{
+    AgentSettings, ConfigError, ENVIRONMENTS_DIR, container_config, container_name,
+};
 use crate::image::ImageEnsurer;
 use crate::log_capture::{Captures, LogStore};
+use crate::mount_policy::{MountPolicy, check_mount, with_real_path};
 use crate::plan::{Step, plan};
 use crate::runtime::{ContainerRuntime, ContainerState, ContainerStatus, RuntimeError};
 
@@ -49,6 +52,7 @@ pub(crate) struct Reconciler {
     pub logs: LogStore,
     pub captures: Captures,
     pub settings: Arc<AgentSettings>,
+    pub mounts: Arc<MountPolicy>,
     pub kill_grace: Duration,
     pub requeue: Duration,
     pub shutdown: CancellationToken,
@@ -77,6 +81,7 @@ impl Reconciler {
         images: ImageEnsurer,
         logs: LogStore,
         settings: AgentSettings,
+        mounts: MountPolicy,
         kill_grace: Duration,
         requeue: Duration,
         shutdown: CancellationToken,
@@ -89,6 +94,7 @@ impl Reconciler {
             logs,
             captures,
             settings: Arc::new(settings),
+            mounts: Arc::new(mounts),
             kill_grace,
             requeue,
             shutdown,
@@ -295,7 +301,8 @@ impl Reconciler {
         match step {
             Step::Create => {
                 let allocation = task.status.allocation.clone().unwrap_or_default();
-                let spec = match container_config(task, &allocation, &self.settings) {
+                let settings = self.settings_now().await;
+                let mut spec = match container_config(task, &allocation, &settings) {
                     Ok(spec) => spec,
                     Err(err) => {
                         let reason = match err {
@@ -306,6 +313,20 @@ impl Reconciler {
                         return Ok(StepResult::Gone);
                     }
                 };
+                match self.checked_mounts(&task.spec.mounts).await {
+                    Ok(real) => {
+                        for bind in spec.binds.iter_mut() {
+                            if let Some(r) = real.iter().find(|(m, _)| m == bind) {
+                                *bind = r.1.clone();
+                            }
+                        }
+                    }
+                    Err(message) => {
+                        self.report_failure(task, "MountNotAllowed", &message)
+                            .await?;
+                        return Ok(StepResult::Gone);
+                    }
+                }
                 if let Err(err) = self.images.ensure(&spec.image).await {
                     return match err {
                         RuntimeError::ImageNotFound { .. } => {
@@ -315,6 +336,11 @@ impl Reconciler {
                         }
                         RuntimeError::ImagePullFailed { .. } => {
                             self.report_failure(task, "ImagePullFailed", &err.to_string())
+                                .await?;
+                            Ok(StepResult::Gone)
+                        }
+                        RuntimeError::ImageRejected { .. } => {
+                            self.report_failure(task, "ImageRejected", &err.to_string())
                                 .await?;
                             Ok(StepResult::Gone)
                         }
@@ -563,6 +589,43 @@ impl Reconciler {
     }
 
     /// Reports a terminal failure before (or without) a container, and closes the logs.
+    /// The settings for a container made now: whether the environments directory exists
+    /// is looked at each time, since it may be made after the agent started.
+    async fn settings_now(&self) -> AgentSettings {
+        let mut settings = (*self.settings).clone();
+        if let Some(shared) = settings.shared_dir.clone() {
+            let dir = shared.join(ENVIRONMENTS_DIR);
+            settings.protect_environments = tokio::task::spawn_blocking(move || dir.is_dir())
+                .await
+                .unwrap_or(false);
+        }
+        settings
+    }
+
+    /// Checks every host mount against the mount policy with its real path resolved on this
+    /// machine; each mount paired with the same mount naming its real path, or the first
+    /// refusal.
+    async fn checked_mounts(&self, mounts: &[String]) -> Result<Vec<(String, String)>, String> {
+        if mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mounts = mounts.to_vec();
+        let policy = self.mounts.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut checked = Vec::new();
+            for mount in mounts {
+                let host = kohakuriver_api::auth::mount_host_path(&mount);
+                let real = std::fs::canonicalize(host).ok();
+                check_mount(&mount, real.as_deref(), &policy)?;
+                let rewritten = real.map_or_else(|| mount.clone(), |r| with_real_path(&mount, &r));
+                checked.push((mount, rewritten));
+            }
+            Ok(checked)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("cannot check the host mounts: {e}")))
+    }
+
     async fn report_failure(
         &self,
         task: &mut Task,

@@ -37,6 +37,14 @@ pub enum RuntimeError {
         /// The engine's words.
         message: String,
     },
+    /// An environment tarball would tag images other than its own; it is not loaded.
+    #[error("image {image} refused: {message}")]
+    ImageRejected {
+        /// The environment's image reference.
+        image: String,
+        /// Which tarball, and what it tags.
+        message: String,
+    },
     /// A container with this name exists already.
     #[error("container {0} already exists")]
     AlreadyExists(String),

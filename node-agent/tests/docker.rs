@@ -18,6 +18,7 @@ use kohakuriver_node_agent::gpu::StaticGpuSource;
 use kohakuriver_node_agent::runtime::{
     ContainerRuntime, ContainerState, ImageInfo, LogChunk, RuntimeError,
 };
+use kohakuriver_node_agent::tarball_tags;
 use serde_json::json;
 use support::{Cluster, Options, alloc, docker_inspect, wait_until};
 
@@ -509,4 +510,133 @@ async fn fast_writers_are_captured_completely_and_byte_exact() {
     assert!(out == want_out, "mixed stdout is byte-exact");
     assert_eq!(err.len(), want_err.len(), "mixed stderr is complete");
     assert!(err == want_err, "mixed stderr is byte-exact");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_out_of_a_user_mount_prefix_is_refused_before_any_container() {
+    if support::skip_without_docker() {
+        return;
+    }
+    let allowed = tempfile::tempdir().unwrap();
+    std::fs::write(allowed.path().join("data.txt"), "inside\n").unwrap();
+    let escape = allowed.path().join("escape");
+    std::os::unix::fs::symlink("/", &escape).unwrap();
+    let auth = kohakuriver_apiserver::AuthConfig {
+        policy: kohakuriver_api::Policy {
+            user_mount_prefixes: vec![allowed.path().display().to_string()],
+            ..Default::default()
+        },
+        ..kohakuriver_apiserver::AuthConfig::disabled()
+    };
+    let c = Cluster::start(
+        "symlink",
+        Options {
+            server_auth: Some(auth),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bad = support::unique_name("escape");
+    let mut t = sh(&bad, "cat /host/etc/hostname");
+    t.spec.mounts = vec![format!("{}:/host", escape.display())];
+    c.run(t, alloc("0", None)).await;
+    let good = support::unique_name("inside");
+    let mut t = sh(&good, "cat /host/data.txt");
+    t.spec.mounts = vec![format!("{}:/host:ro", allowed.path().display())];
+    let good_task = c.run(t, alloc("0", None)).await;
+
+    let failed = c.wait_phase(&bad, TaskPhase::Failed, T).await;
+    assert_eq!(failed.status.reason.as_deref(), Some("MountNotAllowed"));
+    let message = failed.status.message.unwrap();
+    assert!(message.contains("real path / "), "{message}");
+    assert!(message.contains("symlink"), "{message}");
+    assert!(docker_inspect(&bad).is_none(), "no container for {bad}");
+    assert_eq!(failed.status.container_id, None);
+
+    c.wait_phase(&good, TaskPhase::Succeeded, T).await;
+    let out = std::fs::read_to_string(c.log_file(&good_task, "stdout")).unwrap();
+    assert_eq!(out, "inside\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_cannot_write_the_environment_tarballs() {
+    if support::skip_without_docker() {
+        return;
+    }
+    let c = Cluster::start(
+        "tarballs",
+        Options {
+            shared: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let shared = c.shared_dir.as_ref().unwrap().path().to_path_buf();
+    let envs = shared.join("kohakuriver-containers");
+    std::fs::create_dir(&envs).unwrap();
+    std::fs::write(envs.join("torch.tar"), "original").unwrap();
+    let name = support::unique_name("poison");
+    let script = "echo evil > /shared/kohakuriver-containers/torch.tar || echo refused-replace; \
+                  echo evil > /shared/kohakuriver-containers/new.tar || echo refused-new; \
+                  echo fine > /shared/result.txt && echo wrote-shared";
+    let t = c.run(sh(&name, script), alloc("0", None)).await;
+    c.wait_phase(&name, TaskPhase::Succeeded, T).await;
+    let out = std::fs::read_to_string(c.log_file(&t, "stdout")).unwrap();
+    assert_eq!(out, "refused-replace\nrefused-new\nwrote-shared\n");
+    assert_eq!(
+        std::fs::read_to_string(envs.join("torch.tar")).unwrap(),
+        "original"
+    );
+    assert!(!envs.join("new.tar").exists());
+    assert_eq!(
+        std::fs::read_to_string(shared.join("result.txt")).unwrap(),
+        "fine\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_are_read_from_a_real_docker_save() {
+    if support::skip_without_docker() {
+        return;
+    }
+    let env = support::unique_name("tags");
+    let image = format!("kohakuriver/{env}:base");
+    let other = format!("kohakuriver-extra-{env}:latest");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["tag", support::IMAGE, &image]);
+    run(&["tag", support::IMAGE, &other]);
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.tar");
+    let both = dir.path().join("both.tar");
+    run(&["save", "-o", own.to_str().unwrap(), &image]);
+    run(&["save", "-o", both.to_str().unwrap(), &image, &other]);
+    run(&["rmi", &image, &other]);
+
+    let read = |p: &Path| {
+        let file = std::io::BufReader::new(std::fs::File::open(p).unwrap());
+        let mut tags = tarball_tags::read_tags(file).unwrap();
+        tags.sort();
+        tags
+    };
+    let own_tags = read(&own);
+    assert!(own_tags.iter().all(|t| t.ends_with(&image)), "{own_tags:?}");
+    assert!(!own_tags.is_empty());
+    assert_eq!(tarball_tags::check_tags(&env, &own_tags), Ok(()));
+    let both_tags = read(&both);
+    assert!(
+        both_tags.iter().any(|t| t.ends_with(&other)),
+        "{both_tags:?}"
+    );
+    let refusal = tarball_tags::check_tags(&env, &both_tags).unwrap_err();
+    assert!(refusal.contains(&other), "{refusal}");
 }

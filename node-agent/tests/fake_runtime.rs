@@ -87,3 +87,108 @@ async fn oom_and_vanished_containers_are_failures_not_reruns() {
         .count();
     assert_eq!(creates, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_outside_the_agents_allow_list_fails_the_task_before_any_container() {
+    let fake = FakeRuntime::new();
+    fake.add_image(support::IMAGE);
+    let allowed = tempfile::tempdir().unwrap();
+    let inside = allowed.path().join("data");
+    std::fs::create_dir(&inside).unwrap();
+    let escape = allowed.path().join("escape");
+    std::os::unix::fs::symlink("/", &escape).unwrap();
+    let c = Cluster::start(
+        "fake-mounts",
+        Options {
+            runtime: Some(DockerConnection::Runtime(Arc::new(fake.clone()))),
+            allow_mounts: Some(vec![allowed.path().to_path_buf()]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut bad = Task::test("bad").command(&["x"]);
+    bad.spec.mounts = vec![format!("{}:/m", escape.display())];
+    c.run(bad, alloc("0", None)).await;
+    let mut good = Task::test("good").command(&["x"]);
+    good.spec.mounts = vec![format!("{}:/m:ro", inside.display())];
+    c.run(good, alloc("1", None)).await;
+
+    let failed = c.wait_phase("bad", TaskPhase::Failed, T).await;
+    assert_eq!(failed.status.reason.as_deref(), Some("MountNotAllowed"));
+    let message = failed.status.message.unwrap();
+    assert!(message.contains(&escape.display().to_string()), "{message}");
+    assert!(message.contains("real path / "), "{message}");
+    assert!(message.contains("--allow-mounts"), "{message}");
+    assert!(fake.container("kohakuriver-task-bad").is_none());
+
+    c.wait_phase("good", TaskPhase::Running, T).await;
+    // Docker is handed the checked real path.
+    let spec = fake.spec("kohakuriver-task-good").unwrap();
+    let real = std::fs::canonicalize(&inside).unwrap();
+    assert_eq!(spec.binds, vec![format!("{}:/m:ro", real.display())]);
+    assert!(
+        !fake
+            .calls()
+            .contains(&Call::Create("kohakuriver-task-bad".into())),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tarball_tagging_another_image_fails_the_task_and_is_not_loaded() {
+    let fake = FakeRuntime::new();
+    let c = Cluster::start(
+        "fake-poison",
+        Options {
+            runtime: Some(DockerConnection::Runtime(Arc::new(fake.clone()))),
+            shared: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = c
+        .shared_dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("kohakuriver-containers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("torch.tar");
+    std::fs::write(
+        &tar,
+        tar_tagging(&["kohakuriver/torch:base", "ubuntu:22.04"]),
+    )
+    .unwrap();
+    fake.on_load(&tar, "kohakuriver/torch:base");
+    let mut t = Task::test("poison").command(&["x"]);
+    t.spec.container = Some("torch".into());
+    c.tasks.create(&t).await.unwrap();
+    c.bind("poison", alloc("0", None)).await;
+    let failed = c.wait_phase("poison", TaskPhase::Failed, T).await;
+    assert_eq!(failed.status.reason.as_deref(), Some("ImageRejected"));
+    let message = failed.status.message.unwrap();
+    assert!(message.contains("ubuntu:22.04"), "{message}");
+    assert!(!fake.calls().iter().any(|c| matches!(c, Call::Load(_))));
+    assert!(fake.container("kohakuriver-task-poison").is_none());
+}
+
+/// A minimal `docker save`-shaped tarball: one header and a manifest tagging `tags`.
+fn tar_tagging(tags: &[&str]) -> Vec<u8> {
+    let manifest = serde_json::json!([{ "Config": "c.json", "RepoTags": tags, "Layers": [] }])
+        .to_string()
+        .into_bytes();
+    let mut header = [0u8; 512];
+    header[..13].copy_from_slice(b"manifest.json");
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[124..136].copy_from_slice(format!("{:011o}\0", manifest.len()).as_bytes());
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| *b as u32).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = header.to_vec();
+    out.extend_from_slice(&manifest);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::access::Access;
 use crate::binary::binary;
 use crate::docker::{IMAGE, remove_node_containers};
-use crate::http::{HttpResponse, http_get, https_get};
+use crate::http::{HttpResponse, http_get, http_get_with};
 use crate::process::{Proc, free_port};
 use crate::run::{Run, Stream};
 use crate::wait::{unique_name, wait_until};
@@ -31,6 +32,9 @@ pub struct ServerOptions {
     pub tls_self_signed: bool,
     /// Any further arguments.
     pub extra_args: Vec<String>,
+    /// The IP of `--listen` (default `127.0.0.1`; `0.0.0.0` listens on every address, and
+    /// the tests still reach it on 127.0.0.1).
+    pub listen_ip: String,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +45,7 @@ impl Default for ServerOptions {
             retry_backoff: None,
             tls_self_signed: false,
             extra_args: Vec::new(),
+            listen_ip: "127.0.0.1".to_string(),
         }
     }
 }
@@ -120,15 +125,15 @@ struct Agent {
 }
 
 /// A cluster of real `kohakuriver` processes in a temp dir: a server with its SQLite file and
-/// any number of agents, each with its own node name, data dir and endpoint port; or one
-/// `kohakuriver up` process. Dropping it kills every process and removes the containers of
-/// its nodes; if the test is failing, the daemons' logs are printed first.
+/// any number of agents, each with its own node name, data dir, endpoint port and node
+/// token; or one `kohakuriver up` process. Its daemons and CLI runs share a CLI config in
+/// the temp dir. Dropping it kills every process and removes the containers of its nodes;
+/// if the test is failing, the daemons' logs are printed first.
 pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     url: String,
-    /// The cluster CA file when the server speaks https.
-    ca: Option<PathBuf>,
+    access: Access,
     server_args: Vec<String>,
     server: Option<Proc>,
     /// The node of `up` mode (its agent runs in the server process).
@@ -152,23 +157,23 @@ impl Cluster {
             .tempdir()
             .expect("temp dir");
         let port = free_port();
+        let data_dir = dir.path().join("server");
         let mut server_args = vec![
             "server".to_string(),
             "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
+            format!("{}:{port}", options.listen_ip),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
             "--db".to_string(),
             dir.path().join("kr.db").display().to_string(),
         ];
         server_args.extend(options.args());
-        // `server --tls-self-signed` keeps its CA in tls/ beside the database.
-        let ca = options
-            .tls_self_signed
-            .then(|| dir.path().join("tls").join("ca.pem"));
+        let (url, ca) = base_url(port, options.tls_self_signed, &data_dir);
         let mut cluster = Cluster {
-            url: base_url(port, ca.is_some()),
+            access: Access::new(&url, &dir.path().join("cli-config"), &data_dir).with_ca(ca),
             dir,
             port,
-            ca,
+            url,
             server_args,
             server: None,
             up_node: None,
@@ -194,12 +199,13 @@ impl Cluster {
         let port = free_port();
         let agent_port = free_port();
         let node = unique_name(prefix);
+        let data_dir = dir.path().join("up");
         let mut server_args = vec![
             "up".to_string(),
             "--data-dir".to_string(),
-            dir.path().join("up").display().to_string(),
+            data_dir.display().to_string(),
             "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
+            format!("{}:{port}", server.listen_ip),
             "--agent-listen".to_string(),
             format!("127.0.0.1:{agent_port}"),
             "--name".to_string(),
@@ -207,15 +213,12 @@ impl Cluster {
         ];
         server_args.extend(server.args());
         server_args.extend(agent.args());
-        // `up --tls-self-signed` keeps its CA in <data-dir>/tls.
-        let ca = server
-            .tls_self_signed
-            .then(|| dir.path().join("up").join("tls").join("ca.pem"));
+        let (url, ca) = base_url(port, server.tls_self_signed, &data_dir);
         let mut cluster = Cluster {
-            url: base_url(port, ca.is_some()),
+            access: Access::new(&url, &dir.path().join("cli-config"), &data_dir).with_ca(ca),
             dir,
             port,
-            ca,
+            url,
             server_args,
             server: None,
             up_node: Some(node.clone()),
@@ -234,15 +237,30 @@ impl Cluster {
 
     /// The cluster CA file, when the server speaks https.
     pub fn ca(&self) -> Option<&Path> {
-        self.ca.as_deref()
+        self.access.ca()
     }
 
-    /// `GET url` on the server, over https trusting the cluster CA when there is one.
+    /// `GET url` without a token, over https trusting the cluster CA when there is one.
     pub fn http_get(&self, url: &str) -> std::io::Result<HttpResponse> {
-        match &self.ca {
-            Some(ca) => https_get(url, &std::fs::read(ca)?),
+        match self.ca() {
+            Some(ca) => http_get_with(url, Some(&std::fs::read(ca)?), None),
             None => http_get(url),
         }
+    }
+
+    /// The server, the CLI's environment and the admin token, as a cheap handle.
+    pub fn access(&self) -> Access {
+        self.access.clone()
+    }
+
+    /// The admin token the server wrote into its data dir at its first start.
+    pub fn admin_token(&self) -> String {
+        self.access.admin_token()
+    }
+
+    /// The cluster's CLI config file (`KOHAKURIVER_CONFIG` of its daemons and CLI runs).
+    pub fn config_path(&self) -> &Path {
+        self.access.config_path()
     }
 
     /// The API server port.
@@ -291,12 +309,27 @@ impl Cluster {
             "server.log"
         });
         let start = Instant::now();
-        let mut proc = Proc::spawn("server", binary(), &self.server_args, &log);
+        let mut proc = Proc::spawn_with(
+            "server",
+            binary(),
+            &self.server_args,
+            &log,
+            &self.access.env(),
+        );
         let url = format!("{}/healthz", self.url);
         wait_until(START_TIMEOUT, "the server's /healthz", || {
             proc.assert_running();
             matches!(self.http_get(&url), Ok(r) if r.status == 200)
         });
+        // The server logs this machine's CLI in right after it first answers; commands
+        // run before that would go without a token.
+        if !self.server_args.iter().any(|a| a == "--insecure-no-auth") {
+            let config = self.access.config_path().to_path_buf();
+            wait_until(START_TIMEOUT, "the server's CLI config", || {
+                proc.assert_running();
+                config.is_file()
+            });
+        }
         self.startup = start.elapsed();
         self.server = Some(proc);
         if let Some(node) = self.up_node.clone() {
@@ -304,8 +337,9 @@ impl Cluster {
         }
     }
 
-    /// Starts an agent with a unique node name made from `prefix` and default options;
-    /// returns the node name once the node is Ready.
+    /// Starts an agent with a unique node name made from `prefix` and default options, and a
+    /// node token made through the CLI (`token create --role node`); returns the node name
+    /// once the node is Ready.
     pub fn add_agent(&mut self, prefix: &str) -> String {
         self.add_agent_with(prefix, AgentOptions::default())
     }
@@ -315,10 +349,13 @@ impl Cluster {
         let name = unique_name(prefix);
         let data_dir = self.dir.path().join(format!("agent-{name}"));
         let port = free_port();
+        let token = self.create_token(&name, "node");
         let mut args = vec![
             "agent".to_string(),
             "--server".to_string(),
             self.url.clone(),
+            "--token".to_string(),
+            token,
             "--name".to_string(),
             name.clone(),
             "--data-dir".to_string(),
@@ -326,9 +363,8 @@ impl Cluster {
             "--agent-listen".to_string(),
             format!("127.0.0.1:{port}"),
         ];
-        if let Some(ca) = &self.ca {
-            args.extend(["--ca".to_string(), ca.display().to_string()]);
-        }
+        // No --ca even for an https server: the node token carries the CA's fingerprint
+        // (`TOKEN@sha256:HEX`), so the agent's first contact fetches and checks the CA.
         args.extend(options.args());
         self.agents.push(Agent {
             name: name.clone(),
@@ -383,9 +419,10 @@ impl Cluster {
     pub fn restart_agent(&mut self, name: &str) {
         self.kill_agent(name);
         let log = self.dir.path().join(format!("agent-{name}.log"));
+        let env = self.access.env();
         let slot = self.agent_slot(name);
         let health = format!("http://127.0.0.1:{}/healthz", slot.port);
-        let mut proc = Proc::spawn(&format!("agent {name}"), binary(), &slot.args, &log);
+        let mut proc = Proc::spawn_with(&format!("agent {name}"), binary(), &slot.args, &log, &env);
         wait_until(START_TIMEOUT, &format!("agent {name}'s /healthz"), || {
             proc.assert_running();
             matches!(http_get(&health), Ok(r) if r.status == 200)
@@ -394,28 +431,44 @@ impl Cluster {
         self.wait_node_ready(name, START_TIMEOUT);
     }
 
-    /// Runs `kohakuriver --server URL args…` (90 s timeout).
+    /// Runs `kohakuriver --server URL args…` as the cluster's admin (90 s timeout).
     pub fn kr(&self, args: &[&str]) -> Run {
         self.kr_timeout(args, KR_TIMEOUT)
     }
 
     /// [`Cluster::kr`] with a timeout.
     pub fn kr_timeout(&self, args: &[&str], timeout: Duration) -> Run {
-        Run::exec(binary(), &self.full_args(args), timeout)
+        self.access.kr(args, timeout)
+    }
+
+    /// Runs `kohakuriver args…` with neither `--server` nor `--token`, as a person on the
+    /// cluster's machine types it (the CLI config the server wrote supplies both).
+    pub fn kr_plain(&self, args: &[&str]) -> Run {
+        self.access.kr_plain(args, KR_TIMEOUT)
+    }
+
+    /// Runs `kohakuriver --server URL --token TOKEN args…`: the CLI as another identity.
+    pub fn kr_as(&self, token: &str, args: &[&str]) -> Run {
+        self.access.kr_as(token, args, KR_TIMEOUT)
+    }
+
+    /// `token create --name NAME --role ROLE` as admin; returns the token.
+    #[track_caller]
+    pub fn create_token(&self, name: &str, role: &str) -> String {
+        let run = self.kr(&["token", "create", "--name", name, "--role", role]);
+        run.ok();
+        let token = run.stdout.trim().to_string();
+        assert!(
+            token.starts_with("krv_") && !token.contains(char::is_whitespace),
+            "token create must print the token alone, got {:?}",
+            run.stdout
+        );
+        token
     }
 
     /// Spawns `kohakuriver --server URL args…` and records its output as it comes.
     pub fn stream(&self, args: &[&str]) -> Stream {
-        Stream::spawn(binary(), &self.full_args(args))
-    }
-
-    fn full_args(&self, args: &[&str]) -> Vec<String> {
-        let mut full = vec!["--server".to_string(), self.url.clone()];
-        if let Some(ca) = &self.ca {
-            full.extend(["--ca".to_string(), ca.display().to_string()]);
-        }
-        full.extend(args.iter().map(|s| s.to_string()));
-        full
+        self.access.stream(args)
     }
 
     /// `task submit ARGS`: asserts success and that stdout is exactly the id and a newline;
@@ -435,11 +488,13 @@ impl Cluster {
         id.to_string()
     }
 
-    /// `GET /apis/kohakuriver/v1/{path}` as JSON, `None` on 404.
+    /// `GET /apis/kohakuriver/v1/{path}` as JSON, as admin; `None` on 404.
     pub fn get_json(&self, path: &str) -> Option<Value> {
-        let url = format!("{}/apis/kohakuriver/v1/{path}", self.url);
+        let path = format!("/apis/kohakuriver/v1/{path}");
+        let url = format!("{}{path}", self.url);
         let resp = self
-            .http_get(&url)
+            .access
+            .get(&path)
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         match resp.status {
             200 => Some(resp.json()),
@@ -537,10 +592,17 @@ impl Cluster {
     }
 }
 
-/// The server's base URL on loopback.
-fn base_url(port: u16, https: bool) -> String {
-    let scheme = if https { "https" } else { "http" };
-    format!("{scheme}://127.0.0.1:{port}")
+/// The server's base URL on loopback and, with `--tls-self-signed`, the CA file it makes in
+/// its data dir.
+fn base_url(port: u16, tls: bool, data_dir: &Path) -> (String, Option<PathBuf>) {
+    if tls {
+        (
+            format!("https://127.0.0.1:{port}"),
+            Some(data_dir.join("tls").join("ca.pem")),
+        )
+    } else {
+        (format!("http://127.0.0.1:{port}"), None)
+    }
 }
 
 impl Drop for Cluster {

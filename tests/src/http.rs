@@ -28,16 +28,27 @@ impl HttpResponse {
 /// `GET url` (`http://host:port/path`), with a 10 s timeout. Errors are connection errors
 /// or a malformed answer.
 pub fn http_get(url: &str) -> std::io::Result<HttpResponse> {
-    get(url, None)
+    http_get_with(url, None, None)
+}
+
+/// [`http_get`] with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_auth(url: &str, token: Option<&str>) -> std::io::Result<HttpResponse> {
+    http_get_with(url, None, token)
 }
 
 /// `GET url` (`https://host:port/path`) trusting only the CA in `ca_pem`; otherwise as
 /// [`http_get`].
 pub fn https_get(url: &str, ca_pem: &[u8]) -> std::io::Result<HttpResponse> {
-    get(url, Some(ca_pem))
+    http_get_with(url, Some(ca_pem), None)
 }
 
-fn get(url: &str, ca_pem: Option<&[u8]>) -> std::io::Result<HttpResponse> {
+/// `GET url`: over https trusting only `ca_pem` when it is given, else over http; with
+/// `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_with(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+    token: Option<&str>,
+) -> std::io::Result<HttpResponse> {
     let scheme = if ca_pem.is_some() {
         "https://"
     } else {
@@ -57,8 +68,11 @@ fn get(url: &str, ca_pem: Option<&[u8]>) -> std::io::Result<HttpResponse> {
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n"
     );
     let mut raw = Vec::new();
     match ca_pem {

@@ -17,12 +17,18 @@
 //! assert_eq!(cluster.kr(&["task", "logs", &id]).ok().stdout, "Hello World\n");
 //! ```
 //!
+//! Every cluster has its own CLI config (`KOHAKURIVER_CONFIG` in its temp dir) and data
+//! dirs, so tests never touch the user's `~/.kohakuriver`; the server logs that config in
+//! as admin at its first start, agents get node tokens made through the CLI, and
+//! [`Cluster::kr_as`] runs the CLI as anyone else.
+//!
 //! Every child process is killed and every container of the cluster's nodes removed when
 //! the [`Cluster`] is dropped; on a failing test the daemons' logs are printed.
 //! Processes can be killed with SIGKILL and restarted on the same database, data
 //! directories and ports ([`Cluster::kill_agent`], [`Cluster::restart_agent`],
 //! [`Cluster::kill_server`], [`Cluster::restart_server`]), for fault scenarios.
 
+mod access;
 mod binary;
 mod cluster;
 mod docker;
@@ -31,12 +37,13 @@ mod process;
 mod run;
 mod wait;
 
+pub use access::Access;
 pub use binary::binary;
 pub use cluster::{AgentOptions, Cluster, ServerOptions};
 pub use docker::{
     IMAGE, docker, docker_ready, ensure_image, privileged_containers_work, remove_node_containers,
 };
-pub use http::{HttpResponse, http_get, https_get};
+pub use http::{HttpResponse, http_get, http_get_auth, http_get_with, https_get};
 pub use process::{Proc, free_port};
-pub use run::{Chunks, Run, Stream};
+pub use run::{Chunks, Run, Stream, cli_command};
 pub use wait::{unique_name, wait_for, wait_until};

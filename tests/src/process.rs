@@ -36,6 +36,17 @@ pub struct Proc {
 impl Proc {
     /// Spawns `bin args`; logs are appended so a restart keeps the earlier output.
     pub fn spawn(label: &str, bin: &Path, args: &[String], log: &Path) -> Proc {
+        Proc::spawn_with(label, bin, args, log, &[])
+    }
+
+    /// [`Proc::spawn`] with these environment variables set (see [`crate::run::cli_command`]).
+    pub fn spawn_with(
+        label: &str,
+        bin: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(String, String)],
+    ) -> Proc {
         let stdout_log = log.with_extension("out");
         let append = |p: &Path| {
             File::options()
@@ -44,11 +55,8 @@ impl Proc {
                 .open(p)
                 .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
         };
-        let child = Command::new(bin)
+        let child = crate::run::cli_command(bin, env)
             .args(args)
-            .env_remove("KOHAKURIVER_HOST")
-            .env_remove("KOHAKURIVER_PORT")
-            .env_remove("KOHAKURIVER_DATA_DIR")
             .env(
                 "RUST_LOG",
                 std::env::var("KOHAKURIVER_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -24,8 +24,18 @@ pub struct Run {
 impl Run {
     /// Runs `bin args` and waits up to `timeout`; panics if it takes longer.
     pub fn exec(bin: &Path, args: &[String], timeout: Duration) -> Run {
+        Run::exec_with(bin, args, &[], timeout)
+    }
+
+    /// [`Run::exec`] with these environment variables set (see [`Stream::spawn_with`]).
+    pub fn exec_with(
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Run {
         let start = Instant::now();
-        let mut stream = Stream::spawn(bin, args);
+        let mut stream = Stream::spawn_with(bin, args, env);
         let deadline = start + timeout;
         let code = loop {
             match stream.child.try_wait() {
@@ -122,6 +132,32 @@ impl Run {
     }
 }
 
+/// `bin` with `env` set and the runner's own KohakuRiver settings removed: no inherited
+/// server, token, CA or data dir, and a CLI config that is never the user's
+/// `~/.kohakuriver/config` (a path in the temp dir unless `env` names one).
+pub fn cli_command(bin: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(bin);
+    for var in [
+        "KOHAKURIVER_HOST",
+        "KOHAKURIVER_PORT",
+        "KOHAKURIVER_TOKEN",
+        "KOHAKURIVER_CA",
+        "KOHAKURIVER_DATA_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env(
+        "KOHAKURIVER_CONFIG",
+        std::env::temp_dir()
+            .join("kohakuriver-tests-no-config")
+            .join("config"),
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// Stdout reads of a [`Stream`]: (arrival, bytes).
 pub type Chunks = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
 
@@ -138,10 +174,14 @@ pub struct Stream {
 impl Stream {
     /// Spawns `bin args` with piped stdout/stderr and reader threads.
     pub fn spawn(bin: &Path, args: &[String]) -> Stream {
-        let mut child = Command::new(bin)
+        Stream::spawn_with(bin, args, &[])
+    }
+
+    /// [`Stream::spawn`] with these environment variables set, in an environment cleaned
+    /// of the test runner's KohakuRiver settings (see [`cli_command`]).
+    pub fn spawn_with(bin: &Path, args: &[String], env: &[(String, String)]) -> Stream {
+        let mut child = cli_command(bin, env)
             .args(args)
-            .env_remove("KOHAKURIVER_HOST")
-            .env_remove("KOHAKURIVER_PORT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -208,6 +208,15 @@ fn binary() -> PathBuf {
     bin
 }
 
+/// The server's and the CLI's environment: the CLI config in the server's dir, which the
+/// server fills with its admin token.
+fn cli_env(dir: &Path) -> Vec<(String, String)> {
+    vec![(
+        "KOHAKURIVER_CONFIG".to_string(),
+        dir.join("cli-config").display().to_string(),
+    )]
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -263,8 +272,9 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// `kohakuriver server --listen 127.0.0.1:PORT --db DIR/kr.db [--no-controllers]`, once
-    /// `/healthz` answers.
+    /// `kohakuriver server --listen 127.0.0.1:PORT --data-dir DIR --db DIR/kr.db
+    /// [--no-controllers]`, once `/healthz` answers; every request and CLI run is then the
+    /// admin, whose token the server wrote to `DIR/admin.token`.
     async fn start(controllers: bool) -> Server {
         // reqwest is built without a TLS provider of its own; its clients below need one.
         kohakuriver_tls::install_crypto_provider();
@@ -274,10 +284,12 @@ impl Server {
             let dir = tempfile::tempdir().expect("a temp dir");
             let port = free_port();
             let log = std::fs::File::create(dir.path().join("server.log")).expect("a log file");
-            let mut cmd = std::process::Command::new(&bin);
+            let mut cmd = kohakuriver_tests::cli_command(&bin, &cli_env(dir.path()));
             cmd.arg("server")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(dir.path())
                 .arg("--db")
                 .arg(dir.path().join("kr.db"));
             if !controllers {
@@ -299,7 +311,11 @@ impl Server {
                 dir,
             };
             match server.wait_healthy().await {
-                Ok(()) => return server,
+                Ok(()) => {
+                    server.authenticate();
+                    server.wait_cli_config().await;
+                    return server;
+                }
                 Err(e) => last = e,
             }
         }
@@ -321,6 +337,46 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends the admin token the server wrote on every request from now on.
+    fn authenticate(&mut self) {
+        self.http = self.admin_client().build().expect("an HTTP client");
+        self.fresh = self
+            .admin_client()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client");
+    }
+
+    /// Waits until the server has logged the CLI in (right after it first answers), so
+    /// `cli_apply` runs as the admin.
+    async fn wait_cli_config(&self) {
+        let config = self.dir.path().join("cli-config");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !config.is_file() {
+            assert!(
+                Instant::now() < deadline,
+                "the server wrote no CLI config: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An HTTP client builder that sends the admin token the server wrote.
+    fn admin_client(&self) -> reqwest::ClientBuilder {
+        let file = self.dir.path().join("admin.token");
+        let token = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim())
+                .parse()
+                .expect("a header value"),
+        );
+        reqwest::Client::builder().default_headers(headers)
     }
 
     fn log(&self) -> String {
@@ -420,14 +476,13 @@ impl Server {
 
     /// `kohakuriver apply -f FILE` against this server: exit code, stdout, stderr.
     async fn cli_apply(&self, file: &Path) -> (Option<i32>, String, String) {
-        let out = tokio::process::Command::new(binary())
+        let cmd = kohakuriver_tests::cli_command(&binary(), &cli_env(self.dir.path()));
+        let out = tokio::process::Command::from(cmd)
             .arg("apply")
             .arg("--server")
             .arg(&self.url)
             .arg("-f")
             .arg(file)
-            .env_remove("KOHAKURIVER_HOST")
-            .env_remove("KOHAKURIVER_PORT")
             .stdin(Stdio::null())
             .output()
             .await
@@ -849,7 +904,7 @@ async fn unreadable_bodies_media_types_sizes_paths_and_methods() {
 
     // A client that keeps connections alive (as every HTTP library does) must be able to go
     // on after a 413: the server either reads the body or says `Connection: close`.
-    let keep_alive = reqwest::Client::new();
+    let keep_alive = srv.admin_client().build().expect("an HTTP client");
     let mut problems = Vec::new();
     for (what, body, chunked) in [
         ("one byte over", &over, false),

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use kohakuriver_tests::{
-    AgentOptions, Cluster, Run, ServerOptions, binary, docker, docker_ready, http_get, unique_name,
-    wait_for, wait_until,
+    Access, AgentOptions, Cluster, Run, ServerOptions, docker, docker_ready, unique_name, wait_for,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -111,8 +111,8 @@ fn cpuset(text: &str) -> BTreeSet<u32> {
 }
 
 /// All tasks of the cluster (`GET /tasks`), `None` when the server does not answer.
-fn list_tasks(url: &str) -> Option<Vec<Value>> {
-    let resp = http_get(&format!("{url}/apis/kohakuriver/v1/tasks")).ok()?;
+fn list_tasks(access: &Access) -> Option<Vec<Value>> {
+    let resp = access.get("/apis/kohakuriver/v1/tasks").ok()?;
     if resp.status != 200 {
         return None;
     }
@@ -121,8 +121,9 @@ fn list_tasks(url: &str) -> Option<Vec<Value>> {
 }
 
 /// The task's stdout log through the server (`GET /tasks/{name}/log`).
-fn log_of(url: &str, name: &str) -> String {
-    let resp = http_get(&format!("{url}/apis/kohakuriver/v1/tasks/{name}/log"))
+fn log_of(access: &Access, name: &str) -> String {
+    let resp = access
+        .get(&format!("/apis/kohakuriver/v1/tasks/{name}/log"))
         .unwrap_or_else(|e| panic!("log of {name}: {e}"));
     assert_eq!(resp.status, 200, "log of {name}: {}", resp.text());
     resp.text()
@@ -140,11 +141,10 @@ fn terminal(phase: &str) -> bool {
     matches!(phase, "Succeeded" | "Failed" | "Killed" | "Lost")
 }
 
-/// `kohakuriver --server URL args…` without a `Cluster` borrow (for background threads).
-fn kr_at(url: &str, args: &[&str], timeout: Duration) -> Run {
-    let mut full = vec!["--server".to_string(), url.to_string()];
-    full.extend(args.iter().map(|a| a.to_string()));
-    Run::exec(binary(), &full, timeout)
+/// `kohakuriver --server URL args…` as admin without a `Cluster` borrow (for background
+/// threads).
+fn kr_at(access: &Access, args: &[&str], timeout: Duration) -> Run {
+    access.kr(args, timeout)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ fn s1_many_nodes_many_tasks() {
         let node = c.node(n).unwrap();
         println!("node {n} capacity {}", node["status"]["capacity"]);
     }
-    let url = c.url().to_string();
+    let url = c.access();
 
     // The 200 tasks: (name, submit args, is_gpu, memory).
     const N: usize = 200;
@@ -542,7 +542,7 @@ fn s3_server_killed_mid_burst_and_restarted() {
     let _t = Timer::start("scenario 3 (server kill -9 mid-burst)");
     let mut c = Cluster::start();
     let node = c.add_agent("srvkill");
-    let url = c.url().to_string();
+    let url = c.access();
 
     let long = c.submit(&["-t", &node, "--", "sh", "-c", &counter(80, "0.1", 0)]);
     c.wait_phase(&long, &["Running"], T);

@@ -857,6 +857,11 @@ fn every_command_help_shows_an_example() {
         &["node", "cordon"],
         &["node", "uncordon"],
         &["wait"],
+        &["login"],
+        &["whoami"],
+        &["token", "create"],
+        &["token", "list"],
+        &["token", "revoke"],
     ];
     let mut missing = Vec::new();
     for cmd in commands {

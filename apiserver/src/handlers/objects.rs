@@ -110,7 +110,7 @@ pub async fn get<R: Served>(
     let object = state.store().get::<R>(name.clone()).await?;
     match &object {
         Some(o) => caller.allow(Verb::Get, &o.target(), policy)?,
-        None => caller.allow(Verb::Get, &R::collection(None), policy)?,
+        None => caller.allow(Verb::Get, &R::missing(&name), policy)?,
     }
     Ok((StatusCode::OK, Json(exists(object, &name)?)))
 }
@@ -240,15 +240,73 @@ pub async fn patch_status<R: Served>(
     Ok((StatusCode::OK, Json(object)))
 }
 
+/// The preconditions of a delete, from an optional `DeleteOptions` body as Kubernetes
+/// clients send it (`{"preconditions": {"uid": …, "resourceVersion": …}}`); other fields of
+/// it are accepted and ignored.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeleteOptions {
+    #[serde(default)]
+    preconditions: Preconditions,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Preconditions {
+    uid: Option<String>,
+    resource_version: Option<serde_json::Value>,
+}
+
+impl Preconditions {
+    fn parse(body: &[u8]) -> Result<Preconditions, AppError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Preconditions::default());
+        }
+        serde_json::from_slice::<DeleteOptions>(body)
+            .map(|o| o.preconditions)
+            .map_err(|e| AppError::bad_request(format!("the delete options are not readable: {e}")))
+    }
+
+    /// 409 unless the stored object is the one the caller meant.
+    fn check<R: Served>(&self, current: &R) -> Result<(), AppError> {
+        let meta = current.metadata();
+        if let Some(uid) = &self.uid
+            && meta.uid.as_deref() != Some(uid.as_str())
+        {
+            return Err(AppError::new(
+                kohakuriver_api::StatusReason::Conflict,
+                format!(
+                    "{} {} has uid {}, not {uid}: it was deleted and made again; nothing was deleted",
+                    R::SINGULAR,
+                    current.name(),
+                    meta.uid.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+        let sent = match &self.resource_version {
+            Some(Value::String(s)) => s.parse::<u64>().ok(),
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        if let Some(sent) = sent {
+            crate::admission::check_version(current, Some(sent))?;
+        }
+        Ok(())
+    }
+}
+
 /// `DELETE /{plural}/{name}`: 200 with the last object when it went, 202 when finalizers
-/// hold it (deletion marked).
+/// hold it (deletion marked). A `DeleteOptions` body may name the uid (and
+/// `resourceVersion`) the caller means: another object of the same name is a 409.
 pub async fn delete<R: Served>(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     params: Params,
+    body: axum::body::Bytes,
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
+    let preconditions = Preconditions::parse(&body)?;
     let now = now();
     let policy = state.config().auth.policy.clone();
     let (object, _, code) = state
@@ -256,6 +314,7 @@ pub async fn delete<R: Served>(
         .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
             caller.allow(Verb::Delete, &current.target(), &policy)?;
+            preconditions.check(&current)?;
             Ok(match admit_delete(current, now) {
                 Deletion::Remove(o) => (Change::Remove(o), StatusCode::OK),
                 Deletion::MarkDeleting(o) => (Change::Put(o), StatusCode::ACCEPTED),

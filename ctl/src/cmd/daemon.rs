@@ -48,13 +48,11 @@ pub struct AgentFlags {
     /// are read from DIR/kohakuriver-containers/NAME.tar.
     #[arg(long, value_name = "DIR")]
     pub shared_dir: Option<PathBuf>,
-    /// Address of the agent's log endpoint.
-    #[arg(
-        long = "agent-listen",
-        value_name = "ADDR:PORT",
-        default_value = "0.0.0.0:8001"
-    )]
-    pub agent_listen: SocketAddr,
+    /// Address of the agent's log endpoint [default: where the server reaches it: 127.0.0.1:8001
+    /// for a server on loopback, else port 8001 on the address this machine uses to reach
+    /// the server].
+    #[arg(long = "agent-listen", value_name = "ADDR:PORT")]
+    pub agent_listen: Option<SocketAddr>,
     /// URL under which the server reaches the log endpoint (default: derived from the listen
     /// address).
     #[arg(long, value_name = "URL")]
@@ -74,6 +72,11 @@ pub struct AgentFlags {
     /// Time a killed task has between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    /// Host mounts allowed on this node: every mount's real path (symlinks resolved) must be
+    /// under one of these, whatever the server allowed [default: the server's decision, with
+    /// symlinks kept inside the server's user mount prefixes].
+    #[arg(long, value_name = "PREFIX[,PREFIX]", value_delimiter = ',')]
+    pub allow_mounts: Option<Vec<PathBuf>>,
 }
 
 impl AgentFlags {
@@ -86,7 +89,9 @@ impl AgentFlags {
     ) -> AgentConfig {
         let mut config = AgentConfig::new(self.node_name(), server_url, data_dir);
         config.shared_dir = self.shared_dir.clone();
-        config.listen = self.agent_listen;
+        if let Some(listen) = self.agent_listen {
+            config.listen = listen;
+        }
         config.advertise_url = self.advertise_url.clone();
         config.sysfs_root = self.sysfs_root.clone();
         config.static_gpus = match (&self.fake_gpus, &self.gpu_file) {
@@ -97,6 +102,7 @@ impl AgentFlags {
         config.heartbeat_interval = self.heartbeat_interval;
         config.kill_grace = self.kill_grace;
         config.default_image = default_image;
+        config.allow_mounts = self.allow_mounts.clone();
         config
     }
 

@@ -112,6 +112,7 @@ impl Section {
 
 fn metadata(s: &mut Section, meta: &ObjectMeta, now: Timestamp) {
     s.line("Name", &meta.name);
+    s.opt("Owner", meta.owner.as_deref());
     s.map("Labels", &meta.labels);
     s.map("Annotations", &meta.annotations);
     s.opt("UID", meta.uid.as_deref());
@@ -345,6 +346,7 @@ mod tests {
             .gpus(2)
             .bound("n1", "0-3", &[0, 1]);
         t.spec.command = vec!["sh".into(), "-c".into(), "echo 'hi'".into()];
+        t.metadata.owner = Some("alice".into());
         t.status.conditions.push(Condition {
             type_: "Scheduled".into(),
             status: kohakuriver_api::ConditionStatus::True,
@@ -355,7 +357,7 @@ mod tests {
         });
         let text = describe_task(&t, now());
         for want in [
-            "Name:           train\n",
+            "Name:           train\nOwner:          alice\n",
             "  Command:      sh -c 'echo '\\''hi'\\'''\n",
             "  Resources:    cpu 4, memory 8G, gpus 2\n",
             "  Phase:        Running\n",

@@ -51,6 +51,7 @@ pub enum TaskCommand {
     /// List tasks.
     #[command(after_help = "Examples:
   kohakuriver task list
+  kohakuriver task list --mine
   kohakuriver task list -s running -n mynode
   kohakuriver task list -l team=vision")]
     List(ListArgs),
@@ -163,6 +164,9 @@ pub struct ListArgs {
     /// Label selector, e.g. team=vision.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Only the tasks you submitted (owned by the identity `kohakuriver whoami` shows).
+    #[arg(long)]
+    pub mine: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<Format>,
@@ -469,7 +473,12 @@ async fn open_log(
 /// restart, a 410 or a server error. The watcher reconnects by itself after each; only an
 /// answer refusing the request itself (a bad selector, say) ends the wait.
 pub fn is_transient(e: &kohakuriver_client::Error) -> bool {
-    e.status().is_none_or(|s| s.code >= 500 || s.code == 410)
+    let code = match e {
+        kohakuriver_client::Error::Api(status) => status.code,
+        kohakuriver_client::Error::Unexpected { code, .. } => *code,
+        _ => return true,
+    };
+    code >= 500 || code == 410
 }
 
 /// True once a task's container has started (so it has output to follow), or it ended.
@@ -589,6 +598,7 @@ async fn control(client: &Client, args: ControlArgs, verb: Control) -> Result<i3
         .await;
         match result {
             Ok(line) => println!("{line}"),
+            Err(e) if crate::cmd::is_unreachable(&e) => return Err(e),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 failures += 1;
@@ -662,6 +672,13 @@ async fn list(client: &Client, args: ListArgs) -> Result<i32> {
     }
     if let Some(node) = &args.node {
         fields.push(format!("status.node={node}"));
+    }
+    if args.mine {
+        let me = client
+            .whoami()
+            .await
+            .context("cannot ask the server who you are (for --mine)")?;
+        fields.push(format!("metadata.owner={}", me.name));
     }
     let get_args = get::Args {
         kind: "tasks".to_string(),

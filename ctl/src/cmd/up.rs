@@ -8,24 +8,30 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use kohakuriver_api::Node;
 use kohakuriver_api::quantity::format_bytes;
+use kohakuriver_api::{Identity, Node, Role};
 use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::daemon::{AgentFlags, ControllerFlags, default_data_dir, host_name};
-use super::server::{cancel_on_signal, init_tracing, start};
-use crate::tls_flags::{ServerTlsFlags, self_signed_names};
+use anyhow::Context;
+
+use super::daemon::{AgentFlags, ControllerFlags, host_name};
+use super::server::{Daemons, ServerSettings, cancel_on_signal, data_paths, init_tracing, start};
+use crate::auth_flags::AuthFlags;
+use crate::local_cli;
+use crate::tls_flags::{CaFlag, ServerTlsFlags, self_signed_names};
 
 /// Options of `kohakuriver up`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   kohakuriver up
   kohakuriver up --shared-dir /mnt/cluster-share --default-image ubuntu:22.04
-  kohakuriver up --data-dir /var/lib/kohakuriver --listen 0.0.0.0:8000 --name gpu-01")]
+  kohakuriver up --data-dir /var/lib/kohakuriver --listen 0.0.0.0:8000 --name gpu-01
+
+On first start it makes an admin token in DATA_DIR/admin.token (mode 0600) and logs this
+machine's CLI in with it, so `kohakuriver task submit …` works at once.")]
 pub struct Args {
-    /// Where the database, logs and state live (default: $KOHAKURIVER_DATA_DIR or ~/.kohakuriver).
+    /// Where the database, logs, state and admin token live (default: $KOHAKURIVER_DATA_DIR or ~/.kohakuriver).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address and port of the API server.
@@ -35,6 +41,8 @@ pub struct Args {
     #[arg(long, value_name = "IMAGE")]
     pub default_image: Option<String>,
     #[command(flatten)]
+    pub auth: AuthFlags,
+    #[command(flatten)]
     pub agent: AgentFlags,
     #[command(flatten)]
     pub controllers: ControllerFlags,
@@ -42,52 +50,61 @@ pub struct Args {
     pub tls: ServerTlsFlags,
 }
 
-/// Runs everything until a shutdown signal; `ca_pem` is `--ca`.
-pub async fn run(args: Args, ca_pem: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
+/// Runs everything until a shutdown signal; `ca` is `--ca`.
+pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let db = data_dir.join("kohakuriver.db");
-    let tls = args.tls.setup(args.listen, &data_dir.join("tls"), ca_pem)?;
-    // With --tls-self-signed this node's agent gets a certificate from the same CA, so the
-    // server's log proxy reaches it over https too.
-    let agent_tls = match &tls.dir {
-        Some(dir) => {
-            let names = self_signed_names(
-                args.agent.agent_listen.ip(),
-                &host_name(),
-                &args.tls.tls_san,
-            );
-            let issued = kohakuriver_tls::issue(dir, "agent", &names)
-                .context("cannot make the agent's certificate for --tls-self-signed")?;
-            Some(kohakuriver_tls::ServerTls::from_pem_files(
-                &issued.cert_path,
-                &issued.key_path,
-            )?)
-        }
-        None => None,
-    };
+    args.auth.check(args.listen).map_err(anyhow::Error::msg)?;
+    let (data_dir, db) = data_paths(args.data_dir.clone(), None)?;
+    let tls = args.tls.setup(args.listen, &data_dir.join("tls"), ca)?;
+
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let daemons = start(
-        args.listen,
-        &db,
-        args.default_image.clone(),
-        None,
-        Some(args.controllers.config()),
-        tls.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    // This machine's agent gets a node credential known only to this process.
+    let node_name = args.agent.node_name();
+    let node_token = kohakuriver_apiserver::generate_token();
+    let auth_on = !args.auth.insecure_no_auth;
+    let shared_prefix = match &args.agent.shared_dir {
+        Some(dir) => vec![
+            std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+                .to_string(),
+        ],
+        None => Vec::new(),
+    };
+    let settings = ServerSettings {
+        listen: args.listen,
+        data_dir: data_dir.clone(),
+        db,
+        default_image: args.default_image.clone(),
+        watch_history: None,
+        auth: args.auth.clone(),
+        default_mount_prefixes: shared_prefix,
+        static_tokens: vec![(node_token.clone(), Identity::new(&node_name, Role::Node))],
+        controllers: Some(args.controllers.config()),
+        tls: tls.clone(),
+    };
+    let daemons = start(settings, shutdown.clone()).await?;
+    let cli = daemons.setup_cli().await;
     let url = daemons.url.clone();
     let mut agent_config =
         args.agent
             .config(&url, data_dir.join("agent"), args.default_image.clone());
-    agent_config.tls = agent_tls;
+    agent_config.name = node_name.clone();
+    agent_config.token = auth_on.then_some(node_token.clone());
+    // With --tls-self-signed this node's agent gets a certificate from the same CA, naming
+    // where it listens, so the server's log proxy reaches it over https too.
+    if let Some(dir) = &tls.dir {
+        let names = self_signed_names(agent_config.listen.ip(), &host_name(), &args.tls.tls_san);
+        let issued = kohakuriver_tls::issue(dir, "agent", &names)
+            .context("cannot make the agent's certificate for --tls-self-signed")?;
+        agent_config.tls = Some(kohakuriver_tls::ServerTls::from_pem_files(
+            &issued.cert_path,
+            &issued.key_path,
+        )?);
+    }
     agent_config.ca_pem = tls.ca_pem.clone();
-    let node_name = agent_config.name.clone();
     let agent = match kohakuriver_node_agent::start(agent_config, shutdown.clone()).await {
         Ok(agent) => agent,
         Err(e) => {
@@ -98,26 +115,25 @@ pub async fn run(args: Args, ca_pem: Option<Vec<u8>>) -> anyhow::Result<ExitCode
         }
     };
 
-    let client = Client::with_options(
-        &url,
-        ClientOptions {
-            ca_pem: tls.ca_pem.clone(),
-            ..ClientOptions::default()
-        },
-    )?;
-    let node = client.api::<Node>().get(&node_name).await.ok();
-    let ca_file = tls.dir.as_ref().map(|dir| dir.join("ca.pem"));
+    let options = ClientOptions {
+        token: auth_on.then_some(node_token),
+        ca_pem: tls.ca_pem.clone(),
+    };
+    let node = match Client::with_options(&url, options) {
+        Ok(client) => client.api::<Node>().get(&node_name).await.ok(),
+        Err(_) => None,
+    };
     println!(
         "{}",
         banner(
-            &url,
-            ca_file.as_deref(),
-            &db,
+            &daemons,
+            &cli,
             &node_name,
             node.as_ref(),
             &agent.advertise_url
         )
     );
+    std::io::Write::flush(&mut std::io::stdout()).ok();
 
     agent.wait().await;
     daemons.wait().await?;
@@ -126,13 +142,13 @@ pub async fn run(args: Args, ca_pem: Option<Vec<u8>>) -> anyhow::Result<ExitCode
 
 /// What `up` prints once it is ready: where things are and how to submit a first task.
 fn banner(
-    url: &str,
-    ca_file: Option<&std::path::Path>,
-    db: &std::path::Path,
+    daemons: &Daemons,
+    cli: &local_cli::Outcome,
     node_name: &str,
     node: Option<&Node>,
     agent_url: &str,
 ) -> String {
+    let url = &daemons.url;
     let shape = node
         .map(|n| {
             let c = &n.status.capacity;
@@ -145,23 +161,17 @@ fn banner(
             )
         })
         .unwrap_or_else(|| "registering".to_string());
-    let mut server_flag = if url == "http://127.0.0.1:8000" {
-        String::new()
-    } else {
-        format!(" --server {url}")
-    };
-    if let Some(ca) = ca_file {
-        server_flag.push_str(&format!(" --ca {}", ca.display()));
-    }
+    let server_flag = crate::config::server_flag_for(url);
     format!(
         "kohakuriver is up
-  API server  {url}  (database {})
+  API server  {url}
   node        {node_name}: {shape}  (logs served at {agent_url})
+{}
 
 Submit a first task:
   kohakuriver{server_flag} task submit -t {node_name} -- echo \"Hello World\"
   kohakuriver{server_flag} task logs <task_id>
 Stop with Ctrl-C; running tasks keep running and are adopted on the next start.",
-        db.display()
+        daemons.where_lines(cli)
     )
 }

@@ -94,6 +94,8 @@ pub struct Cluster {
     pub gpus: Option<StaticGpuSource>,
     pub kill_grace: Option<Duration>,
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
+    pub allow_mounts: Option<Vec<PathBuf>>,
+    pub agent_token: Option<String>,
 }
 
 /// Options for [`Cluster::start`].
@@ -103,6 +105,16 @@ pub struct Options {
     pub shared: bool,
     pub kill_grace: Option<Duration>,
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
+    /// The server's auth settings (default: no authentication).
+    pub server_auth: Option<kohakuriver_apiserver::AuthConfig>,
+    /// The agent's `--allow-mounts`.
+    pub allow_mounts: Option<Vec<PathBuf>>,
+    /// The credential the test's own client sends (with `server_auth`).
+    pub client_token: Option<String>,
+    /// The agent's `--token`.
+    pub agent_token: Option<String>,
+    /// Start the agent with a single-use join credential made by the test's client.
+    pub join: bool,
 }
 
 impl Cluster {
@@ -118,12 +130,26 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_url = format!("http://{}", listener.local_addr().unwrap());
         let server_shutdown = CancellationToken::new();
+        let config = kohakuriver_apiserver::Config {
+            auth: options
+                .server_auth
+                .clone()
+                .unwrap_or_else(kohakuriver_apiserver::AuthConfig::disabled),
+            ..Default::default()
+        };
         tokio::spawn(kohakuriver_apiserver::serve(
             listener,
-            kohakuriver_apiserver::Config::insecure(),
+            config,
             server_shutdown.clone(),
         ));
-        let client = Client::new(&server_url).unwrap();
+        let client = Client::with_options(
+            &server_url,
+            kohakuriver_client::ClientOptions {
+                token: options.client_token.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let shared_dir = options.shared.then(|| tempfile::tempdir().unwrap());
         let mut cluster = Cluster {
             tasks: client.api(),
@@ -139,8 +165,13 @@ impl Cluster {
             gpus: options.gpus,
             kill_grace: None,
             runtime: options.runtime,
+            allow_mounts: options.allow_mounts,
+            agent_token: options.agent_token,
         };
         cluster.kill_grace = options.kill_grace;
+        if options.join {
+            cluster.agent_token = Some(cluster.join_token().await);
+        }
         cluster.start_agent().await;
         cluster
     }
@@ -158,6 +189,8 @@ impl Cluster {
         if let Some(runtime) = &self.runtime {
             config.docker = runtime.clone();
         }
+        config.allow_mounts = self.allow_mounts.clone();
+        config.token = self.agent_token.clone();
         config
     }
 
@@ -181,6 +214,27 @@ impl Cluster {
             }
         };
         self.agent = Some(agent);
+    }
+
+    /// A single-use join credential, made by the test's client (an admin); the server may
+    /// still be starting.
+    pub async fn join_token(&self) -> String {
+        let request = kohakuriver_api::auth::TokenRequest {
+            name: format!("join-{}", self.node),
+            role: kohakuriver_api::auth::Role::Join,
+            ttl_seconds: None,
+            uses: Some(1),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.client.create_token(&request).await {
+                Ok(created) => return created.token,
+                Err(e) if e.is_connect() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot make a join token: {e}"),
+            }
+        }
     }
 
     /// Stops the agent (its containers keep running).
@@ -256,7 +310,8 @@ impl Cluster {
         ))
     }
 
-    /// Reads the agent's endpoint for the task's log.
+    /// Reads the agent's endpoint for the task's log, as the server would (with the agent
+    /// secret).
     pub async fn endpoint_log(&self, t: &Task, query: &str) -> String {
         let addr = self.agent.as_ref().unwrap().local_addr;
         let url = format!(
@@ -264,7 +319,19 @@ impl Cluster {
             t.metadata.name,
             t.metadata.uid.as_deref().unwrap()
         );
-        let resp = reqwest::get(&url).await.expect("endpoint reachable");
+        // The endpoint is closed by the agent secret, which the server hands out.
+        let secret = self
+            .client
+            .node_credentials(&self.node)
+            .await
+            .expect("agent secret")
+            .agent_secret;
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(secret)
+            .send()
+            .await
+            .expect("endpoint reachable");
         assert!(resp.status().is_success(), "{url}: {}", resp.status());
         resp.text().await.unwrap()
     }
