@@ -96,6 +96,7 @@ pub struct Cluster {
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
     pub allow_mounts: Option<Vec<PathBuf>>,
     pub agent_token: Option<String>,
+    pull_timeout: Option<Duration>,
 }
 
 /// Options for [`Cluster::start`].
@@ -115,6 +116,8 @@ pub struct Options {
     pub agent_token: Option<String>,
     /// Start the agent with a single-use join credential made by the test's client.
     pub join: bool,
+    /// The agent's `--pull-timeout` (default: the agent's).
+    pub pull_timeout: Option<Duration>,
 }
 
 impl Cluster {
@@ -167,6 +170,7 @@ impl Cluster {
             runtime: options.runtime,
             allow_mounts: options.allow_mounts,
             agent_token: options.agent_token,
+            pull_timeout: options.pull_timeout,
         };
         cluster.kill_grace = options.kill_grace;
         if options.join {
@@ -191,6 +195,9 @@ impl Cluster {
         }
         config.allow_mounts = self.allow_mounts.clone();
         config.token = self.agent_token.clone();
+        if let Some(timeout) = self.pull_timeout {
+            config.pull_timeout = timeout;
+        }
         config
     }
 
