@@ -45,9 +45,7 @@ async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     tokio::spawn(serve(listener, config, stop.clone()));
-    // reqwest is built without a TLS provider of its own.
-    kohakuriver_tls::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = kohakuriver_tls::http_client();
     let deadline = Instant::now() + Duration::from_secs(10);
     while http.get(format!("{url}/healthz")).send().await.is_err() {
         assert!(Instant::now() < deadline, "the server did not start");
@@ -67,7 +65,7 @@ async fn round(auth: bool, creates: usize, clients: usize, tag: &str) -> (f64, V
         let token = token.clone();
         let tag = tag.to_string();
         workers.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = kohakuriver_tls::http_client();
             let mut latencies = Vec::new();
             for i in (c..creates).step_by(clients) {
                 let body = serde_json::json!({

@@ -33,11 +33,9 @@ impl AppState {
         let agent_key = Arc::new(store.secret("agent-key", new_key)?);
         // Agents' certificates are expected to be signed by the cluster CA; without one, the
         // system's roots.
-        let tls = kohakuriver_tls::client_config(config.ca_pem.as_deref())
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let http = reqwest::Client::builder()
+        let http = kohakuriver_tls::http_client_builder(config.ca_pem.as_deref())
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
             .connect_timeout(std::time::Duration::from_secs(5))
-            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
         Ok(AppState {

@@ -58,8 +58,8 @@ async fn the_server_speaks_https_with_its_certificate() {
         },
         shutdown.clone(),
     ));
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(kohakuriver_tls::client_config(Some(&made.ca_pem)).unwrap())
+    let http = kohakuriver_tls::http_client_builder(Some(&made.ca_pem))
+        .unwrap()
         .build()
         .unwrap();
     let deadline = tokio::time::Instant::now() + common::DEADLINE;

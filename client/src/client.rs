@@ -72,19 +72,13 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let builder = reqwest::Client::builder()
+        // With a CA, rustls trusts only it; without, the platform's roots (for https://).
+        let http = kohakuriver_tls::http_client_builder(options.ca_pem.as_deref())?
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
-            .default_headers(headers);
-        let builder = if parsed.scheme() == "https" || options.ca_pem.is_some() {
-            let tls = kohakuriver_tls::client_config(options.ca_pem.as_deref())?;
-            builder.tls_backend_preconfigured(tls)
-        } else {
-            // reqwest builds a TLS config even for http:// and needs a provider for it.
-            kohakuriver_tls::install_crypto_provider();
-            builder
-        };
-        let http = builder.build().map_err(|e| invalid(e.to_string()))?;
+            .default_headers(headers)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 base,
@@ -255,7 +249,7 @@ pub fn plaintext_token_risk(url: &str, has_token: bool) -> bool {
 pub async fn fetch_pinned_ca(base_url: &str, fingerprint: &str) -> Result<Vec<u8>, Error> {
     let parsed = parse_base_url(base_url)?;
     let base = parsed.as_str().trim_end_matches('/').to_string();
-    let http = reqwest::Client::builder()
+    let http = kohakuriver_tls::http_client_builder(None)?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .tls_backend_preconfigured(kohakuriver_tls::unverified_client_config()?)

@@ -89,7 +89,7 @@ async fn a_joined_agent_serves_logs_to_the_server_only() {
         "http://{addr}/v1/tasks/a/log?uid={}",
         t.metadata.uid.as_deref().unwrap()
     );
-    let http = reqwest::Client::new();
+    let http = kohakuriver_tls::http_client();
     let refused = http.get(&url).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 401);
     let secret = as_node

@@ -466,7 +466,11 @@ async fn node_is_registered_with_topology_and_heartbeats() {
         assert!(std::time::Instant::now() < deadline, "no heartbeat");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let health = reqwest::get(format!("{addr}/healthz")).await.unwrap();
+    let health = kohakuriver_tls::http_client()
+        .get(format!("{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.text().await.unwrap(), "ok");
 }
 

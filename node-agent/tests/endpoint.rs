@@ -36,7 +36,8 @@ async fn serve(dir: &std::path::Path, secret: AgentSecret, shutdown: Cancellatio
 }
 
 async fn get(url: &str, bearer: Option<&str>) -> (u16, String) {
-    let client = reqwest::Client::builder()
+    let client = kohakuriver_tls::http_client_builder(None)
+        .unwrap()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();

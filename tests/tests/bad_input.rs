@@ -276,8 +276,6 @@ impl Server {
     /// [--no-controllers]`, once `/healthz` answers; every request and CLI run is then the
     /// admin, whose token the server wrote to `DIR/admin.token`.
     async fn start(controllers: bool) -> Server {
-        // reqwest is built without a TLS provider of its own; its clients below need one.
-        kohakuriver_tls::install_crypto_provider();
         let bin = binary();
         let mut last = String::new();
         for _ in 0..3 {
@@ -302,8 +300,9 @@ impl Server {
             let child = cmd.spawn().expect("spawn kohakuriver server");
             let mut server = Server {
                 url: format!("http://127.0.0.1:{port}"),
-                http: reqwest::Client::new(),
-                fresh: reqwest::Client::builder()
+                http: kohakuriver_tls::http_client(),
+                fresh: kohakuriver_tls::http_client_builder(None)
+                    .unwrap()
                     .pool_max_idle_per_host(0)
                     .build()
                     .expect("an HTTP client"),
@@ -376,7 +375,9 @@ impl Server {
                 .parse()
                 .expect("a header value"),
         );
-        reqwest::Client::builder().default_headers(headers)
+        kohakuriver_tls::http_client_builder(None)
+            .unwrap()
+            .default_headers(headers)
     }
 
     fn log(&self) -> String {

@@ -12,10 +12,13 @@
 //!   `TOKEN@sha256:HEX` carry the CA's fingerprint, so a node's first contact is already
 //!   verified, as k3s join tokens do.
 //!
+//! - [`http_client_builder`] / [`http_client`]: the only way to make a reqwest client.
+//!
 //! Architecture Invariant: every rustls config is built on the `ring` provider, named
-//! explicitly ([`provider`]); no other provider is compiled in. Because reqwest is built
-//! without a provider of its own, a process that builds a plain reqwest client must first
-//! call [`install_crypto_provider`] (the KohakuRiver client and server do).
+//! explicitly ([`provider`]); no other provider is compiled in. reqwest is built without a
+//! provider of its own (`rustls-no-provider`: no aws-lc-rs), so its own constructors panic
+//! in a process where none is installed; `clippy.toml` therefore disallows them, and every
+//! reqwest client comes from [`http_client_builder`], which installs or names ring.
 
 mod authority;
 mod config;
@@ -37,6 +40,34 @@ pub use rustls;
 /// The one cryptographic provider every config uses: `ring`.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A reqwest client builder whose TLS is rustls on ring: trusting only `ca_pem` when given,
+/// else the platform's verifier and roots. Use it instead of `reqwest::Client::builder()`,
+/// which panics on its first build in a process where no provider is installed.
+pub fn http_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, Error> {
+    #[allow(clippy::disallowed_methods)] // This is the one place that may.
+    let builder = reqwest::Client::builder();
+    match ca_pem {
+        Some(pem) => Ok(builder.tls_backend_preconfigured(client_config(Some(pem))?)),
+        None => {
+            install_crypto_provider();
+            Ok(builder)
+        }
+    }
+}
+
+/// A default reqwest client (see [`http_client_builder`]); the replacement for
+/// `reqwest::Client::new()`, and like it, panics if the TLS backend cannot start.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder(None)
+        .and_then(|b| {
+            b.build().map_err(|e| Error::Rustls {
+                what: format!("cannot start an HTTP client: {e}"),
+                source: rustls::Error::General(e.to_string()),
+            })
+        })
+        .expect("an HTTP client")
 }
 
 /// Makes `ring` the process-wide default provider unless one is installed already.

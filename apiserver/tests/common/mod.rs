@@ -97,8 +97,6 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
-        // reqwest is built without a TLS provider of its own.
-        kohakuriver_tls::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let token = CancellationToken::new();
@@ -111,7 +109,7 @@ impl Server {
             url,
             token,
             handle,
-            client: reqwest::Client::new(),
+            client: kohakuriver_tls::http_client(),
         };
         // Wait until it answers.
         let deadline = tokio::time::Instant::now() + DEADLINE;

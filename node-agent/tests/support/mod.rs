@@ -333,7 +333,7 @@ impl Cluster {
             .await
             .expect("agent secret")
             .agent_secret;
-        let resp = reqwest::Client::new()
+        let resp = kohakuriver_tls::http_client()
             .get(&url)
             .bearer_auth(secret)
             .send()
