@@ -35,7 +35,14 @@ fn a_server_down_longer_than_the_grace_loses_nothing() {
     timed("server down longer than the grace", || {
         let mut c = cluster();
         let node = c.add_agent("outage");
-        let id = c.submit(&["-t", &node, "--", "sh", "-c", "echo started; sleep 14; echo done; exit 3"]);
+        let id = c.submit(&[
+            "-t",
+            &node,
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 14; echo done; exit 3",
+        ]);
         c.wait_phase(&id, &["Running"], T);
         c.kill_server();
         // The outage itself: longer than the 4 s grace.
@@ -44,7 +51,11 @@ fn a_server_down_longer_than_the_grace_loses_nothing() {
         let done = c.wait_finished(&id, T);
         assert_eq!(done["status"]["phase"], "Failed", "{:#}", done["status"]);
         assert_eq!(done["status"]["exitCode"], 3, "{:#}", done["status"]);
-        assert_eq!(done["status"]["attempts"], 1, "ran once: {:#}", done["status"]);
+        assert_eq!(
+            done["status"]["attempts"], 1,
+            "ran once: {:#}",
+            done["status"]
+        );
         let logs = c.kr(&["task", "logs", &id]);
         logs.ok();
         assert_eq!(logs.stdout, "started\ndone\n");
@@ -63,7 +74,9 @@ fn a_node_deleted_while_heartbeating_keeps_its_tasks() {
         let id = c.submit(&["-t", &node, "--", "sh", "-c", "sleep 8; echo fine"]);
         c.wait_phase(&id, &["Running"], T);
         c.kr(&["delete", "node", &node]).ok();
-        wait_until(T, "the agent registers its node again", || c.node(&node).is_some());
+        wait_until(T, "the agent registers its node again", || {
+            c.node(&node).is_some()
+        });
         let done = c.wait_finished(&id, T);
         assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
         assert_eq!(c.kr(&["task", "logs", &id]).stdout, "fine\n");
