@@ -120,6 +120,9 @@ pub struct AgentConfig {
     pub ca_fingerprint: Option<String>,
     /// `--allow-mounts`: when set, every host mount's real path must be under one of these.
     pub allow_mounts: Option<Vec<PathBuf>>,
+    /// The engine log retention set on every task container (`--log-max-size`,
+    /// `--log-max-file`), whatever the daemon's `log-opts` say.
+    pub log_limits: container_config::LogLimits,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -143,6 +146,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_fingerprint", &self.ca_fingerprint)
             .field("allow_mounts", &self.allow_mounts)
+            .field("log_limits", &self.log_limits)
             .finish()
     }
 }
@@ -173,6 +177,7 @@ impl AgentConfig {
             token: None,
             ca_fingerprint: None,
             allow_mounts: None,
+            log_limits: container_config::LogLimits::default(),
         }
     }
 }
@@ -323,6 +328,7 @@ pub async fn start(
         memory_nodes,
         // Looked at again before every container is made (see the reconciler).
         protect_environments: false,
+        log_limits: config.log_limits,
     };
 
     let facts = heartbeat::NodeFacts {

@@ -347,6 +347,11 @@ impl Reconciler {
                         other => Err(other.into()),
                     };
                 }
+                // Logs of an earlier task of this name (deleted while the agent was away)
+                // go now, so node disks stay bounded.
+                if let Err(err) = self.logs.remove_except(&name, Some(&uid)) {
+                    tracing::warn!(error = %err, "cannot remove the logs of an earlier task");
+                }
                 if let Err(err) = self.logs.prepare(&name, &uid) {
                     tracing::warn!(error = %err, "cannot prepare log files");
                 }
@@ -364,6 +369,27 @@ impl Reconciler {
                 }
             }
             Step::Start => {
+                // Attached before the start, so the capture sees every byte as it is
+                // written, whatever the engine's log keeps. Should the attach fail, the
+                // capture replays the engine's log instead and says if it cannot be whole.
+                // The plan may start what this round created, so look at it afresh.
+                let created = match actual {
+                    Some(c) => Some(c.clone()),
+                    None => self.runtime.inspect(&cname).await?,
+                };
+                if let Some(c) = created
+                    && c.uid() == Some(uid.as_str())
+                {
+                    let this = self.clone();
+                    let name = name.clone();
+                    if let Err(err) = self
+                        .captures
+                        .attach(&name.clone(), &uid, &c.id, move || this.trigger(&name))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "cannot attach to the container's output");
+                    }
+                }
                 if let Err(err) = self.runtime.start(&cname).await {
                     // A command that cannot be executed leaves an exited container with the
                     // engine's error: the next plan reports it as a failure.
@@ -445,11 +471,13 @@ impl Reconciler {
                 }
                 let c = actual.cloned();
                 let (exit_code, oom) = (*exit_code, *oom_killed);
+                let incomplete = self.logs.incomplete(&name, &uid);
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
                             apply_container_facts(t, c);
                         }
+                        mark_logs_incomplete(t, incomplete.as_deref(), now);
                         t.status.exit_code = Some(exit_code);
                         t.status.finished_at =
                             Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
@@ -517,12 +545,14 @@ impl Reconciler {
                     return Ok(StepResult::Wait);
                 }
                 let c = actual.cloned();
+                let incomplete = self.logs.incomplete(&name, &uid);
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
                             apply_container_facts(t, c);
                             t.status.exit_code = c.exit_code;
                         }
+                        mark_logs_incomplete(t, incomplete.as_deref(), now);
                         t.status.phase = TaskPhase::Killed;
                         t.status.reason = Some("Killed".to_string());
                         t.status.message = Some("killed on request".to_string());
@@ -686,8 +716,22 @@ impl Reconciler {
         Ok(updated)
     }
 
-    /// The task `name` is gone from the server: its container (if any) goes too.
-    async fn remove_container_of_deleted(&self, name: &str) -> Result<(), RuntimeError> {
+    /// The task `name` is gone from the server: its container (if any) goes too, and then
+    /// its captured logs (the container only once its capture is final, see the finalizer
+    /// path; a task deleted without one loses what it had not written yet anyway).
+    async fn remove_container_of_deleted(&self, name: &str) -> Result<(), ReconcileError> {
+        self.remove_container_of_deleted_task(name).await?;
+        let (logs, name_owned) = (self.logs.clone(), name.to_string());
+        let removed = tokio::task::spawn_blocking(move || logs.remove_except(&name_owned, None))
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("log removal panicked: {e}")))?;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "cannot remove the logs of a deleted task");
+        }
+        Ok(())
+    }
+
+    async fn remove_container_of_deleted_task(&self, name: &str) -> Result<(), RuntimeError> {
         let cname = container_name(name);
         if let Some(c) = self.runtime.inspect(&cname).await?
             && c.labels.get(labels::NODE) == Some(&self.settings.node_name)
@@ -741,6 +785,22 @@ enum StepResult {
     Wait,
     /// Nothing more to do for this task now.
     Gone,
+}
+
+/// Records in the status that the captured output may lack bytes (`message` says why and
+/// how many), so "captured in full" is never implied when it is not.
+fn mark_logs_incomplete(t: &mut Task, message: Option<&str>, now: kohakuriver_api::Timestamp) {
+    if let Some(message) = message {
+        set_condition(
+            &mut t.status.conditions,
+            "LogsIncomplete",
+            ConditionStatus::True,
+            Some("OutputLost"),
+            Some(message),
+            t.metadata.generation,
+            now,
+        );
+    }
 }
 
 /// Copies what the container says about the attempt into the status.

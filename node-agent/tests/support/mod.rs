@@ -96,6 +96,7 @@ pub struct Cluster {
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
     pub allow_mounts: Option<Vec<PathBuf>>,
     pub agent_token: Option<String>,
+    pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
 }
 
 /// Options for [`Cluster::start`].
@@ -115,6 +116,8 @@ pub struct Options {
     pub agent_token: Option<String>,
     /// Start the agent with a single-use join credential made by the test's client.
     pub join: bool,
+    /// The agent's `--log-max-size` and `--log-max-file`.
+    pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
 }
 
 impl Cluster {
@@ -167,6 +170,7 @@ impl Cluster {
             runtime: options.runtime,
             allow_mounts: options.allow_mounts,
             agent_token: options.agent_token,
+            log_limits: options.log_limits,
         };
         cluster.kill_grace = options.kill_grace;
         if options.join {
@@ -191,6 +195,9 @@ impl Cluster {
         }
         config.allow_mounts = self.allow_mounts.clone();
         config.token = self.agent_token.clone();
+        if let Some(limits) = self.log_limits {
+            config.log_limits = limits;
+        }
         config
     }
 
