@@ -154,3 +154,26 @@ pub fn default_data_dir() -> PathBuf {
         None => PathBuf::from("kohakuriver-data"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sizes_parse() {
+        // text -> bytes, or an error naming the value
+        let cases: [(&str, Result<u64, &str>); 4] = [
+            ("256Mi", Ok(256 * 1024 * 1024)),
+            ("10m", Ok(10_000_000)),
+            ("0", Err("\"0\"")),
+            ("ten", Err("\"ten\"")),
+        ];
+        for (text, want) in cases {
+            match (parse_log_size(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(message), Err(needle)) => assert!(message.contains(needle), "{message}"),
+                (got, want) => panic!("{text}: {got:?} instead of {want:?}"),
+            }
+        }
+    }
+}
