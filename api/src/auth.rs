@@ -540,12 +540,16 @@ pub fn check_spec(
     Ok(())
 }
 
-/// Why a status write is refused: the writer may not make it (403), or the new status is
-/// not a legal successor of the stored one (422).
+/// Why a status write is refused: the writer may not make it (403), it is about an attempt
+/// that is not the current one (409), or the new status is not a legal successor of the
+/// stored one (422).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatusRefusal {
     /// The identity may not make this change.
     Forbidden(String),
+    /// The write is about an attempt that is no longer the task's current one: a node
+    /// writing a task bound elsewhere now (409).
+    Stale(String),
     /// No writer may make this change.
     Invalid {
         /// The status field at fault.
@@ -600,6 +604,16 @@ pub fn check_task_status(
     let binding_changed = old.node != s.node || old.allocation != s.allocation;
     let scheduler = matches!(identity.role, Role::Controllers | Role::Admin);
     let bound_node = identity.role == Role::Node && old.node.as_deref() == Some(&identity.name);
+    if identity.role == Role::Node && !bound_node && !binding_changed {
+        // The task was bound here once (or the write would make no sense); it is another
+        // attempt's now, so this is a late report: stale, not forbidden.
+        return Err(StatusRefusal::Stale(format!(
+            "task {} is {} now, not to node {:?}: this report is stale; drop it",
+            current.metadata.name,
+            crate::precondition::describe(old),
+            identity.name
+        )));
+    }
     if !scheduler && !bound_node {
         return Err(StatusRefusal::Forbidden(format!(
             "{who} may not write the status of task {}",

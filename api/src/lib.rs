@@ -14,6 +14,7 @@ pub mod logstream;
 pub mod manifest;
 pub mod meta;
 pub mod node;
+pub mod precondition;
 pub mod quantity;
 pub mod resource;
 pub mod schema;

@@ -287,6 +287,13 @@ pub struct TaskStatus {
     /// How many times the task was started (1 for the first run).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempts: u32,
+    /// Which binding of the task this is: the server counts every bind to a node (1 for
+    /// the first) and stamps the count here, so each attempt has its own name. An agent's
+    /// status write carries the binding it reports on, and a write for another one (a late
+    /// report of an earlier attempt) is refused with 409 (see
+    /// [`crate::precondition::check_status_precondition`]).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub binding: u32,
     /// When the server accepted the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_at: Option<Timestamp>,

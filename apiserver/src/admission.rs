@@ -7,6 +7,7 @@
 //! can never race with another writer.
 
 use kohakuriver_api::auth::{Policy, Role, Target, Verb, task_change, validate_node_status};
+use kohakuriver_api::precondition::{Stale, check_status_precondition, stamp_binding};
 use kohakuriver_api::validation::{immutable_changes, validate_node, validate_task};
 use kohakuriver_api::{
     Allocation, ApplyOutcome, CONTAINER_FINALIZER, CpuSet, FieldError, Node, Resource, Task,
@@ -70,6 +71,16 @@ pub trait Served: Resource {
         current: &Self,
         stored: &dyn Stored,
     ) -> Result<(), AppError>;
+    /// Refuses (409) a status write whose preconditions (`sent_uid`, the uid in the body,
+    /// and what the body's status names) do not hold for `current`; run on the body before
+    /// the server stamps its own fields.
+    fn check_status_precondition(
+        &self,
+        _current: &Self,
+        _sent_uid: Option<&str>,
+    ) -> Result<(), AppError> {
+        Ok(())
+    }
     /// What the object holds on a node (a task bound and not finished); none for other
     /// kinds.
     fn holding(&self) -> Option<Holding> {
@@ -144,6 +155,14 @@ impl Served for Task {
         };
         caller.allow_task_status(current, self, node.as_ref())
     }
+    fn check_status_precondition(
+        &self,
+        current: &Self,
+        sent_uid: Option<&str>,
+    ) -> Result<(), AppError> {
+        check_status_precondition(current, sent_uid, &self.status)
+            .map_err(|Stale(m)| AppError::stale(Task::KIND, &current.metadata.name, m))
+    }
     fn same_spec(&self, other: &Self) -> bool {
         self.spec == other.spec
     }
@@ -160,6 +179,7 @@ impl Served for Task {
         };
     }
     fn admit_status_change(&mut self, old: &Self) {
+        stamp_binding(&old.status, &mut self.status);
         if self.status.submitted_at.is_none() {
             self.status.submitted_at = old.status.submitted_at;
         }

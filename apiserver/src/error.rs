@@ -63,6 +63,14 @@ impl AppError {
         ))
     }
 
+    /// 409: a status write about an attempt that is not the object's current one (see
+    /// `kohakuriver_api::precondition`); `message` names the current one.
+    pub fn stale(kind: &str, name: &str, message: impl Into<String>) -> AppError {
+        AppError(Box::new(
+            Status::new(StatusReason::Conflict, message).with_object(kind, name),
+        ))
+    }
+
     /// 409: a task's new binding would share cores, GPUs or memory with another task.
     pub fn binding_conflict(name: &str, why: &str) -> AppError {
         AppError(Box::new(

@@ -143,3 +143,44 @@ async fn an_unreadable_cpuset_is_invalid() {
         "status.allocation.cpus"
     );
 }
+
+#[tokio::test]
+async fn a_late_write_from_an_old_attempt_is_refused_with_409() {
+    let api = Api::new();
+    node_with_memory(&api, "n1", 1 << 40).await;
+    node_with_memory(&api, "n2", 1 << 40).await;
+    let uid = api.create_task("s").await["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = bound_ok(&api, "s", &binding("n1", "0", &[], None)).await;
+    assert_eq!(first["status"]["binding"], 1, "{first}");
+    let report = |phase: &str, node: &str, binding: u32, uid: &str| {
+        json!({"metadata": {"uid": uid},
+               "status": {"phase": phase, "node": node, "binding": binding,
+                          "allocation": {"cpus": "0"}}})
+    };
+    let (code, body) = bind(&api, "s", &report("Running", "n1", 1, &uid)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Re-queued (retries) and bound again to the same node: attempt 2.
+    let (code, body) = bind(&api, "s", &json!({"status": {"phase": "Pending"}})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let second = bound_ok(&api, "s", &binding("n1", "0", &[], None)).await;
+    assert_eq!(second["status"]["binding"], 2, "{second}");
+
+    // The first attempt's late exit report would finish the second attempt.
+    let (code, body) = bind(&api, "s", &report("Succeeded", "n1", 1, &uid)).await;
+    refused(code, &body, "bound to node \"n1\" (binding 2) now");
+    // A report from a node the task is not bound to.
+    let (code, body) = bind(&api, "s", &report("Running", "n2", 2, &uid)).await;
+    refused(code, &body, "not on node \"n2\"");
+    // A report for an earlier task of the same name.
+    let (code, body) = bind(&api, "s", &report("Running", "n1", 2, "old-uid")).await;
+    refused(code, &body, "is another task now");
+    let (_, stored) = api.get(&format!("{TASKS}/s")).await;
+    assert_eq!(stored["status"]["phase"], "Assigned", "{stored}");
+    // The current attempt's report lands.
+    let (code, body) = bind(&api, "s", &report("Running", "n1", 2, &uid)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["status"]["binding"], 2, "{body}");
+}

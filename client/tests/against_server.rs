@@ -245,7 +245,7 @@ async fn watcher_lists_then_follows_with_selectors() {
 async fn watch_from_before_the_history_is_gone() {
     let config = kohakuriver_apiserver::Config {
         watch_history: 2,
-        ..Default::default()
+        ..kohakuriver_apiserver::Config::insecure()
     };
     let s = server_with(config).await;
     let tasks = s.client.api::<Task>();

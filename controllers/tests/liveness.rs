@@ -102,7 +102,7 @@ async fn a_server_down_longer_than_the_grace_keeps_its_nodes() {
     h.nodes().replace_status(&created).await.unwrap();
     h.tasks().create(&Task::test("t")).await.unwrap();
     report(&h, "t", |t| {
-        t.status.phase = TaskPhase::Running;
+        t.status.phase = TaskPhase::Assigned;
         t.status.node = Some("a".into());
         t.status.allocation = Some(kohakuriver_api::Allocation {
             cpus: "0".into(),
@@ -110,6 +110,7 @@ async fn a_server_down_longer_than_the_grace_keeps_its_nodes() {
         });
     })
     .await;
+    report(&h, "t", |t| t.status.phase = TaskPhase::Running).await;
     controllers(&h, fast());
     let _alive = keep_alive(&h, "a");
     grace_passed(&h).await;

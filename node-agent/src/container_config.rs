@@ -17,6 +17,11 @@ use kohakuriver_api::{Allocation, CpuSet, Task, labels};
 /// current attempt's container from a leftover of an earlier one.
 pub const ATTEMPT_LABEL: &str = "kohakuriver.attempt";
 
+/// Label holding the task's `status.binding` a container was created for: which binding
+/// (attempt) of the task it runs, so a report about it names that attempt and a container
+/// of an earlier one is never taken for the current one's.
+pub const BINDING_LABEL: &str = "kohakuriver.binding";
+
 /// Prefix of every task container's name.
 pub const CONTAINER_PREFIX: &str = "kohakuriver-task-";
 
@@ -245,6 +250,7 @@ pub fn container_config(
             LOG_MAX_FILE_LABEL.to_string(),
             agent.log_limits.max_file.max(1).to_string(),
         ),
+        (BINDING_LABEL.to_string(), task.status.binding.to_string()),
     ]);
 
     let working_dir = spec.working_dir.clone().unwrap_or_else(|| {

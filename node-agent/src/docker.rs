@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use kohakuriver_api::Timestamp;
 
 use crate::container_config::ContainerSpec;
+use crate::engine_fault::{Fault, classify};
 use crate::runtime::{
     ContainerRuntime, ContainerState, ContainerStatus, ImageInfo, LogChunk, LogStream, RuntimeError,
 };
@@ -56,6 +57,14 @@ fn engine_error(err: BollardError) -> RuntimeError {
         | BollardError::IOError { .. }
         | BollardError::RequestTimeoutError => RuntimeError::Unreachable(err.to_string()),
         other => RuntimeError::Engine(other.to_string()),
+    }
+}
+
+/// A failed create or start: Refused when retrying cannot fix it, else as [`engine_error`].
+fn container_error(err: BollardError) -> RuntimeError {
+    match classify(status_code(&err), &message_of(&err)) {
+        Fault::Permanent => RuntimeError::Refused(message_of(&err)),
+        Fault::Transient => engine_error(err),
     }
 }
 
@@ -183,7 +192,7 @@ impl ContainerRuntime for DockerRuntime {
                 image: spec.image.image(),
                 message: message_of(&e),
             }),
-            Err(e) => Err(engine_error(e)),
+            Err(e) => Err(container_error(e)),
         }
     }
 
@@ -192,7 +201,7 @@ impl ContainerRuntime for DockerRuntime {
             // 304: already started.
             Err(e) if status_code(&e) == Some(304) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => Err(RuntimeError::NotFound(id.into())),
-            other => other.map_err(engine_error),
+            other => other.map_err(container_error),
         }
     }
 

@@ -1,9 +1,10 @@
 //! A recording, in-memory [`ContainerRuntime`] for tests without Docker.
 //!
 //! It keeps containers and images in a map, records every call, and lets a test make a
-//! container exit (with a code, or OOM-killed) and give it output.
+//! container exit (with a code, or OOM-killed) and give it output, make creates fail, and
+//! make a pull slow.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +47,9 @@ struct State {
     loads: HashMap<PathBuf, String>,
     containers: BTreeMap<String, (ContainerState, ContainerSpec)>,
     output: HashMap<String, Vec<LogChunk>>,
+    create_failures: VecDeque<RuntimeError>,
+    pulls: HashMap<String, Duration>,
+    start_delay: Option<Duration>,
     next_id: u64,
 }
 
@@ -76,6 +80,21 @@ impl FakeRuntime {
         self.state()
             .loads
             .insert(tarball.to_path_buf(), image.to_string());
+    }
+
+    /// The next creates fail with these errors, one each, in order (each is recorded).
+    pub fn fail_creates(&self, failures: Vec<RuntimeError>) {
+        self.state().create_failures.extend(failures);
+    }
+
+    /// Pulling `image` succeeds after `delay` (instead of failing as not found).
+    pub fn on_pull(&self, image: &str, delay: Duration) {
+        self.state().pulls.insert(image.to_string(), delay);
+    }
+
+    /// Every start takes `delay` after it is recorded, before the container runs.
+    pub fn slow_starts(&self, delay: Duration) {
+        self.state().start_delay = Some(delay);
     }
 
     /// Every call so far.
@@ -121,8 +140,16 @@ impl FakeRuntime {
         call: Call,
         f: impl FnOnce(&mut ContainerState) -> T,
     ) -> Result<T, RuntimeError> {
+        self.state().calls.push(call);
+        self.apply(id, f)
+    }
+
+    fn apply<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerState) -> T,
+    ) -> Result<T, RuntimeError> {
         let mut state = self.state();
-        state.calls.push(call);
         let entry = state
             .containers
             .values_mut()
@@ -147,7 +174,16 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
-        self.state().calls.push(Call::Pull(image.to_string()));
+        let delay = {
+            let mut state = self.state();
+            state.calls.push(Call::Pull(image.to_string()));
+            state.pulls.get(image).copied()
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+            self.state().images.insert(image.to_string());
+            return Ok(());
+        }
         Err(RuntimeError::ImageNotFound {
             image: image.to_string(),
             message: "pull access denied, repository does not exist".to_string(),
@@ -166,6 +202,9 @@ impl ContainerRuntime for FakeRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let mut state = self.state();
         state.calls.push(Call::Create(spec.name.clone()));
+        if let Some(failure) = state.create_failures.pop_front() {
+            return Err(failure);
+        }
         if state.containers.contains_key(&spec.name) {
             return Err(RuntimeError::AlreadyExists(spec.name.clone()));
         }
@@ -195,7 +234,15 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.with(id, Call::Start(id.into()), |c| {
+        let delay = {
+            let mut state = self.state();
+            state.calls.push(Call::Start(id.into()));
+            state.start_delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.apply(id, |c| {
             if c.status == ContainerStatus::Created {
                 c.status = ContainerStatus::Running;
                 c.started_at = Some(chrono::Utc::now());

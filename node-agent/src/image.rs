@@ -10,17 +10,21 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::container_config::{ImageSource, environment_image};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::tarball_tags;
+
+/// How long an image pull may take unless the agent is told otherwise (`--pull-timeout`).
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Ensures images, one at a time per image.
 #[derive(Clone)]
 pub struct ImageEnsurer {
     runtime: Arc<dyn ContainerRuntime>,
     markers: PathBuf,
+    pull_timeout: Duration,
     // A std Mutex around the map only; the per-image async lock is what is held across IO.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -77,8 +81,16 @@ impl ImageEnsurer {
         ImageEnsurer {
             runtime,
             markers: markers_dir,
+            pull_timeout: DEFAULT_PULL_TIMEOUT,
             locks: Arc::default(),
         }
+    }
+
+    /// Gives up on a pull (ImagePullFailed) once it has taken `timeout`: a registry that
+    /// accepts the connection and never answers must not hold a task forever.
+    pub fn pull_timeout(mut self, timeout: Duration) -> ImageEnsurer {
+        self.pull_timeout = timeout;
+        self
     }
 
     fn lock_for(&self, image: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -101,7 +113,14 @@ impl ImageEnsurer {
             ImageSource::Registry(_) => {
                 if local.is_none() {
                     tracing::info!(image = %image, "pulling image");
-                    self.runtime.pull(&image).await?;
+                    let pull = tokio::time::timeout(self.pull_timeout, self.runtime.pull(&image));
+                    pull.await.map_err(|_| RuntimeError::ImagePullFailed {
+                        image: image.clone(),
+                        message: format!(
+                            "the pull did not finish within {}s; check that the registry answers, or give the agent a longer --pull-timeout",
+                            self.pull_timeout.as_secs()
+                        ),
+                    })??;
                 }
                 Ok(())
             }

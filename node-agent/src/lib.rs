@@ -25,6 +25,7 @@ pub mod credential;
 pub mod discovery;
 pub mod docker;
 pub mod endpoint;
+pub mod engine_fault;
 pub mod fake_runtime;
 pub mod gpu;
 mod heartbeat;
@@ -107,6 +108,13 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// Image for tasks naming neither image nor container when the server names none.
     pub default_image: Option<String>,
+    /// How long an image pull may take before the task fails with `ImagePullFailed`
+    /// (default [`image::DEFAULT_PULL_TIMEOUT`], 10 min).
+    pub pull_timeout: Duration,
+    /// How long a task not yet started waits for an engine that keeps failing (unreachable,
+    /// timing out) before it fails with `EngineUnavailable` (default
+    /// [`ENGINE_UNAVAILABLE_AFTER`], 5 min).
+    pub engine_patience: Duration,
     /// The container engine.
     pub docker: DockerConnection,
     /// The credential shown to the server (`--token`): a node credential for this node, or
@@ -141,6 +149,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("resync_interval", &self.resync_interval)
             .field("kill_grace", &self.kill_grace)
             .field("default_image", &self.default_image)
+            .field("pull_timeout", &self.pull_timeout)
+            .field("engine_patience", &self.engine_patience)
             .field("docker", &self.docker)
             // Never the token itself.
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
@@ -173,6 +183,8 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(10),
             kill_grace: Duration::from_secs(10),
             default_image: None,
+            pull_timeout: image::DEFAULT_PULL_TIMEOUT,
+            engine_patience: ENGINE_UNAVAILABLE_AFTER,
             docker: DockerConnection::LocalDefaults,
             token: None,
             ca_fingerprint: None,
@@ -181,6 +193,11 @@ impl AgentConfig {
         }
     }
 }
+
+/// How long a task not yet started waits for an engine that keeps failing transiently
+/// (unreachable, timing out) before it fails with reason `EngineUnavailable`: nothing waits
+/// forever, and a short engine restart is ridden out.
+pub const ENGINE_UNAVAILABLE_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -346,11 +363,13 @@ pub async fn start(
     let reconciler = reconciler::Reconciler::new(
         client.api::<Task>(),
         runtime.clone(),
-        image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images")),
+        image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images"))
+            .pull_timeout(config.pull_timeout),
         log_capture::LogStore::new(&logs_dir),
         settings,
         mounts,
         config.kill_grace,
+        config.engine_patience,
         config.resync_interval,
         shutdown.clone(),
     );

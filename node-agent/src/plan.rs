@@ -51,6 +51,13 @@ fn is_current(task: &Task, container: &ContainerState) -> bool {
     if container.uid() != task.metadata.uid.as_deref() {
         return false;
     }
+    // The binding names the attempt exactly: a container of another binding is a
+    // leftover of an earlier attempt, whatever the attempt counters say.
+    if let Some(binding) = container.binding()
+        && task.status.binding != 0
+    {
+        return binding == task.status.binding;
+    }
     let Some(attempt) = container.attempt() else {
         // Unlabelled attempt: trust the uid.
         return true;

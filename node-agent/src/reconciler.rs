@@ -41,6 +41,20 @@ pub enum ReconcileError {
     /// The server failed.
     #[error("api server: {0}")]
     Api(#[from] kohakuriver_client::Error),
+    /// The attempt this round works for is no longer the task's current one (re-queued,
+    /// bound elsewhere or again): its reports are dropped.
+    #[error("stale attempt: {0}")]
+    Stale(String),
+}
+
+impl ReconcileError {
+    /// True for an engine failure that waiting may cure (unreachable, timing out).
+    fn is_transient_engine(&self) -> bool {
+        matches!(
+            self,
+            ReconcileError::Runtime(RuntimeError::Unreachable(_) | RuntimeError::Engine(_))
+        )
+    }
 }
 
 /// Everything a worker needs; a cheap `Clone` handle.
@@ -54,6 +68,7 @@ pub(crate) struct Reconciler {
     pub settings: Arc<AgentSettings>,
     pub mounts: Arc<MountPolicy>,
     pub kill_grace: Duration,
+    pub engine_patience: Duration,
     pub requeue: Duration,
     pub shutdown: CancellationToken,
     shared: Arc<Mutex<Shared>>,
@@ -63,6 +78,9 @@ pub(crate) struct Reconciler {
 struct Shared {
     cache: HashMap<String, Task>,
     workers: HashMap<String, mpsc::Sender<()>>,
+    /// The uid of each task that left the cache (deleted, or moved off this node), so its
+    /// container is removed only when it is that task's.
+    departed: HashMap<String, String>,
 }
 
 /// What a round ended with.
@@ -83,6 +101,7 @@ impl Reconciler {
         settings: AgentSettings,
         mounts: MountPolicy,
         kill_grace: Duration,
+        engine_patience: Duration,
         requeue: Duration,
         shutdown: CancellationToken,
     ) -> Reconciler {
@@ -96,6 +115,7 @@ impl Reconciler {
             settings: Arc::new(settings),
             mounts: Arc::new(mounts),
             kill_grace,
+            engine_patience,
             requeue,
             shutdown,
             shared: Arc::default(),
@@ -142,12 +162,17 @@ impl Reconciler {
                         tasks.iter().map(|t| t.metadata.name.clone()).collect();
                     let gone: Vec<String> = {
                         let mut shared = self.shared();
-                        let gone = shared
+                        let gone: Vec<String> = shared
                             .cache
                             .keys()
                             .filter(|n| !names.contains(*n))
                             .cloned()
                             .collect();
+                        for name in &gone {
+                            if let Some(uid) = shared.cache[name].metadata.uid.clone() {
+                                shared.departed.insert(name.clone(), uid);
+                            }
+                        }
                         shared.cache = tasks
                             .into_iter()
                             .map(|t| (t.metadata.name.clone(), t))
@@ -167,7 +192,12 @@ impl Reconciler {
                 }
                 Some(Ok(watcher::Event::Deleted(task))) => {
                     let name = task.metadata.name.clone();
-                    self.shared().cache.remove(&name);
+                    let mut shared = self.shared();
+                    shared.cache.remove(&name);
+                    if let Some(uid) = task.metadata.uid.clone() {
+                        shared.departed.insert(name.clone(), uid);
+                    }
+                    drop(shared);
                     self.trigger(&name);
                 }
             }
@@ -194,6 +224,7 @@ impl Reconciler {
 
     async fn worker(self, name: String, mut wake: mpsc::Receiver<()>) {
         let mut failures = 0u32;
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             let task = {
                 let mut shared = self.shared();
@@ -206,20 +237,49 @@ impl Reconciler {
                 task
             };
             let Some(task) = task else {
-                if let Err(err) = self.remove_container_of_deleted(&name).await {
+                let uid = self.shared().departed.remove(&name);
+                if let Err(err) = self.remove_container_of_deleted(&name, uid).await {
                     tracing::warn!(error = %err, "cannot remove container of deleted task");
                 }
                 return;
             };
-            let delay = match self.reconcile(task).await {
+            let unstarted = task.status.phase == TaskPhase::Assigned;
+            let delay = match self.reconcile(task.clone()).await {
                 Ok(Outcome::Done) => {
                     failures = 0;
+                    failing_since = None;
                     self.requeue
                 }
-                Ok(Outcome::Soon) => Duration::from_millis(500),
+                Ok(Outcome::Soon) => {
+                    failing_since = None;
+                    Duration::from_millis(500)
+                }
                 Err(err) => {
                     failures += 1;
-                    tracing::warn!(error = %err, failures, "reconcile failed; retrying");
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if unstarted
+                        && err.is_transient_engine()
+                        && since.elapsed() >= self.engine_patience
+                    {
+                        // Nothing waits forever: a task the engine could not start for this
+                        // long fails with a reason, and its cores go back to the pool.
+                        let message = format!(
+                            "the docker engine kept failing for {}s: {err}; check the engine on node {}",
+                            since.elapsed().as_secs(),
+                            self.settings.node_name
+                        );
+                        let mut task = task;
+                        match self
+                            .report_failure(&mut task, "EngineUnavailable", &message)
+                            .await
+                        {
+                            Ok(()) => failing_since = None,
+                            Err(e) => tracing::warn!(error = %e, "cannot report the failure"),
+                        }
+                    } else {
+                        tracing::warn!(error = %err, failures, "reconcile failed; retrying");
+                    }
+                    // Capped backoff: 0.4 s doubling to 12.8 s.
                     Duration::from_millis(200 * 2u64.pow(failures.min(6)))
                 }
             };
@@ -231,8 +291,38 @@ impl Reconciler {
         }
     }
 
-    /// One level-triggered pass: observe, plan, act, until the plan is empty.
-    async fn reconcile(&self, mut task: Task) -> Result<Outcome, ReconcileError> {
+    /// One level-triggered pass (see [`Reconciler::pass`]); a report the server refuses as
+    /// stale is dropped, and this attempt's container (only that) is cleaned up.
+    async fn reconcile(&self, task: Task) -> Result<Outcome, ReconcileError> {
+        match self.pass(task.clone()).await {
+            Err(ReconcileError::Stale(why)) => {
+                tracing::warn!(why, "report refused as stale; dropping it");
+                self.remove_stale_container(&task).await?;
+                Ok(Outcome::Done)
+            }
+            other => other,
+        }
+    }
+
+    /// Stops and removes the container of `task`'s attempt, when there is one labelled as
+    /// that attempt's (uid and binding); any other container is left alone.
+    async fn remove_stale_container(&self, task: &Task) -> Result<(), RuntimeError> {
+        let uid = task.metadata.uid.clone().unwrap_or_default();
+        let cname = container_name(&task.metadata.name);
+        if let Some(c) = self.runtime.inspect(&cname).await?
+            && c.is_attempt(&uid, task.status.binding)
+        {
+            tracing::info!(container = %c.id, "removing the container of a stale attempt");
+            if c.status.is_alive() {
+                self.runtime.stop(&c.id, self.kill_grace).await?;
+            }
+            self.runtime.remove(&c.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Observe, plan, act, until the plan is empty.
+    async fn pass(&self, mut task: Task) -> Result<Outcome, ReconcileError> {
         let name = task.metadata.name.clone();
         let cname = container_name(&name);
         for _ in 0..12 {
@@ -327,7 +417,13 @@ impl Reconciler {
                         return Ok(StepResult::Gone);
                     }
                 }
-                if let Err(err) = self.images.ensure(&spec.image).await {
+                // A kill or delete during a long pull abandons it: the cache follows the
+                // watch, so it shows the change while the pull is still under way.
+                let pulled = tokio::select! {
+                    r = self.images.ensure(&spec.image) => Some(r),
+                    () = self.until_unwanted(task) => None,
+                };
+                if let Some(Err(err)) = pulled {
                     return match err {
                         RuntimeError::ImageNotFound { .. } => {
                             self.report_failure(task, "ImageNotFound", &err.to_string())
@@ -352,6 +448,13 @@ impl Reconciler {
                 if let Err(err) = self.logs.remove_except(&name, Some(&uid)) {
                     tracing::warn!(error = %err, "cannot remove the logs of an earlier task");
                 }
+                // The plan came from a snapshot taken before the pull: read the task again
+                // before the container exists.
+                match self.reread(task).await? {
+                    Reread::Proceed if pulled.is_some() => {}
+                    Reread::Proceed | Reread::Replan => return Ok(StepResult::Replan),
+                    Reread::Gone => return Ok(StepResult::Gone),
+                }
                 if let Err(err) = self.logs.prepare(&name, &uid) {
                     tracing::warn!(error = %err, "cannot prepare log files");
                 }
@@ -365,21 +468,27 @@ impl Reconciler {
                             .await?;
                         return Ok(StepResult::Gone);
                     }
+                    // A configuration the engine refuses fails the same way every time.
+                    Err(RuntimeError::Refused(message)) => {
+                        self.report_failure(task, "StartFailed", &message).await?;
+                        return Ok(StepResult::Gone);
+                    }
                     Err(err) => return Err(err.into()),
                 }
             }
             Step::Start => {
+                let Some(c) = actual else {
+                    return Ok(StepResult::Replan);
+                };
+                match self.reread(task).await? {
+                    Reread::Proceed => {}
+                    Reread::Replan => return Ok(StepResult::Replan),
+                    Reread::Gone => return Ok(StepResult::Gone),
+                }
                 // Attached before the start, so the capture sees every byte as it is
                 // written, whatever the engine's log keeps. Should the attach fail, the
                 // capture replays the engine's log instead and says if it cannot be whole.
-                // The plan may start what this round created, so look at it afresh.
-                let created = match actual {
-                    Some(c) => Some(c.clone()),
-                    None => self.runtime.inspect(&cname).await?,
-                };
-                if let Some(c) = created
-                    && c.uid() == Some(uid.as_str())
-                {
+                if c.uid() == Some(uid.as_str()) {
                     let this = self.clone();
                     let name = name.clone();
                     if let Err(err) = self
@@ -390,7 +499,12 @@ impl Reconciler {
                         tracing::warn!(error = %err, "cannot attach to the container's output");
                     }
                 }
-                if let Err(err) = self.runtime.start(&cname).await {
+                if let Err(err) = self.runtime.start(&c.id).await {
+                    if let RuntimeError::Refused(message) = &err {
+                        let message = format!("container could not start: {message}");
+                        self.report_failure(task, "StartFailed", &message).await?;
+                        return Ok(StepResult::Replan);
+                    }
                     // A command that cannot be executed leaves an exited container with the
                     // engine's error: the next plan reports it as a failure.
                     match self.runtime.inspect(&cname).await? {
@@ -410,17 +524,25 @@ impl Reconciler {
                 }
                 return Ok(StepResult::Replan);
             }
+            // By the id inspected, never by name: the name may be another container's by now.
             Step::Pause => {
-                self.runtime.pause(&cname).await?;
+                if let Some(c) = actual {
+                    self.runtime.pause(&c.id).await?;
+                }
                 return Ok(StepResult::Replan);
             }
             Step::Unpause => {
-                self.runtime.unpause(&cname).await?;
+                if let Some(c) = actual {
+                    self.runtime.unpause(&c.id).await?;
+                }
                 return Ok(StepResult::Replan);
             }
             Step::Stop => {
+                let Some(c) = actual else {
+                    return Ok(StepResult::Replan);
+                };
                 tracing::info!(grace = ?self.kill_grace, "stopping container");
-                match self.runtime.stop(&cname, self.kill_grace).await {
+                match self.runtime.stop(&c.id, self.kill_grace).await {
                     Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                     Err(err) => return Err(err.into()),
                 }
@@ -618,7 +740,51 @@ impl Reconciler {
         Ok(StepResult::Continue)
     }
 
-    /// Reports a terminal failure before (or without) a container, and closes the logs.
+    /// Reads `task` afresh before an irreversible step (create, start). Proceed when it is
+    /// still this attempt and still wanted running; Replan (with `task` updated) when it is
+    /// this attempt but killed, deleting or ended meanwhile, so the plan reports that
+    /// instead; Gone when it is deleted or is another attempt now.
+    async fn reread(&self, task: &mut Task) -> Result<Reread, ReconcileError> {
+        let fresh = match self.tasks.get(&task.metadata.name).await {
+            Ok(fresh) => fresh,
+            Err(e) if e.is_not_found() => return Ok(Reread::Gone),
+            Err(e) => return Err(e.into()),
+        };
+        if !self.same_attempt(task, &fresh) {
+            tracing::info!("the task is another attempt now; not going on");
+            return Ok(Reread::Gone);
+        }
+        let wanted = wanted_running(&fresh);
+        *task = fresh;
+        if wanted {
+            Ok(Reread::Proceed)
+        } else {
+            tracing::info!("the task was killed or deleted meanwhile; not going on");
+            Ok(Reread::Replan)
+        }
+    }
+
+    fn same_attempt(&self, task: &Task, other: &Task) -> bool {
+        other.metadata.uid == task.metadata.uid
+            && other.status.node.as_deref() == Some(self.settings.node_name.as_str())
+            && other.status.binding == task.status.binding
+    }
+
+    /// Returns once the watched copy of `task` is no longer wanted running as this attempt
+    /// (killed, deleted, ended, or another attempt); pending forever otherwise.
+    async fn until_unwanted(&self, task: &Task) {
+        loop {
+            let still = match self.shared().cache.get(&task.metadata.name) {
+                Some(t) => self.same_attempt(task, t) && wanted_running(t),
+                None => false,
+            };
+            if !still {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The settings for a container made now: whether the environments directory exists
     /// is looked at each time, since it may be made after the agent started.
     async fn settings_now(&self) -> AgentSettings {
@@ -656,6 +822,7 @@ impl Reconciler {
         .unwrap_or_else(|e| Err(format!("cannot check the host mounts: {e}")))
     }
 
+    /// Reports a terminal failure before (or without) a container, and closes the logs.
     async fn report_failure(
         &self,
         task: &mut Task,
@@ -688,24 +855,53 @@ impl Reconciler {
 
     /// Writes the status through the status subresource, re-reading on conflict. Nothing is
     /// written to a task that is another one now (uid) or that already ended: a terminal
-    /// phase is never left.
+    /// phase is never left. Every write names its attempt (uid, this node, the binding) and
+    /// the server refuses it with 409 when that is not the current one; when the task read
+    /// (first, or again after a conflict) is at another attempt, nothing is written and the
+    /// error is [`ReconcileError::Stale`].
     async fn update_status(
         &self,
         task: &Task,
         mut f: impl FnMut(&mut Task, kohakuriver_api::Timestamp),
     ) -> Result<Task, ReconcileError> {
         let uid = task.metadata.uid.clone();
-        let updated = self
+        let me = Some(self.settings.node_name.clone());
+        let binding = task.status.binding;
+        let mut stale = None;
+        let written = self
             .tasks
             .update_status_with(&task.metadata.name, |t| {
-                if t.metadata.uid != uid || t.status.phase.is_terminal() {
+                stale = None;
+                if t.metadata.uid != uid || t.status.node != me || t.status.binding != binding {
+                    stale = Some(format!(
+                        "task {} is {} now; this report was for binding {binding} on this node",
+                        t.metadata.name,
+                        kohakuriver_api::precondition::describe(&t.status)
+                    ));
+                    return false;
+                }
+                if t.status.phase.is_terminal() {
                     return false;
                 }
                 let before = t.status.clone();
                 f(t, chrono::Utc::now());
                 t.status != before
             })
-            .await?;
+            .await;
+        let updated = match written {
+            Err(e) if e.is_not_found() => {
+                return Err(ReconcileError::Stale(format!(
+                    "task {} is gone",
+                    task.metadata.name
+                )));
+            }
+            // Still refused after reading again: the server knows of a newer attempt.
+            Err(e) if e.is_conflict() => return Err(ReconcileError::Stale(e.to_string())),
+            other => other?,
+        };
+        if let Some(why) = stale {
+            return Err(ReconcileError::Stale(why));
+        }
         let mut shared = self.shared();
         if let Some(cached) = shared.cache.get_mut(&updated.metadata.name)
             && cached.metadata.uid == updated.metadata.uid
@@ -716,11 +912,15 @@ impl Reconciler {
         Ok(updated)
     }
 
-    /// The task `name` is gone from the server: its container (if any) goes too, and then
-    /// its captured logs (the container only once its capture is final, see the finalizer
-    /// path; a task deleted without one loses what it had not written yet anyway).
-    async fn remove_container_of_deleted(&self, name: &str) -> Result<(), ReconcileError> {
-        self.remove_container_of_deleted_task(name).await?;
+    /// The task `name` (uid `uid`) is gone from the server, or from this node: its
+    /// container goes (see [`Self::remove_container_of_gone_task`]), and then its captured
+    /// logs, so node disks stay bounded.
+    async fn remove_container_of_deleted(
+        &self,
+        name: &str,
+        uid: Option<String>,
+    ) -> Result<(), ReconcileError> {
+        self.remove_container_of_gone_task(name, uid).await?;
         let (logs, name_owned) = (self.logs.clone(), name.to_string());
         let removed = tokio::task::spawn_blocking(move || logs.remove_except(&name_owned, None))
             .await
@@ -731,10 +931,18 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn remove_container_of_deleted_task(&self, name: &str) -> Result<(), RuntimeError> {
+    /// The task `name` (uid `uid`) is gone from the server, or from this node: its
+    /// container (if any) goes too, but only a container labelled as that task's.
+    async fn remove_container_of_gone_task(
+        &self,
+        name: &str,
+        uid: Option<String>,
+    ) -> Result<(), RuntimeError> {
         let cname = container_name(name);
         if let Some(c) = self.runtime.inspect(&cname).await?
             && c.labels.get(labels::NODE) == Some(&self.settings.node_name)
+            && uid.is_some()
+            && c.uid() == uid.as_deref()
         {
             tracing::info!(container = %c.id, "removing container of deleted task");
             if c.status.is_alive() {
@@ -773,6 +981,23 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// What a fresh read of the task says about going on with an irreversible step.
+enum Reread {
+    /// Still this attempt and wanted running: go on.
+    Proceed,
+    /// This attempt, but no longer wanted running: plan again from the fresh task.
+    Replan,
+    /// Deleted, or another attempt now: stop here.
+    Gone,
+}
+
+/// True while a task is wanted running: not deleting, not killed, not ended.
+fn wanted_running(task: &Task) -> bool {
+    !task.metadata.is_deleting()
+        && task.spec.state != kohakuriver_api::DesiredState::Killed
+        && !task.status.phase.is_terminal()
 }
 
 /// What to do after one step.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use kohakuriver_api::Timestamp;
 
-use crate::container_config::{ATTEMPT_LABEL, ContainerSpec};
+use crate::container_config::{ATTEMPT_LABEL, BINDING_LABEL, ContainerSpec};
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,10 @@ pub enum RuntimeError {
     /// No such container.
     #[error("container {0} not found")]
     NotFound(String),
+    /// The engine refused the container's configuration (create or start), in a way
+    /// retrying cannot fix (see [`crate::engine_fault::classify`]); the engine's words.
+    #[error("{0}")]
+    Refused(String),
     /// Any other engine answer.
     #[error("docker: {0}")]
     Engine(String),
@@ -107,6 +111,18 @@ impl ContainerState {
         self.labels
             .get(kohakuriver_api::labels::UID)
             .map(String::as_str)
+    }
+
+    /// The task binding (`status.binding`) the container was created for, if labelled.
+    pub fn binding(&self) -> Option<u32> {
+        self.labels.get(BINDING_LABEL).and_then(|b| b.parse().ok())
+    }
+
+    /// True when the container was made for this very attempt of task `uid`: its uid label
+    /// is `uid` and its binding label is `binding`. Only such a container is stopped or
+    /// removed on that attempt's behalf.
+    pub fn is_attempt(&self, uid: &str, binding: u32) -> bool {
+        self.uid() == Some(uid) && self.binding().is_none_or(|b| b == binding)
     }
 
     /// The attempt number the container was created for (1 for the first run).

@@ -646,3 +646,110 @@ async fn tags_are_read_from_a_real_docker_save() {
     let refusal = tarball_tags::check_tags(&env, &both_tags).unwrap_err();
     assert!(refusal.contains(&other), "{refusal}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_mount_fails_within_seconds_with_the_engines_message() {
+    if support::skip_without_docker() {
+        return;
+    }
+    let c = Cluster::start("badmount", Options::default()).await;
+    let missing = format!("/nonexistent-{}", support::unique_name("mount"));
+    let mut task = Task::test("m").command(&["true"]);
+    task.spec.mounts = vec![format!("{missing}:/data")];
+    let started = std::time::Instant::now();
+    c.run(task, alloc("0", None)).await;
+    let failed = c
+        .wait_phase("m", TaskPhase::Failed, Duration::from_secs(10))
+        .await;
+    assert_eq!(failed.status.reason.as_deref(), Some("StartFailed"));
+    let message = failed.status.message.unwrap();
+    assert!(
+        message.contains("bind source path does not exist"),
+        "{message}"
+    );
+    assert!(message.contains(&missing), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        !std::path::Path::new(&missing).exists(),
+        "docker made {missing}"
+    );
+}
+
+/// A registry that accepts connections and never answers; counts the connections.
+async fn stalled_registry() -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let handle = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (port, accepted, handle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_pull_times_out_and_a_kill_during_it_creates_nothing() {
+    if support::skip_without_docker() {
+        return;
+    }
+    let (port, accepted, registry) = stalled_registry().await;
+    let c = Cluster::start(
+        "stall",
+        Options {
+            pull_timeout: Some(Duration::from_secs(3)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let image = format!("127.0.0.1:{port}/stall:1");
+    let slow = support::unique_name("slow");
+    let mut task = Task::test(&slow).command(&["true"]);
+    task.spec.image = Some(image.clone());
+    c.run(task, alloc("0", None)).await;
+    let failed = c.wait_phase(&slow, TaskPhase::Failed, T).await;
+    assert_eq!(failed.status.reason.as_deref(), Some("ImagePullFailed"));
+    assert!(
+        failed
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("--pull-timeout"),
+        "{:?}",
+        failed.status.message
+    );
+
+    // Killed while it pulls (the default timeout is far away): Killed, and no container.
+    let c = Cluster::start("stallkill", Options::default()).await;
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let killed = support::unique_name("k");
+    let mut task = Task::test(&killed).command(&["true"]);
+    task.spec.image = Some(image);
+    c.run(task, alloc("0", None)).await;
+    wait_until(T, "the engine is pulling from the stalled registry", || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) > before
+    })
+    .await;
+    c.tasks
+        .update_with(&killed, |t| {
+            t.spec.state = kohakuriver_api::DesiredState::Killed;
+            true
+        })
+        .await
+        .unwrap();
+    c.wait_phase(&killed, TaskPhase::Killed, T).await;
+    let container = format!("kohakuriver-task-{killed}");
+    assert!(
+        support::docker_inspect(&container).is_none(),
+        "{container} was created"
+    );
+    registry.abort();
+}

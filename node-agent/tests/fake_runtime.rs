@@ -8,7 +8,7 @@ use std::time::Duration;
 use kohakuriver_api::{Task, TaskPhase};
 use kohakuriver_node_agent::DockerConnection;
 use kohakuriver_node_agent::fake_runtime::{Call, FakeRuntime};
-use kohakuriver_node_agent::runtime::LogStream;
+use kohakuriver_node_agent::runtime::{LogStream, RuntimeError};
 use support::{Cluster, Options, alloc, wait_until};
 
 const T: Duration = Duration::from_secs(20);
@@ -191,4 +191,106 @@ fn tar_tagging(tags: &[&str]) -> Vec<u8> {
     out.extend_from_slice(&manifest);
     out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
     out
+}
+
+fn creates(fake: &FakeRuntime) -> usize {
+    fake.calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Create(_)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_the_engine_refuses_fails_the_task_at_once_with_its_message() {
+    let (c, fake) = cluster("fake-refused").await;
+    let refusal = "invalid mount config for type \"bind\": bind source path does not exist: /nonexistent-fake";
+    fake.fail_creates(vec![RuntimeError::Refused(refusal.to_string())]);
+    c.run(Task::test("r").command(&["true"]), alloc("0", None))
+        .await;
+    let failed = c
+        .wait_phase("r", TaskPhase::Failed, Duration::from_secs(10))
+        .await;
+    assert_eq!(failed.status.reason.as_deref(), Some("StartFailed"));
+    assert_eq!(failed.status.message.as_deref(), Some(refusal));
+    assert_eq!(creates(&fake), 1, "not retried: {:?}", fake.calls());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_engine_error_is_retried() {
+    let (c, fake) = cluster("fake-transient").await;
+    fake.fail_creates(vec![
+        RuntimeError::Unreachable("error trying to connect: connection refused".into()),
+        RuntimeError::Engine("context deadline exceeded".into()),
+    ]);
+    c.run(Task::test("t").command(&["true"]), alloc("0", None))
+        .await;
+    let running = c.wait_phase("t", TaskPhase::Running, T).await;
+    assert!(running.status.reason.is_none(), "{:?}", running.status);
+    assert_eq!(creates(&fake), 3, "{:?}", fake.calls());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_killed_during_a_slow_pull_is_never_created() {
+    let (c, fake) = cluster("fake-slow-pull").await;
+    // Longer than the test waits for the kill: only abandoning the pull can end it in time.
+    fake.on_pull("registry.test/slow:1", Duration::from_secs(120));
+    let mut task = Task::test("p").command(&["true"]);
+    task.spec.image = Some("registry.test/slow:1".into());
+    c.run(task, alloc("0", None)).await;
+    wait_until(T, "the pull started", || {
+        fake.calls()
+            .contains(&Call::Pull("registry.test/slow:1".into()))
+    })
+    .await;
+    c.tasks
+        .update_with("p", |t| {
+            t.spec.state = kohakuriver_api::DesiredState::Killed;
+            true
+        })
+        .await
+        .unwrap();
+    let killed = c.wait_phase("p", TaskPhase::Killed, T).await;
+    assert_eq!(killed.status.reason.as_deref(), Some("Killed"));
+    assert_eq!(creates(&fake), 0, "{:?}", fake.calls());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_for_an_old_attempt_is_dropped_and_its_container_removed() {
+    let (c, fake) = cluster("fake-stale").await;
+    fake.slow_starts(Duration::from_secs(3));
+    let first = c
+        .run(Task::test("s").command(&["true"]), alloc("0", None))
+        .await;
+    assert_eq!(first.status.binding, 1);
+    wait_until(T, "the first start began", || {
+        fake.calls().iter().any(|c| matches!(c, Call::Start(_)))
+    })
+    .await;
+    let old_id = fake.container("kohakuriver-task-s").unwrap().id;
+    // While the agent starts attempt 1, the task is re-queued and bound here again.
+    c.tasks
+        .update_status_with("s", |t| {
+            t.status.phase = TaskPhase::Pending;
+            t.status.node = None;
+            t.status.allocation = None;
+            true
+        })
+        .await
+        .unwrap();
+    let second = c.bind("s", alloc("0", None)).await;
+    assert_eq!(second.status.binding, 2);
+    // Attempt 1's Running report must not land on attempt 2; its container goes.
+    let running = c.wait_phase("s", TaskPhase::Running, T).await;
+    assert_eq!(running.status.binding, 2);
+    assert_ne!(
+        running.status.container_id.as_deref(),
+        Some(old_id.as_str())
+    );
+    assert!(
+        fake.calls().contains(&Call::Remove(old_id.clone())),
+        "{:?}",
+        fake.calls()
+    );
+    let now = fake.container("kohakuriver-task-s").unwrap();
+    assert_eq!(now.binding(), Some(2));
 }

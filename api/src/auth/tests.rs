@@ -347,6 +347,7 @@ fn refusal(r: Result<(), StatusRefusal>) -> String {
     match r {
         Ok(()) => "ok".to_string(),
         Err(StatusRefusal::Forbidden(m)) => format!("403 {m}"),
+        Err(StatusRefusal::Stale(m)) => format!("409 {m}"),
         Err(StatusRefusal::Invalid { field, message }) => format!("422 {field}: {message}"),
     }
 }
@@ -423,11 +424,18 @@ fn status_write_table() {
             "ok",
         ),
         (
-            "another node may not",
+            "another node's report is stale (409, naming the current node)",
             &n2,
             &good,
             with_phase(&good, TaskPhase::Running),
-            "403",
+            "409 task t is bound to node \"n1\" (binding 0) now, not to node \"n2\"",
+        ),
+        (
+            "a node's report on a task re-queued off it is stale",
+            &n1,
+            &pending,
+            with_phase(&pending, TaskPhase::Failed),
+            "409 task t is not bound to any node",
         ),
         (
             "the controllers may not report Running",

@@ -81,7 +81,7 @@ impl Caller {
         check_spec(&self.identity, spec, old, policy).map_err(|d| AppError::forbidden(d.0))
     }
 
-    /// 403 or 422 unless the caller may write `new`'s status over `current`'s.
+    /// 403, 409 or 422 unless the caller may write `new`'s status over `current`'s.
     pub fn allow_task_status(
         &self,
         current: &Task,
@@ -94,6 +94,7 @@ impl Caller {
         match check_task_status(&self.identity, current, new, node) {
             Ok(()) => Ok(()),
             Err(StatusRefusal::Forbidden(m)) => Err(AppError::forbidden(m)),
+            Err(StatusRefusal::Stale(m)) => Err(AppError::stale("Task", &current.metadata.name, m)),
             Err(StatusRefusal::Invalid { field, message }) => Err(AppError::invalid(
                 "Task",
                 &current.metadata.name,

@@ -174,6 +174,13 @@ fn with_status<R: Served>(current: &R, status: Value, version: Value) -> Result<
     typed(&doc)
 }
 
+/// The uid a body names (`metadata.uid`), a precondition of the write when present.
+fn sent_uid(body: &Value) -> Option<String> {
+    body.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 /// `PUT /{plural}/{name}/status`: replaces the status only.
 pub async fn replace_status<R: Served>(
     State(state): State<AppState>,
@@ -192,6 +199,7 @@ pub async fn replace_status<R: Served>(
         .pointer("/metadata/resourceVersion")
         .cloned()
         .unwrap_or(Value::Null);
+    let sent_uid = sent_uid(&value);
     let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
         .store()
@@ -199,6 +207,7 @@ pub async fn replace_status<R: Served>(
             let current = exists(current, &name)?;
             caller.allow(Verb::UpdateStatus, &current.target(), &policy)?;
             let body = with_status(&current, status, version)?;
+            body.check_status_precondition(&current, sent_uid.as_deref())?;
             let new = admit_status(&current, &body)?;
             new.admit_status_by(&caller, &current, stored)?;
             Ok((Change::Put(new), ()))
@@ -217,6 +226,7 @@ pub async fn patch_status<R: Served>(
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
     check_body_name(&patch, &name)?;
+    let sent_uid = sent_uid(&patch);
     let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
         .store()
@@ -232,6 +242,7 @@ pub async fn patch_status<R: Served>(
                 None => Value::Null,
             };
             let body = with_status(&current, status, version)?;
+            body.check_status_precondition(&current, sent_uid.as_deref())?;
             let new = admit_status(&current, &body)?;
             new.admit_status_by(&caller, &current, stored)?;
             Ok((Change::Put(new), ()))

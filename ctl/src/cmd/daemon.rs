@@ -72,6 +72,10 @@ pub struct AgentFlags {
     /// Time a killed task has between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    /// How long an image pull may take; a task whose pull takes longer fails with
+    /// ImagePullFailed.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub pull_timeout: Duration,
     /// Host mounts allowed on this node: every mount's real path (symlinks resolved) must be
     /// under one of these, whatever the server allowed [default: the server's decision, with
     /// symlinks kept inside the server's user mount prefixes].
@@ -119,6 +123,7 @@ impl AgentFlags {
         };
         config.heartbeat_interval = self.heartbeat_interval;
         config.kill_grace = self.kill_grace;
+        config.pull_timeout = self.pull_timeout;
         config.default_image = default_image;
         config.allow_mounts = self.allow_mounts.clone();
         config.log_limits = kohakuriver_node_agent::container_config::LogLimits {

@@ -97,6 +97,7 @@ pub struct Cluster {
     pub allow_mounts: Option<Vec<PathBuf>>,
     pub agent_token: Option<String>,
     pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
+    pull_timeout: Option<Duration>,
 }
 
 /// Options for [`Cluster::start`].
@@ -118,6 +119,8 @@ pub struct Options {
     pub join: bool,
     /// The agent's `--log-max-size` and `--log-max-file`.
     pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
+    /// The agent's `--pull-timeout` (default: the agent's).
+    pub pull_timeout: Option<Duration>,
 }
 
 impl Cluster {
@@ -171,6 +174,7 @@ impl Cluster {
             allow_mounts: options.allow_mounts,
             agent_token: options.agent_token,
             log_limits: options.log_limits,
+            pull_timeout: options.pull_timeout,
         };
         cluster.kill_grace = options.kill_grace;
         if options.join {
@@ -197,6 +201,9 @@ impl Cluster {
         config.token = self.agent_token.clone();
         if let Some(limits) = self.log_limits {
             config.log_limits = limits;
+        }
+        if let Some(timeout) = self.pull_timeout {
+            config.pull_timeout = timeout;
         }
         config
     }
