@@ -31,6 +31,54 @@ pub const ENVIRONMENTS_DIR: &str = "kohakuriver-containers";
 /// Where shared storage appears inside task containers.
 pub const SHARED_MOUNT: &str = "/shared";
 
+/// Label holding the json-file `max-size` (bytes) the agent gave the container's engine log.
+pub const LOG_MAX_SIZE_LABEL: &str = "kohakuriver.log-max-size";
+
+/// Label holding the json-file `max-file` the agent gave the container's engine log.
+pub const LOG_MAX_FILE_LABEL: &str = "kohakuriver.log-max-file";
+
+/// How much of a container's output the engine keeps (json-file `max-size` × `max-file`).
+///
+/// The agent sets these on every container itself, so the daemon's defaults never apply:
+/// they bound the node's disk, and they decide how long the agent may be away while a task
+/// writes before output could be lost (see [`crate::log_capture`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Bytes of one log file before the engine rotates it (at least 1).
+    pub max_size: u64,
+    /// Files kept, the current one included (at least 1).
+    pub max_file: u32,
+}
+
+impl Default for LogLimits {
+    /// 256 MiB × 4: at most 1 GiB of engine log per container, and 768 MiB of it provably
+    /// kept, which covers an agent restart during all but the most prolific tasks.
+    fn default() -> LogLimits {
+        LogLimits {
+            max_size: 256 * 1024 * 1024,
+            max_file: 4,
+        }
+    }
+}
+
+impl LogLimits {
+    /// The limits recorded in a container's labels, None when it carries none (made by an
+    /// agent that did not set them) or they are not numbers.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<LogLimits> {
+        let max_size = labels.get(LOG_MAX_SIZE_LABEL)?.parse().ok()?;
+        let max_file = labels.get(LOG_MAX_FILE_LABEL)?.parse().ok()?;
+        Some(LogLimits { max_size, max_file })
+    }
+
+    /// Json bytes the engine holds for sure once it has rotated at least once and dropped
+    /// a file: every kept file but the current one reached `max_size` before rotating. A
+    /// log smaller than this has lost nothing; None when no size proves that (one file,
+    /// which the engine truncates in place).
+    pub fn proven_retention(&self) -> Option<u64> {
+        (self.max_file >= 2).then(|| self.max_size.saturating_mul(u64::from(self.max_file - 1)))
+    }
+}
+
 /// What the container builder needs to know about the agent.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentSettings {
@@ -48,6 +96,8 @@ pub struct AgentSettings {
     /// it is then bound read-only over the read-write `/shared`, so no task can replace an
     /// environment tarball that other tasks will load.
     pub protect_environments: bool,
+    /// The engine log retention given to every container.
+    pub log_limits: LogLimits,
 }
 
 /// Where a container's image comes from.
@@ -112,6 +162,8 @@ pub struct ContainerSpec {
     pub gpus: Vec<u32>,
     /// `--privileged`.
     pub privileged: bool,
+    /// The engine log retention (json-file `max-size`, `max-file`).
+    pub log_limits: LogLimits,
 }
 
 /// Why no container can be built for a task.
@@ -190,6 +242,14 @@ pub fn container_config(
         (labels::UID.to_string(), uid),
         (labels::NODE.to_string(), agent.node_name.clone()),
         (ATTEMPT_LABEL.to_string(), attempt.to_string()),
+        (
+            LOG_MAX_SIZE_LABEL.to_string(),
+            agent.log_limits.max_size.max(1).to_string(),
+        ),
+        (
+            LOG_MAX_FILE_LABEL.to_string(),
+            agent.log_limits.max_file.max(1).to_string(),
+        ),
         (BINDING_LABEL.to_string(), task.status.binding.to_string()),
     ]);
 
@@ -233,6 +293,10 @@ pub fn container_config(
         memory_bytes: memory_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         gpus: allocation.gpus.clone(),
         privileged: spec.privileged,
+        log_limits: LogLimits {
+            max_size: agent.log_limits.max_size.max(1),
+            max_file: agent.log_limits.max_file.max(1),
+        },
     })
 }
 
@@ -241,8 +305,10 @@ impl ContainerSpec {
     ///
     /// Bind mounts go to Docker as typed mounts (see [`bind_mount`]).
     ///
-    /// The json-file log driver is asked for explicitly: the agent's log capture replays the
-    /// container's whole log from Docker, whatever the daemon's default driver is.
+    /// The json-file log driver is asked for explicitly, with the agent's own `max-size` and
+    /// `max-file`: Docker merges the daemon's `log-opts` into any option a container leaves
+    /// unset, so only explicit options keep the daemon's rotation (often 10m × 3) from
+    /// deciding what an agent restart can replay.
     pub fn to_bollard(&self) -> (CreateContainerOptions, ContainerCreateBody) {
         let options = CreateContainerOptions {
             name: Some(self.name.clone()),
@@ -273,7 +339,10 @@ impl ContainerSpec {
             privileged: Some(self.privileged),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_string()),
-                config: None,
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), self.log_limits.max_size.to_string()),
+                    ("max-file".to_string(), self.log_limits.max_file.to_string()),
+                ])),
             }),
             ..Default::default()
         };
@@ -325,6 +394,10 @@ mod tests {
             default_image: Some("default:1".into()),
             memory_nodes: CpuSet::parse("0-1").unwrap(),
             protect_environments: false,
+            log_limits: LogLimits {
+                max_size: 1000,
+                max_file: 3,
+            },
         }
     }
 
@@ -571,7 +644,11 @@ mod tests {
         assert_eq!(mounts[0].read_only, Some(true));
         assert_eq!(mounts[0].typ, Some(bollard::models::MountType::BIND));
         assert_eq!(host.binds, None);
-        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("json-file"));
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log = log.config.unwrap();
+        assert_eq!(log["max-size"], "1000");
+        assert_eq!(log["max-file"], "3");
         let requests = host.device_requests.unwrap();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].driver.as_deref(), Some("nvidia"));
@@ -594,5 +671,37 @@ mod tests {
         assert_eq!(host.cpuset_cpus, None);
         assert_eq!(host.memory, None);
         assert_eq!(host.binds, None);
+    }
+
+    #[test]
+    fn log_limits_are_set_labelled_and_read_back() {
+        // (max_size, max_file) set -> (labels, proven retention)
+        type Case = (u64, u32, (&'static str, &'static str), Option<u64>);
+        let cases: [Case; 4] = [
+            (1000, 3, ("1000", "3"), Some(2000)),
+            (10, 2, ("10", "2"), Some(10)),
+            (10, 1, ("10", "1"), None),
+            (0, 0, ("1", "1"), None),
+        ];
+        for (max_size, max_file, (size_label, file_label), retention) in cases {
+            let mut a = agent();
+            a.log_limits = LogLimits { max_size, max_file };
+            let spec = check(&task(), &alloc(""), &a);
+            assert_eq!(spec.labels[LOG_MAX_SIZE_LABEL], size_label, "{max_size}");
+            assert_eq!(spec.labels[LOG_MAX_FILE_LABEL], file_label, "{max_file}");
+            let read = LogLimits::from_labels(&spec.labels).unwrap();
+            assert_eq!(read, spec.log_limits);
+            assert_eq!(
+                read.proven_retention(),
+                retention,
+                "{max_size} x {max_file}"
+            );
+        }
+        assert_eq!(LogLimits::from_labels(&BTreeMap::new()), None);
+        let bad = BTreeMap::from([
+            (LOG_MAX_SIZE_LABEL.to_string(), "10m".to_string()),
+            (LOG_MAX_FILE_LABEL.to_string(), "3".to_string()),
+        ]);
+        assert_eq!(LogLimits::from_labels(&bad), None);
     }
 }

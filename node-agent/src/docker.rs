@@ -13,8 +13,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
-    CreateImageOptions, ImportImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    AttachContainerOptions, CreateImageOptions, ImportImageOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -330,23 +330,57 @@ impl ContainerRuntime for DockerRuntime {
         };
         self.docker
             .logs(id, Some(options))
-            .filter_map(|item| async move {
-                match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: LogStream::Stdout,
-                            bytes: message,
-                        }))
-                    }
-                    Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: LogStream::Stderr,
-                        bytes: message,
-                    })),
-                    Ok(LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(engine_error(e))),
-                }
-            })
+            .filter_map(|item| async move { log_chunk(item) })
             .boxed()
+    }
+
+    async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
+        let options = AttachContainerOptions {
+            detach_keys: None,
+            logs: false,
+            stream: true,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        };
+        let attached = match self.docker.attach_container(id, Some(options)).await {
+            Ok(attached) => attached,
+            Err(e) if status_code(&e) == Some(404) => {
+                return Err(RuntimeError::NotFound(id.into()));
+            }
+            Err(e) => return Err(engine_error(e)),
+        };
+        // The write half is kept with the stream: the connection lives as long as both.
+        let input = attached.input;
+        Ok(attached
+            .output
+            .filter_map(move |item| {
+                let _keep = &input;
+                let chunk = log_chunk(item);
+                async move { chunk }
+            })
+            .boxed())
+    }
+}
+
+/// One frame of Docker's multiplexed output in our terms (stdin frames are dropped).
+fn log_chunk(item: Result<LogOutput, BollardError>) -> Option<Result<LogChunk, RuntimeError>> {
+    match item {
+        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+            Some(Ok(LogChunk {
+                stream: LogStream::Stdout,
+                bytes: message,
+            }))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+            stream: LogStream::Stderr,
+            bytes: message,
+        })),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(engine_error(e))),
     }
 }
 

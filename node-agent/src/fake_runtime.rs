@@ -315,4 +315,39 @@ impl ContainerRuntime for FakeRuntime {
         let chunks = state.output.get(&name).cloned().unwrap_or_default();
         futures::stream::iter(chunks.into_iter().map(Ok)).boxed()
     }
+
+    async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
+        let name = {
+            let state = self.state();
+            state
+                .containers
+                .values()
+                .find(|(c, _)| c.id == id || c.name == id)
+                .map(|(c, _)| c.name.clone())
+                .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?
+        };
+        let this = self.clone();
+        // The output arrives once the container has exited (or is gone), as a real attach
+        // ends when the container's output closes.
+        Ok(futures::stream::once(async move {
+            loop {
+                let ended = this
+                    .state()
+                    .containers
+                    .get(&name)
+                    .is_none_or(|(c, _)| c.status == ContainerStatus::Exited);
+                if ended {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let chunks = this.state().output.get(&name).cloned().unwrap_or_default();
+            futures::stream::iter(chunks.into_iter().map(Ok))
+        })
+        .flatten()
+        .boxed())
+    }
 }

@@ -138,6 +138,9 @@ pub struct AgentConfig {
     /// keep it only if it has that fingerprint, save it as `<data_dir>/ca.pem`, and verify
     /// the server with it from then on.
     pub ca_pem: Option<Vec<u8>>,
+    /// The engine log retention set on every task container (`--log-max-size`,
+    /// `--log-max-file`), whatever the daemon's `log-opts` say.
+    pub log_limits: container_config::LogLimits,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -165,6 +168,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("allow_mounts", &self.allow_mounts)
             .field("tls", &self.tls.is_some())
             .field("ca_pem", &self.ca_pem.is_some())
+            .field("log_limits", &self.log_limits)
             .finish()
     }
 }
@@ -199,6 +203,7 @@ impl AgentConfig {
             allow_mounts: None,
             tls: None,
             ca_pem: None,
+            log_limits: container_config::LogLimits::default(),
         }
     }
 }
@@ -387,6 +392,7 @@ pub async fn start(
         memory_nodes,
         // Looked at again before every container is made (see the reconciler).
         protect_environments: false,
+        log_limits: config.log_limits,
     };
 
     let facts = heartbeat::NodeFacts {

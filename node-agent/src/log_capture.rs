@@ -1,15 +1,26 @@
 //! Capturing a container's stdout and stderr into files that outlive it.
 //!
 //! Each task has a directory `<data-dir>/logs/<task>-<uid>/` with `stdout`, `stderr`, a small
-//! `capture.json` and, once nothing more can come, a `final` marker. Capture follows Docker's
-//! log stream (the json-file driver keeps the whole log while the container exists). On every
-//! (re)attach it replays the log from the start and skips as many bytes of each stream as
-//! the files already hold for this container, then appends: an agent restart neither loses
-//! nor duplicates a byte. `capture.json` records how long each file was before this
-//! container's output began, so a retried task (a new container) appends after the earlier
-//! attempt's output.
+//! `capture.json`, once nothing more can come a `final` marker, and an `incomplete` note when
+//! output may be missing. The directory goes when the task is deleted.
+//!
+//! Two sources, one writer. The agent attaches to the container's streams before starting it
+//! ([`Captures::attach`]): every byte arrives once, in order, at the pace the container
+//! writes (it cannot outrun its reader), and the engine's log rotation plays no part. When
+//! the agent was not attached for part of the run (it restarted, or the attach broke), the
+//! capture falls back to Docker's json-file log: it replays the log from the start and skips
+//! as many bytes of each stream as the files already hold for this container, then appends,
+//! so nothing is duplicated. That log is only complete while the engine kept all of it, so
+//! the agent sets each container's log limits itself ([`crate::container_config::LogLimits`])
+//! and [`judge_replay`] decides, from the replay's size and those limits, whether the files
+//! provably hold everything; when they do not, the capture says so in `incomplete`, and the
+//! task's status carries condition `LogsIncomplete`. `capture.json` records how long each
+//! file was before this container's output began, so a retried task (a new container)
+//! appends after the earlier attempt's output.
 //!
 //! Architecture Invariant: a task's container is removed only after its capture is final.
+//! Architecture Invariant: a capture that cannot prove it holds everything is marked
+//! incomplete; "complete" is never claimed without proof.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -17,13 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{ContainerRuntime, LogStream, RuntimeError};
+use crate::container_config::LogLimits;
+use crate::runtime::{ContainerRuntime, LogChunk, LogStream, RuntimeError};
 
 /// Why capturing failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +129,30 @@ impl LogStore {
         let path = self.dir(task, uid).join("final");
         if !path.exists() {
             std::fs::write(&path, "").map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Why the task's captured output may lack bytes, when it may (see [`judge_replay`]).
+    pub fn incomplete(&self, task: &str, uid: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(task, uid).join("incomplete")).ok()
+    }
+
+    /// Removes the log directories of task `task` except the one of uid `keep`: the task
+    /// they belonged to is deleted, and node disks are bounded.
+    pub fn remove_except(&self, task: &str, keep: Option<&str>) -> Result<(), CaptureError> {
+        let keep = keep.map(|uid| self.dir(task, uid));
+        let prefix = format!("{task}-");
+        for dir in self.find(task) {
+            // Task `a` must not take task `a-b`'s logs: the rest of the name is a whole uid.
+            let uid_shaped = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(is_uid_shaped);
+            if uid_shaped && Some(&dir) != keep.as_ref() {
+                std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+            }
         }
         Ok(())
     }
@@ -224,6 +261,106 @@ pub fn tail_offset(file: &mut std::fs::File, lines: u64) -> std::io::Result<u64>
     Ok(0)
 }
 
+/// True for a server-made uid (a UUID: 8-4-4-4-12 hex digits).
+fn is_uid_shaped(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An upper bound of the bytes one json-file log entry holding `bytes` takes on the engine's
+/// disk: `{"log":"…","stream":"stdout","time":"…"}` plus a newline, where Go's encoder turns
+/// a byte into at most six (`\u00XX`, `\ufffd`).
+pub fn json_entry_upper(bytes: &[u8]) -> u64 {
+    // `{"log":"` 8, `","stream":"` 12, `stdout` 6, `","time":"` 10, a time of at most 35,
+    // `"}` 2, newline 1: 74; rounded up.
+    const ENVELOPE: u64 = 80;
+    let escaped: u64 = bytes
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            b'<' | b'>' | b'&' => 6,
+            0x20..=0x7f => 1,
+            _ => 6,
+        })
+        .sum();
+    ENVELOPE + escaped
+}
+
+/// Whether a capture provably holds all of a container's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completeness {
+    /// Every byte the container wrote is in the files.
+    Complete,
+    /// Output may be missing: the engine may have rotated it away while the agent was not
+    /// attached. `lost_at_least` is a lower bound of the bytes missing (0: unknown).
+    Incomplete {
+        /// Bytes certainly missing (0 when the amount cannot be told).
+        lost_at_least: u64,
+        /// Why, for the task's status.
+        why: String,
+    },
+}
+
+impl Completeness {
+    /// The status message of an incomplete capture.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Completeness::Complete => None,
+            Completeness::Incomplete { lost_at_least, why } => Some(if *lost_at_least > 0 {
+                format!("at least {lost_at_least} bytes of output are missing: {why}")
+            } else {
+                format!("an unknown number of bytes of output may be missing: {why}")
+            }),
+        }
+    }
+}
+
+/// Decides whether a capture that had to replay the engine's log (the agent was not attached
+/// for part of the run) holds everything, from the final clean replay of the exited
+/// container: `kept_json_upper` bounds the json bytes the engine still holds (the sum of
+/// [`json_entry_upper`] over its entries), `unmatched` counts bytes the files held beyond
+/// what the replay delivered, `limits` are the container's log limits (None when unknown).
+///
+/// The engine rotates a file once it reaches `max_size`, so once it has dropped a file it
+/// holds at least `(max_file - 1) × max_size`; a smaller log has lost nothing.
+pub fn judge_replay(
+    kept_json_upper: u64,
+    unmatched: u64,
+    limits: Option<LogLimits>,
+) -> Completeness {
+    let Some(limits) = limits else {
+        return Completeness::Incomplete {
+            lost_at_least: 0,
+            why: "the container has no log limits set by the agent, so whether the engine rotated output away while the agent was not attached cannot be told".into(),
+        };
+    };
+    if unmatched > 0 {
+        return Completeness::Incomplete {
+            lost_at_least: 0,
+            why: format!(
+                "the engine's log holds {unmatched} bytes less than were already captured: it rotated output away while the agent was not attached; raise --log-max-size or --log-max-file"
+            ),
+        };
+    }
+    match limits.proven_retention() {
+        Some(retention) if kept_json_upper < retention => Completeness::Complete,
+        Some(retention) => Completeness::Incomplete {
+            lost_at_least: 0,
+            why: format!(
+                "the engine's log may have reached its limit ({} × {} bytes; up to {kept_json_upper} bytes kept, {retention} provably whole) while the agent was not attached, so older output may have been rotated away; raise --log-max-size or --log-max-file",
+                limits.max_file, limits.max_size
+            ),
+        },
+        None => Completeness::Incomplete {
+            lost_at_least: 0,
+            why: "the container keeps a single log file, which the engine truncates in place, so a replay cannot prove it holds everything; use --log-max-file 2 or more".into(),
+        },
+    }
+}
+
 /// Running captures, so each container is followed once and others can wait for the end.
 #[derive(Clone)]
 pub struct Captures {
@@ -232,6 +369,14 @@ pub struct Captures {
     shutdown: CancellationToken,
     // A std Mutex: held only for map lookups, never across an await.
     inner: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+}
+
+/// Where a capture task starts.
+enum Source {
+    /// An attach made before the container started.
+    Attached(BoxStream<'static, Result<LogChunk, RuntimeError>>),
+    /// The engine's json-file log.
+    Replay,
 }
 
 impl Captures {
@@ -249,9 +394,52 @@ impl Captures {
         }
     }
 
+    /// Attaches to the streams of created container `container_id` (task `task`, uid
+    /// `uid`) and captures them; call it before starting the container, so no byte is
+    /// missed. Does nothing when a capture of this container runs already. `on_final` is
+    /// called once the capture is final.
+    pub async fn attach(
+        &self,
+        task: &str,
+        uid: &str,
+        container_id: &str,
+        on_final: impl FnOnce() + Send + 'static,
+    ) -> Result<(), CaptureError> {
+        if self.running(container_id).is_some() {
+            return Ok(());
+        }
+        self.store.begin(task, uid, container_id)?;
+        let stream = self.runtime.attach(container_id).await?;
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(container_id) {
+            return Ok(());
+        }
+        let (tx, rx) = watch::channel(false);
+        map.insert(container_id.to_string(), rx);
+        drop(map);
+        self.spawn(
+            task,
+            uid,
+            container_id,
+            Source::Attached(stream),
+            tx,
+            on_final,
+        );
+        Ok(())
+    }
+
+    fn running(&self, container_id: &str) -> Option<watch::Receiver<bool>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container_id)
+            .cloned()
+    }
+
     /// Makes sure the output of container `container_id` (task `task`, uid `uid`) is being
-    /// captured, starting a follower if none runs and the capture is not final yet. Returns
-    /// a receiver that turns true once the capture is final. `on_final` is called once then.
+    /// captured, starting a follower of the engine's log if none runs and the capture is
+    /// not final yet. Returns a receiver that turns true once the capture is final.
+    /// `on_final` is called once then.
     pub fn ensure(
         &self,
         task: &str,
@@ -259,32 +447,40 @@ impl Captures {
         container_id: &str,
         on_final: impl FnOnce() + Send + 'static,
     ) -> watch::Receiver<bool> {
-        let store = &self.store;
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = map.get(container_id) {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(false);
-        if store.final_container(task, uid).as_deref() == Some(container_id) {
+        if self.store.final_container(task, uid).as_deref() == Some(container_id) {
             let _ = tx.send(true);
             return rx;
         }
         map.insert(container_id.to_string(), rx.clone());
         drop(map);
-        let (store, task, uid, id) = (
-            store.clone(),
-            task.to_string(),
-            uid.to_string(),
-            container_id.to_string(),
-        );
+        self.spawn(task, uid, container_id, Source::Replay, tx, on_final);
+        rx
+    }
+
+    fn spawn(
+        &self,
+        task: &str,
+        uid: &str,
+        container_id: &str,
+        source: Source,
+        tx: watch::Sender<bool>,
+        on_final: impl FnOnce() + Send + 'static,
+    ) {
+        let (task, uid, id) = (task.to_string(), uid.to_string(), container_id.to_string());
         let captures = self.clone();
         tokio::spawn(async move {
             let result = capture(
                 captures.runtime.as_ref(),
-                &store,
+                &captures.store,
                 &task,
                 &uid,
                 &id,
+                source,
                 &captures.shutdown,
             )
             .await;
@@ -304,46 +500,115 @@ impl Captures {
                 }
             }
         });
-        rx
     }
 }
 
-/// Follows container `container_id` until it has exited and its log is drained, appending
-/// to the task's files. Returns true when the capture is final, false when cancelled.
+/// Captures container `container_id` until it has exited and all its output is in the
+/// files, appending to the task's files. Returns true when the capture is final, false
+/// when cancelled.
 ///
-/// Docker's follow stream is not a complete record: the engine (seen with 20.10 and the
-/// json-file driver) ends it as soon as the container's logger closes, without sending
-/// what the reader had not reached yet, so a fast writer's stream ends cleanly hundreds of
-/// kilobytes short. The follow stream is therefore only for liveness. Once the container
-/// has exited, whole non-follow replays are made until one ends cleanly and brings nothing
-/// new: only then do the files hold everything Docker holds, and only then is the capture
-/// final. A replay that breaks (an error mid-stream) never counts.
-pub async fn capture(
+/// An attached stream that ends cleanly is the whole output. Anything else falls back to
+/// the engine's log. Docker's follow stream is not a complete record: the engine (seen with
+/// 20.10 and the json-file driver) ends it as soon as the container's logger closes, without
+/// sending what the reader had not reached yet. The follow stream is therefore only for
+/// liveness. Once the container has exited, whole non-follow replays are made until one ends
+/// cleanly and brings nothing new: only then do the files hold everything Docker holds, and
+/// [`judge_replay`] decides whether that is everything. A replay that breaks never counts.
+async fn capture(
     runtime: &dyn ContainerRuntime,
     store: &LogStore,
     task: &str,
     uid: &str,
     container_id: &str,
+    source: Source,
     shutdown: &CancellationToken,
 ) -> Result<bool, CaptureError> {
     let record = store.begin(task, uid, container_id)?;
+    let completeness = match source {
+        Source::Attached(stream) => {
+            match copy(store, task, uid, &record, stream, shutdown).await? {
+                None => return Ok(false),
+                Some(pass) if pass.interrupted.is_none() => {
+                    // The output is closed: the process has exited or is about to; wait for
+                    // it so the exit is seen as soon as the capture is final.
+                    wait_not_alive(runtime, container_id, shutdown).await?;
+                    Some(Completeness::Complete)
+                }
+                Some(pass) => {
+                    tracing::warn!(
+                        task,
+                        container = container_id,
+                        error = ?pass.interrupted,
+                        "attached stream broke; replaying the engine's log"
+                    );
+                    None
+                }
+            }
+        }
+        Source::Replay => None,
+    };
+    let completeness = match completeness {
+        Some(c) => c,
+        None => {
+            match replay_until_complete(runtime, store, task, uid, container_id, &record, shutdown)
+                .await?
+            {
+                Some(c) => c,
+                None => return Ok(false),
+            }
+        }
+    };
+    let dir = store.dir(task, uid);
+    if let Some(message) = completeness.message() {
+        tracing::warn!(
+            task,
+            container = container_id,
+            message,
+            "captured output is incomplete"
+        );
+        let path = dir.join("incomplete");
+        std::fs::write(&path, message).map_err(io_err(&path))?;
+    }
+    let final_path = dir.join("final");
+    std::fs::write(&final_path, container_id).map_err(io_err(&final_path))?;
+    Ok(true)
+}
+
+/// Waits until the container is no longer running (or is gone).
+async fn wait_not_alive(
+    runtime: &dyn ContainerRuntime,
+    container_id: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    loop {
+        match runtime.inspect(container_id).await? {
+            Some(state) if state.status.is_alive() => {}
+            _ => return Ok(()),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// The engine-log half of [`capture`]: follows the log while the container runs, then
+/// replays it until a clean replay adds nothing, and judges the result. None when cancelled.
+async fn replay_until_complete(
+    runtime: &dyn ContainerRuntime,
+    store: &LogStore,
+    task: &str,
+    uid: &str,
+    container_id: &str,
+    record: &CaptureRecord,
+    shutdown: &CancellationToken,
+) -> Result<Option<Completeness>, CaptureError> {
     let mut follow = true;
     let mut failures = 0u32;
     loop {
-        let pass = match replay(
-            runtime,
-            store,
-            task,
-            uid,
-            container_id,
-            &record,
-            follow,
-            shutdown,
-        )
-        .await?
-        {
-            Some(pass) => pass,
-            None => return Ok(false),
+        let stream = runtime.logs(container_id, follow);
+        let Some(pass) = copy(store, task, uid, record, stream, shutdown).await? else {
+            return Ok(None);
         };
         if let Some(err) = &pass.interrupted {
             tracing::debug!(task, follow, error = %err, "log stream interrupted");
@@ -359,19 +624,15 @@ pub async fn capture(
                 follow = true;
                 Duration::from_millis(200)
             }
-            Some(_) => {
+            Some(state) => {
                 if !follow && pass.complete() {
                     // A clean replay of the exited container's whole log that had nothing
                     // to add: the files hold everything Docker holds.
-                    if pass.unmatched > 0 {
-                        tracing::warn!(
-                            task,
-                            container = container_id,
-                            bytes = pass.unmatched,
-                            "the engine holds less output than was captured"
-                        );
-                    }
-                    break;
+                    return Ok(Some(judge_replay(
+                        pass.json_upper,
+                        pass.unmatched,
+                        LogLimits::from_labels(&state.labels),
+                    )));
                 }
                 // Exited: replay without follow (again), until a replay adds nothing.
                 let interrupted = pass.interrupted.is_some();
@@ -385,33 +646,36 @@ pub async fn capture(
                 }
             }
             None => {
-                // The container is gone: nothing more can ever be read.
+                // The container is gone: nothing more can ever be read, and nothing proves
+                // the files hold everything.
                 tracing::debug!(
                     task,
                     container = container_id,
                     "container gone while capturing"
                 );
-                break;
+                return Ok(Some(Completeness::Incomplete {
+                    lost_at_least: 0,
+                    why: "the container was removed before its output could be read in full".into(),
+                }));
             }
         };
         if !pause.is_zero() {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(false),
+                _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(pause) => {}
             }
         }
     }
-    let final_path = store.dir(task, uid).join("final");
-    std::fs::write(&final_path, container_id).map_err(io_err(&final_path))?;
-    Ok(true)
 }
 
-/// What one replay of a container's log did.
+/// What one pass over a stream of a container's output did.
 struct Pass {
     /// Bytes appended to the files.
     appended: u64,
-    /// Bytes the files held that the replay did not reach (0 when it covered them).
+    /// Bytes the files held that the stream did not reach (0 when it covered them).
     unmatched: u64,
+    /// Upper bound of the json bytes of the stream's entries (see [`json_entry_upper`]).
+    json_upper: u64,
     /// Why the stream ended early, if it broke.
     interrupted: Option<RuntimeError>,
 }
@@ -423,20 +687,19 @@ impl Pass {
     }
 }
 
-/// Replays the container's log from its start (following it when `follow`), skipping the
+/// Copies a stream of the container's output from its start into the files, skipping the
 /// bytes each file already holds for this container and appending the rest. `None` when
-/// cancelled.
-#[allow(clippy::too_many_arguments)]
-async fn replay(
-    runtime: &dyn ContainerRuntime,
+/// cancelled. Writes are buffered and flushed whenever the stream has nothing ready, so
+/// readers see output as soon as the container pauses, and a fast writer costs few syscalls.
+async fn copy(
     store: &LogStore,
     task: &str,
     uid: &str,
-    container_id: &str,
     record: &CaptureRecord,
-    follow: bool,
+    mut stream: BoxStream<'static, Result<LogChunk, RuntimeError>>,
     shutdown: &CancellationToken,
 ) -> Result<Option<Pass>, CaptureError> {
+    const BUFFER: usize = 1 << 20;
     let out_path = store.path(task, uid, LogStream::Stdout);
     let err_path = store.path(task, uid, LogStream::Stderr);
     let skip_of = |path: &Path, base: u64| {
@@ -452,17 +715,25 @@ async fn replay(
             .append(true)
             .open(&path)
             .await
+            .map(|f| tokio::io::BufWriter::with_capacity(BUFFER, f))
             .map_err(io_err(&path))
     };
     let mut out = open(out_path.clone()).await?;
     let mut err = open(err_path.clone()).await?;
-    let mut stream = runtime.logs(container_id, follow);
     let mut appended = 0u64;
+    let mut json_upper = 0u64;
     let mut interrupted = None;
     loop {
-        let item = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            item = stream.next() => item,
+        let item = match stream.next().now_or_never() {
+            Some(item) => item,
+            None => {
+                out.flush().await.map_err(io_err(&out_path))?;
+                err.flush().await.map_err(io_err(&err_path))?;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    item = stream.next() => item,
+                }
+            }
         };
         let chunk = match item {
             None => break,
@@ -472,6 +743,7 @@ async fn replay(
                 break;
             }
         };
+        json_upper += json_entry_upper(&chunk.bytes);
         let (file, skip, path) = match chunk.stream {
             LogStream::Stdout => (&mut out, &mut skip_out, &out_path),
             LogStream::Stderr => (&mut err, &mut skip_err, &err_path),
@@ -479,15 +751,17 @@ async fn replay(
         let rest = skip_prefix(skip, &chunk.bytes);
         if !rest.is_empty() {
             file.write_all(rest).await.map_err(io_err(path))?;
-            file.flush().await.map_err(io_err(path))?;
             appended += rest.len() as u64;
         }
     }
-    out.sync_all().await.map_err(io_err(&out_path))?;
-    err.sync_all().await.map_err(io_err(&err_path))?;
+    for (file, path) in [(&mut out, &out_path), (&mut err, &err_path)] {
+        file.flush().await.map_err(io_err(path))?;
+        file.get_ref().sync_all().await.map_err(io_err(path))?;
+    }
     Ok(Some(Pass {
         appended,
         unmatched: skip_out + skip_err,
+        json_upper,
         interrupted,
     }))
 }
@@ -567,5 +841,85 @@ mod tests {
         assert!(store.is_final("t", "u"));
         assert_eq!(store.find("t"), vec![store.dir("t", "u")]);
         assert!(store.find("other").is_empty());
+    }
+
+    #[test]
+    fn json_entry_bounds() {
+        // bytes -> upper bound of its json-file entry
+        let cases: [(&[u8], u64); 6] = [
+            (b"", 80),
+            (b"hello\n", 80 + 5 + 2),
+            (b"a\"b\\c", 80 + 1 + 2 + 1 + 2 + 1),
+            (b"<&>", 80 + 18),
+            (b"\x01\x7f", 80 + 6 + 1),
+            ("é".as_bytes(), 80 + 12),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(json_entry_upper(bytes), want, "{bytes:?}");
+        }
+        // A real entry is smaller than the bound.
+        let real =
+            br#"{"log":"hello\n","stream":"stdout","time":"2026-12-02T06:00:00.123456789Z"}"#;
+        assert!((real.len() as u64 + 1) <= json_entry_upper(b"hello\n"));
+    }
+
+    #[test]
+    fn replays_are_judged() {
+        let limits = |max_size, max_file| Some(LogLimits { max_size, max_file });
+        // (kept json upper bound, unmatched, limits) -> complete?
+        let cases = [
+            (0, 0, limits(100, 2), true),
+            (99, 0, limits(100, 2), true),
+            (100, 0, limits(100, 2), false),
+            (199, 0, limits(100, 3), true),
+            (200, 0, limits(100, 3), false),
+            (10, 5, limits(100, 3), false),
+            (10, 0, limits(100, 1), false),
+            (10, 0, None, false),
+        ];
+        for (kept, unmatched, limits, complete) in cases {
+            let verdict = judge_replay(kept, unmatched, limits);
+            assert_eq!(
+                verdict == Completeness::Complete,
+                complete,
+                "{kept} {unmatched} {limits:?}: {verdict:?}"
+            );
+            assert_eq!(verdict.message().is_some(), !complete);
+        }
+        let message = judge_replay(100, 0, limits(100, 2)).message().unwrap();
+        assert!(message.contains("may be missing"), "{message}");
+        assert!(message.contains("--log-max-size"), "{message}");
+        let certain = Completeness::Incomplete {
+            lost_at_least: 7,
+            why: "x".into(),
+        };
+        assert_eq!(
+            certain.message().unwrap(),
+            "at least 7 bytes of output are missing: x"
+        );
+    }
+
+    #[test]
+    fn deleted_tasks_lose_only_their_own_log_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path());
+        let (old, new) = (
+            "11111111-2222-3333-4444-555555555555",
+            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        );
+        store.prepare("a", old).unwrap();
+        store.prepare("a", new).unwrap();
+        // Task `a-b`'s directory also starts with `a-`.
+        store.prepare("a-b", old).unwrap();
+        store.remove_except("a", Some(new)).unwrap();
+        assert!(!store.dir("a", old).exists());
+        assert!(store.dir("a", new).exists());
+        assert!(store.dir("a-b", old).exists());
+        store.remove_except("a", None).unwrap();
+        assert!(!store.dir("a", new).exists());
+        assert!(store.dir("a-b", old).exists());
+        assert!(is_uid_shaped(old));
+        assert!(!is_uid_shaped(&format!("b-{old}")));
+        assert!(!is_uid_shaped("u"));
     }
 }

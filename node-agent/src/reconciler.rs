@@ -443,6 +443,11 @@ impl Reconciler {
                         other => Err(other.into()),
                     };
                 }
+                // Logs of an earlier task of this name (deleted while the agent was away)
+                // go now, so node disks stay bounded.
+                if let Err(err) = self.logs.remove_except(&name, Some(&uid)) {
+                    tracing::warn!(error = %err, "cannot remove the logs of an earlier task");
+                }
                 // The plan came from a snapshot taken before the pull: read the task again
                 // before the container exists.
                 match self.reread(task).await? {
@@ -479,6 +484,20 @@ impl Reconciler {
                     Reread::Proceed => {}
                     Reread::Replan => return Ok(StepResult::Replan),
                     Reread::Gone => return Ok(StepResult::Gone),
+                }
+                // Attached before the start, so the capture sees every byte as it is
+                // written, whatever the engine's log keeps. Should the attach fail, the
+                // capture replays the engine's log instead and says if it cannot be whole.
+                if c.uid() == Some(uid.as_str()) {
+                    let this = self.clone();
+                    let name = name.clone();
+                    if let Err(err) = self
+                        .captures
+                        .attach(&name.clone(), &uid, &c.id, move || this.trigger(&name))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "cannot attach to the container's output");
+                    }
                 }
                 if let Err(err) = self.runtime.start(&c.id).await {
                     if let RuntimeError::Refused(message) = &err {
@@ -574,11 +593,13 @@ impl Reconciler {
                 }
                 let c = actual.cloned();
                 let (exit_code, oom) = (*exit_code, *oom_killed);
+                let incomplete = self.logs.incomplete(&name, &uid);
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
                             apply_container_facts(t, c);
                         }
+                        mark_logs_incomplete(t, incomplete.as_deref(), now);
                         t.status.exit_code = Some(exit_code);
                         t.status.finished_at =
                             Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
@@ -646,12 +667,14 @@ impl Reconciler {
                     return Ok(StepResult::Wait);
                 }
                 let c = actual.cloned();
+                let incomplete = self.logs.incomplete(&name, &uid);
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
                             apply_container_facts(t, c);
                             t.status.exit_code = c.exit_code;
                         }
+                        mark_logs_incomplete(t, incomplete.as_deref(), now);
                         t.status.phase = TaskPhase::Killed;
                         t.status.reason = Some("Killed".to_string());
                         t.status.message = Some("killed on request".to_string());
@@ -890,8 +913,27 @@ impl Reconciler {
     }
 
     /// The task `name` (uid `uid`) is gone from the server, or from this node: its
-    /// container (if any) goes too, but only a container labelled as that task's.
+    /// container goes (see [`Self::remove_container_of_gone_task`]), and then its captured
+    /// logs, so node disks stay bounded.
     async fn remove_container_of_deleted(
+        &self,
+        name: &str,
+        uid: Option<String>,
+    ) -> Result<(), ReconcileError> {
+        self.remove_container_of_gone_task(name, uid).await?;
+        let (logs, name_owned) = (self.logs.clone(), name.to_string());
+        let removed = tokio::task::spawn_blocking(move || logs.remove_except(&name_owned, None))
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("log removal panicked: {e}")))?;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "cannot remove the logs of a deleted task");
+        }
+        Ok(())
+    }
+
+    /// The task `name` (uid `uid`) is gone from the server, or from this node: its
+    /// container (if any) goes too, but only a container labelled as that task's.
+    async fn remove_container_of_gone_task(
         &self,
         name: &str,
         uid: Option<String>,
@@ -968,6 +1010,22 @@ enum StepResult {
     Wait,
     /// Nothing more to do for this task now.
     Gone,
+}
+
+/// Records in the status that the captured output may lack bytes (`message` says why and
+/// how many), so "captured in full" is never implied when it is not.
+fn mark_logs_incomplete(t: &mut Task, message: Option<&str>, now: kohakuriver_api::Timestamp) {
+    if let Some(message) = message {
+        set_condition(
+            &mut t.status.conditions,
+            "LogsIncomplete",
+            ConditionStatus::True,
+            Some("OutputLost"),
+            Some(message),
+            t.metadata.generation,
+            now,
+        );
+    }
 }
 
 /// Copies what the container says about the attempt into the status.

@@ -180,4 +180,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// The container's whole output from its start, stdout and stderr interleaved as
     /// written; with `follow` the stream ends when the container exits.
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>>;
+    /// Attaches to the container's stdout and stderr from now on (nothing is replayed);
+    /// returns once attached, so attaching before `start` sees every byte. The stream
+    /// ends cleanly when the container's output is closed, with nothing left unsent, and
+    /// the container cannot write faster than it is read: the engine's log rotation plays
+    /// no part.
+    async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError>;
 }

@@ -393,6 +393,12 @@ impl ContainerRuntime for Recording {
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {
         self.inner.logs(id, follow)
     }
+    async fn attach(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<LogChunk, RuntimeError>>, RuntimeError> {
+        self.inner.attach(id).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -81,6 +81,24 @@ pub struct AgentFlags {
     /// symlinks kept inside the server's user mount prefixes].
     #[arg(long, value_name = "PREFIX[,PREFIX]", value_delimiter = ',')]
     pub allow_mounts: Option<Vec<PathBuf>>,
+    /// Size of one engine log file of a task container before Docker rotates it; the agent
+    /// sets it on every container, so the daemon's `log-opts` never apply.
+    #[arg(long, value_name = "SIZE", default_value = "256Mi", value_parser = parse_log_size)]
+    pub log_max_size: u64,
+    /// Engine log files kept per task container (at least 2, so the agent can prove after a
+    /// restart that nothing was rotated away).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..))]
+    pub log_max_file: u32,
+}
+
+/// Parses `--log-max-size` (512M, 1Gi, bytes).
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    match kohakuriver_api::quantity::parse_bytes(text)? {
+        0 => Err(format!(
+            "invalid log size {text:?}: it must be at least one byte, e.g. 256Mi"
+        )),
+        n => Ok(n),
+    }
 }
 
 impl AgentFlags {
@@ -108,6 +126,10 @@ impl AgentFlags {
         config.pull_timeout = self.pull_timeout;
         config.default_image = default_image;
         config.allow_mounts = self.allow_mounts.clone();
+        config.log_limits = kohakuriver_node_agent::container_config::LogLimits {
+            max_size: self.log_max_size,
+            max_file: self.log_max_file,
+        };
         config
     }
 
@@ -135,5 +157,28 @@ pub fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".kohakuriver"),
         None => PathBuf::from("kohakuriver-data"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sizes_parse() {
+        // text -> bytes, or an error naming the value
+        let cases: [(&str, Result<u64, &str>); 4] = [
+            ("256Mi", Ok(256 * 1024 * 1024)),
+            ("10m", Ok(10_000_000)),
+            ("0", Err("\"0\"")),
+            ("ten", Err("\"ten\"")),
+        ];
+        for (text, want) in cases {
+            match (parse_log_size(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(message), Err(needle)) => assert!(message.contains(needle), "{message}"),
+                (got, want) => panic!("{text}: {got:?} instead of {want:?}"),
+            }
+        }
     }
 }

@@ -96,6 +96,7 @@ pub struct Cluster {
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
     pub allow_mounts: Option<Vec<PathBuf>>,
     pub agent_token: Option<String>,
+    pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
     pull_timeout: Option<Duration>,
 }
 
@@ -116,6 +117,8 @@ pub struct Options {
     pub agent_token: Option<String>,
     /// Start the agent with a single-use join credential made by the test's client.
     pub join: bool,
+    /// The agent's `--log-max-size` and `--log-max-file`.
+    pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
     /// The agent's `--pull-timeout` (default: the agent's).
     pub pull_timeout: Option<Duration>,
 }
@@ -170,6 +173,7 @@ impl Cluster {
             runtime: options.runtime,
             allow_mounts: options.allow_mounts,
             agent_token: options.agent_token,
+            log_limits: options.log_limits,
             pull_timeout: options.pull_timeout,
         };
         cluster.kill_grace = options.kill_grace;
@@ -195,6 +199,9 @@ impl Cluster {
         }
         config.allow_mounts = self.allow_mounts.clone();
         config.token = self.agent_token.clone();
+        if let Some(limits) = self.log_limits {
+            config.log_limits = limits;
+        }
         if let Some(timeout) = self.pull_timeout {
             config.pull_timeout = timeout;
         }
