@@ -330,6 +330,27 @@ pub struct Allocation {
 }
 
 impl Task {
+    /// Attempts made so far, counting an attempt that ended before its container started
+    /// (`startedAt` unset: it was never counted by an agent).
+    pub fn attempts_made(&self) -> u32 {
+        if self.status.started_at.is_none() {
+            self.status.attempts + 1
+        } else {
+            self.status.attempts.max(1)
+        }
+    }
+
+    /// True when this task's attempt, should it end now, may run again: retries remain,
+    /// the user did not kill it, it did not run past its deadline, and it is not being
+    /// deleted. The controllers re-queue by this rule and a partitioned agent fences by it,
+    /// so both sides agree on which containers must stop.
+    pub fn may_retry(&self) -> bool {
+        !self.metadata.is_deleting()
+            && self.spec.state != DesiredState::Killed
+            && self.status.reason.as_deref() != Some("DeadlineExceeded")
+            && self.attempts_made() <= self.spec.retries
+    }
+
     /// A task with this name and command and default everything else.
     pub fn new(name: impl Into<String>, command: Vec<String>) -> Task {
         Task {

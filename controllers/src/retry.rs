@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, set_condition};
-use kohakuriver_api::{DesiredState, Task, TaskPhase, TaskStatus};
+use kohakuriver_api::{Task, TaskPhase, TaskStatus};
 
 use crate::clock::plus;
 
@@ -44,21 +44,13 @@ impl RetryPolicy {
 
 /// Attempts made so far, counting an attempt that ended before its container started.
 pub fn attempts_made(task: &Task) -> u32 {
-    let status = &task.status;
-    if status.started_at.is_none() {
-        status.attempts + 1
-    } else {
-        status.attempts.max(1)
-    }
+    task.attempts_made()
 }
 
 /// True when a task whose attempt just ended may run again: retries remain, the user did
 /// not kill it, it did not run past its deadline, and it is not being deleted.
 pub fn may_retry(task: &Task) -> bool {
-    !task.metadata.is_deleting()
-        && task.spec.state != DesiredState::Killed
-        && task.status.reason.as_deref() != Some("DeadlineExceeded")
-        && attempts_made(task) <= task.spec.retries
+    task.may_retry()
 }
 
 /// The status that sends a task back to the queue after a failed attempt: Pending, unbound,

@@ -134,13 +134,15 @@ pub(crate) async fn beat(
 /// How often the agent secret is asked for again.
 const SECRET_REFRESH: Duration = Duration::from_secs(60);
 
-/// Heartbeats every `interval` until shutdown. `running` counts the tasks running now.
+/// Heartbeats every `interval` until shutdown, recording each accepted one in `contact`.
+/// `running` counts the tasks running now.
 pub(crate) async fn run(
     nodes: Api<Node>,
     facts: NodeFacts,
     interval: Duration,
     running: impl Fn() -> u32,
     secret: SecretRefresher,
+    contact: Arc<crate::fence::Contact>,
     shutdown: CancellationToken,
 ) {
     let mut cpu = CpuSampler::default();
@@ -156,8 +158,13 @@ pub(crate) async fn run(
             memory_used_bytes: memory_used(&facts.procfs_root),
             running_tasks: running(),
         };
-        if let Err(err) = beat(&nodes, &facts, usage).await {
-            tracing::warn!(error = %err, "heartbeat failed");
+        match beat(&nodes, &facts, usage).await {
+            Ok(()) => contact.reached(),
+            Err(err) => tracing::warn!(
+                error = %err,
+                secs_without_contact = contact.since().as_secs(),
+                "heartbeat failed"
+            ),
         }
         if secret_fetched.elapsed() >= SECRET_REFRESH {
             secret.refresh().await;

@@ -13,7 +13,8 @@
 //! mounts checked on the node), `reconciler` (watch, workers, steps, status reports),
 //! `log_capture` (byte-exact capture), `endpoint` (HTTP, closed by the agent secret),
 //! `credential` (the node credential and the agent secret), `address` (where to listen),
-//! `heartbeat` (Node registration and usage).
+//! `heartbeat` (Node registration and usage), `fence` (stopping re-queueable tasks when
+//! cut off from the server).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
 //! Architecture Invariant: on shutdown the agent stops its loops but leaves containers
@@ -27,6 +28,7 @@ pub mod docker;
 pub mod endpoint;
 pub mod engine_fault;
 pub mod fake_runtime;
+pub mod fence;
 pub mod gpu;
 mod heartbeat;
 pub mod image;
@@ -106,6 +108,9 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// How long a killed task has between SIGTERM and SIGKILL (default 10 s).
     pub kill_grace: Duration,
+    /// How long without reaching the server before the containers of tasks with a retry
+    /// left are stopped (default [`DEFAULT_FENCE_AFTER`], 15 s; see [`fence`]).
+    pub fence_after: Duration,
     /// Image for tasks naming neither image nor container when the server names none.
     pub default_image: Option<String>,
     /// How long an image pull may take before the task fails with `ImagePullFailed`
@@ -158,6 +163,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("resync_interval", &self.resync_interval)
             .field("kill_grace", &self.kill_grace)
+            .field("fence_after", &self.fence_after)
             .field("default_image", &self.default_image)
             .field("pull_timeout", &self.pull_timeout)
             .field("engine_patience", &self.engine_patience)
@@ -194,6 +200,7 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(10),
             kill_grace: Duration::from_secs(10),
+            fence_after: DEFAULT_FENCE_AFTER,
             default_image: None,
             pull_timeout: image::DEFAULT_PULL_TIMEOUT,
             engine_patience: ENGINE_UNAVAILABLE_AFTER,
@@ -207,6 +214,10 @@ impl AgentConfig {
         }
     }
 }
+
+/// How long an agent cut off from the server waits before it stops the containers of tasks
+/// the server would re-queue (see [`fence`]).
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(15);
 
 /// How long a task not yet started waits for an engine that keeps failing transiently
 /// (unreachable, timing out) before it fails with reason `EngineUnavailable`: nothing waits
@@ -406,6 +417,7 @@ pub async fn start(
     };
     let nodes = client.api::<Node>();
     heartbeat::beat(&nodes, &facts, NodeUsage::default()).await?;
+    let contact = Arc::new(fence::Contact::now());
 
     let reconciler = reconciler::Reconciler::new(
         client.api::<Task>(),
@@ -437,6 +449,12 @@ pub async fn start(
         let interval = config.heartbeat_interval;
         async move {
             let counter = reconciler.clone();
+            let fencing = fence::run(
+                reconciler.clone(),
+                contact.clone(),
+                config.fence_after,
+                shutdown.clone(),
+            );
             // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
             let serve = kohakuriver_tls::serve(listener, router, config.tls, shutdown.clone());
             let beats = heartbeat::run(
@@ -445,9 +463,10 @@ pub async fn start(
                 interval,
                 move || counter.active_tasks(),
                 refresher,
+                contact,
                 shutdown.clone(),
             );
-            let (served, _, _) = tokio::join!(serve, beats, reconciler.run());
+            let (served, _, _, _) = tokio::join!(serve, beats, reconciler.run(), fencing);
             if let Err(err) = served {
                 tracing::warn!(error = %err, "agent endpoint failed");
             }

@@ -135,6 +135,42 @@ impl Reconciler {
             .count() as u32
     }
 
+    /// The tasks bound to this node, as the agent last saw them.
+    pub fn cached_tasks(&self) -> Vec<Task> {
+        self.shared().cache.values().cloned().collect()
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after the kill grace) the container of task `name`'s
+    /// current attempt, because the agent has not reached the server for `since` and the
+    /// server may re-queue the task elsewhere (see [`crate::fence`]). Only a running
+    /// container labelled as that attempt's is stopped; it is kept, so that once contact
+    /// returns the reconciler reports what happened (or, if the task was re-queued, has its
+    /// stale report refused and removes it).
+    pub async fn fence(&self, name: &str, since: Duration) {
+        let Some(task) = self.shared().cache.get(name).cloned() else {
+            return;
+        };
+        let uid = task.metadata.uid.clone().unwrap_or_default();
+        let cname = container_name(name);
+        let container = match self.runtime.inspect(&cname).await {
+            Ok(Some(c)) if c.is_attempt(&uid, task.status.binding) && c.status.is_alive() => c,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(task = %name, error = %err, "cannot inspect a container to fence");
+                return;
+            }
+        };
+        tracing::warn!(
+            task = %name,
+            container = %container.id,
+            secs = since.as_secs(),
+            "no contact with the server; stopping the container of a task that has a retry left, so it never runs in two places"
+        );
+        if let Err(err) = self.runtime.stop(&container.id, self.kill_grace).await {
+            tracing::warn!(task = %name, error = %err, "cannot stop a fenced container");
+        }
+    }
+
     /// Watches the tasks bound to this node until shutdown.
     pub async fn run(self) {
         let selector = format!("status.node={}", self.settings.node_name);

@@ -294,3 +294,62 @@ async fn a_report_for_an_old_attempt_is_dropped_and_its_container_removed() {
     let now = fake.container("kohakuriver-task-s").unwrap();
     assert_eq!(now.binding(), Some(2));
 }
+
+/// Partition: once the agent has gone `fence_after` without reaching the server, it stops
+/// the container of a task that has a retry left (the server will run it elsewhere) and
+/// leaves the one with no retry left running.
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_off_agent_fences_tasks_with_retries_left_and_keeps_the_others() {
+    let fake = FakeRuntime::new();
+    fake.add_image(support::IMAGE);
+    let c = Cluster::start(
+        "fake-fence",
+        Options {
+            runtime: Some(DockerConnection::Runtime(Arc::new(fake.clone()))),
+            fence_after: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut retried = Task::test("retried").command(&["sleep", "600"]);
+    retried.spec.retries = 1;
+    c.run(retried, alloc("0", None)).await;
+    c.run(
+        Task::test("last").command(&["sleep", "600"]),
+        alloc("1", None),
+    )
+    .await;
+    c.wait_phase("retried", TaskPhase::Running, T).await;
+    c.wait_phase("last", TaskPhase::Running, T).await;
+    // Connected, well past fence_after: nothing is stopped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !fake.calls().iter().any(|c| matches!(c, Call::Stop(_))),
+        "{:?}",
+        fake.calls()
+    );
+
+    let cut = std::time::Instant::now();
+    c.stop_server();
+    let retried_id = fake.container("kohakuriver-task-retried").unwrap().id;
+    wait_until(
+        T,
+        "the container of the task with a retry left stopped",
+        || fake.calls().contains(&Call::Stop(retried_id.clone())),
+    )
+    .await;
+    assert!(
+        cut.elapsed() >= Duration::from_secs(1),
+        "fenced {:?} after the cut, before fence_after could pass",
+        cut.elapsed()
+    );
+    // Long enough for a second fencing round: the other task still runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let last = fake.container("kohakuriver-task-last").unwrap();
+    assert!(last.status.is_alive(), "{last:?}");
+    assert!(
+        !fake.calls().contains(&Call::Stop(last.id.clone())),
+        "{:?}",
+        fake.calls()
+    );
+}

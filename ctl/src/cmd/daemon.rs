@@ -72,6 +72,11 @@ pub struct AgentFlags {
     /// Time a killed task has between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    /// How long the agent may go without reaching the server before it stops the
+    /// containers of tasks that have a retry left (the server re-queues them elsewhere).
+    /// fence-after + kill-grace must be below the server's --node-grace.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub fence_after: Duration,
     /// How long an image pull may take; a task whose pull takes longer fails with
     /// ImagePullFailed.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
@@ -123,6 +128,7 @@ impl AgentFlags {
         };
         config.heartbeat_interval = self.heartbeat_interval;
         config.kill_grace = self.kill_grace;
+        config.fence_after = self.fence_after;
         config.pull_timeout = self.pull_timeout;
         config.default_image = default_image;
         config.allow_mounts = self.allow_mounts.clone();

@@ -98,6 +98,7 @@ pub struct Cluster {
     pub agent_token: Option<String>,
     pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
     pull_timeout: Option<Duration>,
+    fence_after: Option<Duration>,
 }
 
 /// Options for [`Cluster::start`].
@@ -121,6 +122,8 @@ pub struct Options {
     pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
     /// The agent's `--pull-timeout` (default: the agent's).
     pub pull_timeout: Option<Duration>,
+    /// The agent's `--fence-after` (default: the agent's).
+    pub fence_after: Option<Duration>,
 }
 
 impl Cluster {
@@ -175,6 +178,7 @@ impl Cluster {
             agent_token: options.agent_token,
             log_limits: options.log_limits,
             pull_timeout: options.pull_timeout,
+            fence_after: options.fence_after,
         };
         cluster.kill_grace = options.kill_grace;
         if options.join {
@@ -204,6 +208,9 @@ impl Cluster {
         }
         if let Some(timeout) = self.pull_timeout {
             config.pull_timeout = timeout;
+        }
+        if let Some(after) = self.fence_after {
+            config.fence_after = after;
         }
         config
     }
@@ -259,6 +266,11 @@ impl Cluster {
                 .await
                 .expect("agent stops within 15 s");
         }
+    }
+
+    /// Stops the server: the agent can no longer reach it (it keeps running).
+    pub fn stop_server(&self) {
+        self.server_shutdown.cancel();
     }
 
     /// Creates `task` (image defaulted to the test image) and binds it to this node holding
