@@ -66,6 +66,9 @@ pub struct Config {
     /// The cluster CA (PEM): served at `GET /cacerts` for first contacts, and trusted by the
     /// log proxy when it calls agents over `https://`.
     pub ca_pem: Option<Vec<u8>>,
+    /// The controllers' node grace, told to agents in `ServerInfo` so they can check their
+    /// fencing timing against it; `None` when this process runs no controllers.
+    pub node_grace: Option<Duration>,
 }
 
 /// Who may use the server, and how the first credential comes to be.
@@ -117,6 +120,7 @@ impl Default for Config {
             ca_fingerprint: None,
             tls: None,
             ca_pem: None,
+            node_grace: None,
         }
     }
 }

@@ -76,33 +76,56 @@ pub fn to_fence<'a>(
 
 /// Why the agent refuses to start with these timings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "fence-after ({fence_after:?}) plus kill grace ({kill_grace:?}) must be below the server's node grace ({node_grace:?}), or a partitioned task could run in two places: lower the agent's --fence-after or --kill-grace, or raise the server's --node-grace"
-)]
-pub struct TimingError {
-    /// The agent's `--fence-after`.
-    pub fence_after: Duration,
-    /// The agent's `--kill-grace`.
-    pub kill_grace: Duration,
-    /// The server's `--node-grace`.
-    pub node_grace: Duration,
+pub enum TimingError {
+    /// The server could re-queue a task before its old container is gone.
+    #[error(
+        "fence-after ({fence_after:?}) plus kill grace ({kill_grace:?}) must be below the server's node grace ({node_grace:?}), or a task cut off from the server could run in two places: lower the agent's --fence-after or --kill-grace, or raise the server's --node-grace"
+    )]
+    FenceTooLate {
+        /// The agent's `--fence-after`.
+        fence_after: Duration,
+        /// The agent's `--kill-grace`.
+        kill_grace: Duration,
+        /// The server's `--node-grace`.
+        node_grace: Duration,
+    },
+    /// The agent would fence between two heartbeats of a healthy connection.
+    #[error(
+        "the heartbeat interval ({heartbeat:?}) must be below fence-after ({fence_after:?}), or the agent stops tasks while connected: lower --heartbeat-interval or raise --fence-after"
+    )]
+    HeartbeatTooSlow {
+        /// The agent's `--heartbeat-interval`.
+        heartbeat: Duration,
+        /// The agent's `--fence-after`.
+        fence_after: Duration,
+    },
 }
 
-/// Checks the timing inequality `fence_after + kill_grace < node_grace`: the server
-/// re-queues a lost node's tasks only after their old containers are gone.
+/// Checks the timing inequality `fence_after + kill_grace < node_grace` (the server
+/// re-queues a lost node's tasks only after their old containers are gone), and that a
+/// healthy agent heartbeats more often than `fence_after`. `node_grace` is `None` when the
+/// server does not know it (it runs no controllers).
 pub fn check_timing(
+    heartbeat: Duration,
     fence_after: Duration,
     kill_grace: Duration,
-    node_grace: Duration,
+    node_grace: Option<Duration>,
 ) -> Result<(), TimingError> {
-    if fence_after.saturating_add(kill_grace) < node_grace {
-        Ok(())
-    } else {
-        Err(TimingError {
+    if heartbeat >= fence_after {
+        return Err(TimingError::HeartbeatTooSlow {
+            heartbeat,
             fence_after,
-            kill_grace,
-            node_grace,
-        })
+        });
+    }
+    match node_grace {
+        Some(node_grace) if fence_after.saturating_add(kill_grace) >= node_grace => {
+            Err(TimingError::FenceTooLate {
+                fence_after,
+                kill_grace,
+                node_grace,
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -212,9 +235,12 @@ mod tests {
     #[test]
     fn timing_inequality_is_strict() {
         let s = Duration::from_secs;
-        assert!(check_timing(s(15), s(10), s(30)).is_ok());
-        assert!(check_timing(s(15), s(10), s(26)).is_ok());
-        let err = check_timing(s(15), s(10), s(25)).unwrap_err();
+        let hb = s(5);
+        assert!(check_timing(hb, s(15), s(10), Some(s(30))).is_ok());
+        assert!(check_timing(hb, s(15), s(10), Some(s(26))).is_ok());
+        assert!(check_timing(hb, s(15), s(10), None).is_ok());
+        assert!(check_timing(s(1), s(2), s(1), Some(s(6))).is_ok());
+        let err = check_timing(hb, s(15), s(10), Some(s(25))).unwrap_err();
         let text = err.to_string();
         for needle in [
             "15s",
@@ -226,6 +252,8 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{text} lacks {needle}");
         }
-        assert!(check_timing(s(2), s(1), s(6)).is_ok());
+        let err = check_timing(s(15), s(15), s(1), Some(s(60))).unwrap_err();
+        assert!(matches!(err, TimingError::HeartbeatTooSlow { .. }), "{err}");
+        assert!(err.to_string().contains("--heartbeat-interval"), "{err}");
     }
 }

@@ -251,6 +251,9 @@ pub enum Error {
     /// The API server rejected or could not be reached for registration.
     #[error("cannot register node with the server: {0}")]
     Server(#[from] kohakuriver_client::Error),
+    /// The agent's fencing timing does not fit the server's node grace.
+    #[error(transparent)]
+    Timing(#[from] fence::TimingError),
     /// The endpoint could not listen, or the data dir is unusable.
     #[error("{what}: {source}")]
     Io {
@@ -360,6 +363,12 @@ pub async fn start(
         );
     }
     let info = client.info().await?;
+    fence::check_timing(
+        config.heartbeat_interval,
+        config.fence_after,
+        config.kill_grace,
+        info.node_grace(),
+    )?;
     let secret =
         AgentSecret::new(credential::fetch_secret(&client, &config.name, info.auth).await?);
     let mounts = {

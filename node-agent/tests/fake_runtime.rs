@@ -353,3 +353,72 @@ async fn cut_off_agent_fences_tasks_with_retries_left_and_keeps_the_others() {
         fake.calls()
     );
 }
+
+/// The timing inequality is checked at start: an agent whose fence-after plus kill grace
+/// is not below the server's node grace refuses to start, naming the three values.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_refuses_to_start_when_it_would_fence_after_the_server_requeues() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_url = format!("http://{}", listener.local_addr().unwrap());
+    let server_shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = server_shutdown.clone().drop_guard();
+    tokio::spawn(kohakuriver_apiserver::serve(
+        listener,
+        kohakuriver_apiserver::Config {
+            node_grace: Some(Duration::from_secs(12)),
+            ..kohakuriver_apiserver::Config::insecure()
+        },
+        server_shutdown.clone(),
+    ));
+    let client = kohakuriver_client::Client::new(&server_url).unwrap();
+    let info = wait_for_info(&client).await;
+    assert_eq!(info.node_grace(), Some(Duration::from_secs(12)));
+
+    let fake = FakeRuntime::new();
+    let data = tempfile::tempdir().unwrap();
+    let start = |fence_after: u64, kill_grace: u64| {
+        let mut config = kohakuriver_node_agent::AgentConfig::new(
+            support::unique_name("timing"),
+            &server_url,
+            data.path(),
+        );
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.docker = DockerConnection::Runtime(Arc::new(fake.clone()));
+        config.fence_after = Duration::from_secs(fence_after);
+        config.kill_grace = Duration::from_secs(kill_grace);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        async move {
+            let result = kohakuriver_node_agent::start(config, shutdown.clone()).await;
+            shutdown.cancel();
+            result.map(|_| ())
+        }
+    };
+    // 10 s + 2 s equals the grace, which is not below it.
+    let err = start(10, 2).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, kohakuriver_node_agent::Error::Timing(_)),
+        "{text}"
+    );
+    for needle in ["10s", "2s", "12s", "--fence-after", "--node-grace"] {
+        assert!(text.contains(needle), "{text} lacks {needle}");
+    }
+    assert!(start(9, 3).await.is_err());
+    start(9, 2)
+        .await
+        .expect("9 s + 2 s is below the 12 s grace");
+}
+
+async fn wait_for_info(client: &kohakuriver_client::Client) -> kohakuriver_api::ServerInfo {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        match client.info().await {
+            Ok(info) => return info,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("server not up yet: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("server did not answer within {T:?}: {e}"),
+        }
+    }
+}

@@ -81,6 +81,9 @@ pub struct AgentOptions {
     pub heartbeat_interval: String,
     /// `--kill-grace` (default `2s`).
     pub kill_grace: String,
+    /// `--fence-after` (default `3s`): with the `2s` kill grace, servers here need a node
+    /// grace above 5 s (the agent checks the timing inequality at start).
+    pub fence_after: String,
     /// Any further arguments.
     pub extra_args: Vec<String>,
 }
@@ -92,6 +95,7 @@ impl Default for AgentOptions {
             shared_dir: None,
             heartbeat_interval: "1s".into(),
             kill_grace: "2s".into(),
+            fence_after: "3s".into(),
             extra_args: Vec::new(),
         }
     }
@@ -104,6 +108,8 @@ impl AgentOptions {
             self.heartbeat_interval.clone(),
             "--kill-grace".to_string(),
             self.kill_grace.clone(),
+            "--fence-after".to_string(),
+            self.fence_after.clone(),
         ];
         if let Some(n) = self.fake_gpus {
             args.extend(["--fake-gpus".to_string(), n.to_string()]);

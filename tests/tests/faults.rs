@@ -686,7 +686,8 @@ fn s3_server_killed_mid_burst_and_restarted() {
 
 // ------------------------------------------------------------------------------------------
 
-/// Scenario 4 — a node lost for good (`--node-grace 3s`). On node A run a long task and a
+/// Scenario 4 — a node lost for good (`--node-grace 6s`, above the agents' fence-after
+/// plus kill grace). On node A run a long task and a
 /// task with `retries: 1` that sleeps on its first attempt only; add node B; SIGKILL A's
 /// agent and never restart it.
 ///
@@ -702,7 +703,7 @@ fn s4_node_lost_for_good() {
     let _lock = shared();
     let _t = Timer::start("scenario 4 (node lost for good)");
     let mut c = Cluster::start_with(ServerOptions {
-        node_grace: Some("3s".into()),
+        node_grace: Some("6s".into()),
         retry_backoff: Some("1s".into()),
         ..ServerOptions::default()
     });

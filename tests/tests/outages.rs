@@ -8,8 +8,9 @@ use kohakuriver_tests::{Cluster, ServerOptions, docker_ready, wait_until};
 
 const T: Duration = Duration::from_secs(60);
 
-/// A short grace, so the outage below is longer than it.
-const GRACE: &str = "4s";
+/// A short grace, so the outage below is longer than it (above the agents' fence-after
+/// plus kill grace, 3 s + 2 s, as the agent checks at start).
+const GRACE: &str = "6s";
 
 fn timed<R>(name: &str, f: impl FnOnce() -> R) -> R {
     let start = Instant::now();
@@ -45,8 +46,8 @@ fn a_server_down_longer_than_the_grace_loses_nothing() {
         ]);
         c.wait_phase(&id, &["Running"], T);
         c.kill_server();
-        // The outage itself: longer than the 4 s grace.
-        std::thread::sleep(Duration::from_secs(7));
+        // The outage itself: longer than the 6 s grace.
+        std::thread::sleep(Duration::from_secs(8));
         c.restart_server();
         let done = c.wait_finished(&id, T);
         assert_eq!(done["status"]["phase"], "Failed", "{:#}", done["status"]);

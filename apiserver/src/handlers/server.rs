@@ -34,6 +34,7 @@ pub async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
         default_image: state.config().default_image.clone(),
         user_mount_prefixes: state.config().auth.policy.user_mount_prefixes.clone(),
         auth: state.config().auth.enabled,
+        node_grace_seconds: state.config().node_grace.map(|g| g.as_secs_f64()),
     })
 }
 

@@ -269,6 +269,7 @@ pub async fn start(
         tls: settings.tls.tls.clone(),
         ca_pem: settings.tls.ca_pem.clone(),
         ca_fingerprint: settings.tls.fingerprint()?,
+        node_grace: settings.controllers.as_ref().map(|c| c.node_grace),
         ..Default::default()
     };
     if let Some(n) = settings.watch_history {
