@@ -575,6 +575,8 @@ pub fn legal_transition(from: TaskPhase, to: TaskPhase) -> bool {
     match from {
         Pending => matches!(to, Assigned | Failed | Killed),
         Assigned | Running | Paused => to != Assigned || from == Assigned,
+        // The node came back (its agent reports what happened), or it is lost for good.
+        Unknown => !matches!(to, Pending | Assigned),
         // A failed attempt goes back to the queue when retries remain.
         Failed => to == Pending,
         Succeeded | Killed | Lost => false,
@@ -636,6 +638,12 @@ pub fn check_task_status(
         return Err(StatusRefusal::Forbidden(format!(
             "{who} may not report phase {} for task {}: only its node's agent does",
             s.phase, current.metadata.name
+        )));
+    }
+    if old.phase != s.phase && s.phase == TaskPhase::Unknown && !scheduler {
+        return Err(StatusRefusal::Forbidden(format!(
+            "{who} may not mark task {} Unknown: only the controllers do, when its node stops answering",
+            current.metadata.name
         )));
     }
     if s.phase == TaskPhase::Assigned && s.node.is_none() {

@@ -54,6 +54,11 @@ pub const API_PREFIX: &str = "/apis/kohakuriver/v1";
 /// container is gone, so a deleted task never leaves a container running unseen.
 pub const CONTAINER_FINALIZER: &str = "kohakuriver.io/container";
 
+/// The task condition that records a gap in contact with its node: True (reason
+/// `NodeUnreachable`) while the task is `Unknown`, False (reason `NodeReachable`) once its
+/// agent reported again.
+pub const NODE_UNREACHABLE_CONDITION: &str = "NodeUnreachable";
+
 /// Label keys put on every task container, so an agent can find its containers again.
 pub mod labels {
     /// The task's name.

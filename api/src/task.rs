@@ -185,6 +185,11 @@ pub enum TaskPhase {
     Running,
     /// The container is frozen.
     Paused,
+    /// Its node stopped answering while it ran, and no retry is left: its container may still
+    /// run, so it keeps its cores, GPUs and memory there. The node's agent reports the real
+    /// outcome when it comes back; it becomes Lost if the node is deleted or stays away past
+    /// the controllers' `--lost-after`.
+    Unknown,
     /// Exited 0.
     Succeeded,
     /// Exited non-zero, could not start, or ran past its deadline.
@@ -197,11 +202,12 @@ pub enum TaskPhase {
 
 impl TaskPhase {
     /// Every phase, in lifecycle order.
-    pub const ALL: [TaskPhase; 8] = [
+    pub const ALL: [TaskPhase; 9] = [
         TaskPhase::Pending,
         TaskPhase::Assigned,
         TaskPhase::Running,
         TaskPhase::Paused,
+        TaskPhase::Unknown,
         TaskPhase::Succeeded,
         TaskPhase::Failed,
         TaskPhase::Killed,
@@ -223,6 +229,7 @@ impl TaskPhase {
             TaskPhase::Assigned => "Assigned",
             TaskPhase::Running => "Running",
             TaskPhase::Paused => "Paused",
+            TaskPhase::Unknown => "Unknown",
             TaskPhase::Succeeded => "Succeeded",
             TaskPhase::Failed => "Failed",
             TaskPhase::Killed => "Killed",
@@ -239,6 +246,7 @@ impl TaskPhase {
             "assigned" | "assigning" => TaskPhase::Assigned,
             "running" => TaskPhase::Running,
             "paused" => TaskPhase::Paused,
+            "unknown" => TaskPhase::Unknown,
             "succeeded" | "completed" => TaskPhase::Succeeded,
             "failed" | "killed_oom" => TaskPhase::Failed,
             "killed" => TaskPhase::Killed,

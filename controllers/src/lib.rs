@@ -36,6 +36,10 @@ use crate::retry::RetryPolicy;
 pub struct ControllersConfig {
     /// A node silent for longer than this is not Ready and its tasks are lost (default 30 s).
     pub node_grace: Duration,
+    /// A task with no retry left whose node is silent is Unknown (keeping its resources)
+    /// until the node comes back, is deleted, or stays silent this long; then it is Lost
+    /// (default 1 h).
+    pub lost_after: Duration,
     /// Every loop looks at everything at least this often, even without news (default 10 s).
     /// Also the shortest interval between two rewrites of one task's Unschedulable message.
     pub resync: Duration,
@@ -64,6 +68,7 @@ impl Default for ControllersConfig {
     fn default() -> Self {
         ControllersConfig {
             node_grace: Duration::from_secs(30),
+            lost_after: Duration::from_secs(3600),
             resync: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             max_in_flight: 64,

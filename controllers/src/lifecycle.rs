@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kohakuriver_api::{CONTAINER_FINALIZER, DesiredState, Node, NodeStatus, Resource, Task};
+use kohakuriver_api::{
+    CONTAINER_FINALIZER, DesiredState, Node, NodeStatus, Resource, Task, TaskPhase,
+};
 use kohakuriver_client::{Api, Error};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ControllersConfig;
-use crate::node_lifecycle::{Seen, observe, plan_node, plan_orphan, silence};
+use crate::node_lifecycle::{Patience, Seen, observe, plan_node, plan_orphan, silence};
 use crate::store::Store;
 use crate::task_lifecycle::{TaskAction, plan_task};
 
@@ -169,18 +171,24 @@ fn decide(
         let bound_to = task.status.node.as_deref();
         let orphan = bound_to.and_then(|n| {
             let exists = cache.nodes.items.contains_key(n);
-            let action = plan_orphan(
-                task,
-                exists,
-                silent(n),
-                now,
-                config.node_grace,
-                &config.retry,
-            );
+            let patience = Patience {
+                grace: config.node_grace,
+                lost_after: config.lost_after,
+            };
+            let action = plan_orphan(task, exists, silent(n), now, patience, &config.retry);
             if action.is_none() && !exists {
                 // Look again when the grace of a deleted node runs out.
                 soon(Some(
                     config.node_grace.saturating_sub(silent(n)) + Duration::from_millis(10),
+                ));
+            }
+            if action.is_none()
+                && task.status.phase == TaskPhase::Unknown
+                && silent(n) <= config.lost_after
+            {
+                // Look again when an unreachable task's node has been away too long.
+                soon(Some(
+                    config.lost_after.saturating_sub(silent(n)) + Duration::from_millis(10),
                 ));
             }
             action

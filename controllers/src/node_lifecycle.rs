@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, find_condition, set_condition};
-use kohakuriver_api::{CONTAINER_FINALIZER, Node, NodeStatus, Task};
+use kohakuriver_api::{CONTAINER_FINALIZER, Node, NodeStatus, Task, TaskPhase, TaskStatus};
 
 use crate::retry::{RetryPolicy, finished, may_retry, requeued};
 use crate::task_lifecycle::TaskAction;
@@ -112,20 +112,32 @@ pub fn plan_node(node: &Node, silent: Duration, now: Timestamp, grace: Duration)
     }
 }
 
+/// How long a silent node's tasks wait: `grace` before they are re-queued (retries left) or
+/// marked Unknown (none left), `lost_after` before an Unknown task is given up as Lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patience {
+    /// The controllers' `--node-grace`.
+    pub grace: Duration,
+    /// The controllers' `--lost-after`.
+    pub lost_after: Duration,
+}
+
 /// Decides what happens to a task bound to a node silent for `silent` (`exists` is false
-/// when the node object is gone): within the grace nothing; past it a non-terminal task
-/// becomes Lost, or Pending again when retries remain, and a task being deleted loses its
-/// container finalizer, since no agent will remove it.
+/// when the node object is gone): within the grace nothing. Past it a task with retries left
+/// goes back to Pending (its agent has fenced it by then, see the node agent's `fence`); one
+/// with none left becomes Unknown and keeps its allocation, since its container may still
+/// run, until the node is deleted or stays silent past `lost_after`, when it is Lost. A
+/// task being deleted loses its container finalizer, since no agent will remove it.
 pub fn plan_orphan(
     task: &Task,
     exists: bool,
     silent: Duration,
     now: Timestamp,
-    grace: Duration,
+    patience: Patience,
     policy: &RetryPolicy,
 ) -> Option<TaskAction> {
     let bound_to = task.status.node.as_deref()?;
-    if silent <= grace {
+    if silent <= patience.grace {
         return None;
     }
     let secs = silent.as_secs();
@@ -150,13 +162,60 @@ pub fn plan_orphan(
             task, now, policy, "NodeLost", &why,
         )));
     }
-    Some(TaskAction::status(finished(
-        task,
+    if exists && silent <= patience.lost_after {
+        if task.status.phase == TaskPhase::Unknown {
+            return None;
+        }
+        return Some(TaskAction::status(unreachable(task, now, bound_to, secs)));
+    }
+    let why = if exists {
+        format!(
+            "node {bound_to} lost (no heartbeat for {secs}s, longer than --lost-after {}s)",
+            patience.lost_after.as_secs()
+        )
+    } else {
+        why
+    };
+    let mut status = finished(task, now, TaskPhase::Lost, "NodeLost", &why);
+    if task.status.phase == TaskPhase::Unknown {
+        set_condition(
+            &mut status.conditions,
+            NODE_UNREACHABLE,
+            ConditionStatus::True,
+            Some("NodeLost"),
+            Some(&why),
+            task.metadata.generation,
+            now,
+        );
+    }
+    Some(TaskAction::status(status))
+}
+
+/// The condition that records a gap in contact with a task's node: True (reason
+/// `NodeUnreachable`) while the task is Unknown; the agent sets it False (reason
+/// `NodeReachable`) when it reports again.
+pub const NODE_UNREACHABLE: &str = kohakuriver_api::NODE_UNREACHABLE_CONDITION;
+
+/// The status of a task whose node went silent and that has no retry left: Unknown, with
+/// its allocation kept, and condition NodeUnreachable True.
+fn unreachable(task: &Task, now: Timestamp, node: &str, secs: u64) -> TaskStatus {
+    let mut s = task.status.clone();
+    s.phase = TaskPhase::Unknown;
+    s.reason = Some("NodeUnreachable".to_string());
+    s.message = Some(format!(
+        "node {node} has not answered for {secs}s; the task may still run there and keeps its resources until the node reports again, is deleted, or stays away past --lost-after"
+    ));
+    s.observed_generation = task.metadata.generation;
+    set_condition(
+        &mut s.conditions,
+        NODE_UNREACHABLE,
+        ConditionStatus::True,
+        Some("NodeUnreachable"),
+        Some(&format!("no heartbeat from node {node} for {secs}s")),
+        task.metadata.generation,
         now,
-        kohakuriver_api::TaskPhase::Lost,
-        "NodeLost",
-        &why,
-    )))
+    );
+    s
 }
 
 #[cfg(test)]
@@ -230,15 +289,24 @@ mod tests {
         assert_eq!(plan_node(&sick, secs(10), at(110), GRACE).status, None);
     }
 
+    const LOST_AFTER: Duration = Duration::from_secs(3600);
+
+    fn patience() -> Patience {
+        Patience {
+            grace: GRACE,
+            lost_after: LOST_AFTER,
+        }
+    }
+
     #[test]
-    fn orphans_are_lost_or_requeued_only_after_the_grace() {
+    fn orphans_are_unknown_or_requeued_only_after_the_grace() {
         let p = RetryPolicy::default();
         let show = |t: &Task, exists: bool, silent: u64| match plan_orphan(
             t,
             exists,
             secs(silent),
             at(1000),
-            GRACE,
+            patience(),
             &p,
         ) {
             None => "none".to_string(),
@@ -249,14 +317,34 @@ mod tests {
         };
         let running = Task::test("t").bound("a", "0", &[]);
         assert_eq!(show(&running, true, 20), "none");
-        assert_eq!(
-            show(&running, true, 45),
-            "Lost node a lost (no heartbeat for 45s)"
+        // No retry left: Unknown, its container may still run.
+        assert!(
+            show(&running, true, 45).starts_with(
+                "Unknown node a has not answered for 45s; the task may still run there"
+            ),
+            "{}",
+            show(&running, true, 45)
         );
-        // A deleted node is not the end of its tasks until the grace has passed.
+        let unknown = running.clone().phase(TaskPhase::Unknown);
+        assert_eq!(show(&unknown, true, 45), "none");
+        assert_eq!(show(&unknown, true, 3600), "none");
+        // Away longer than --lost-after: Lost.
+        assert_eq!(
+            show(&unknown, true, 3601),
+            "Lost node a lost (no heartbeat for 3601s, longer than --lost-after 3600s)"
+        );
+        assert_eq!(
+            show(&running, true, 3601),
+            "Lost node a lost (no heartbeat for 3601s, longer than --lost-after 3600s)"
+        );
+        // A deleted node is not the end of its tasks until the grace has passed; then Lost.
         assert_eq!(show(&running, false, 5), "none");
         assert_eq!(
             show(&running, false, 45),
+            "Lost node a is gone (deleted, and no heartbeat for 45s)"
+        );
+        assert_eq!(
+            show(&unknown, false, 45),
             "Lost node a is gone (deleted, and no heartbeat for 45s)"
         );
         let mut retried = running.clone();
@@ -274,5 +362,31 @@ mod tests {
         deleting.metadata.finalizers = vec![CONTAINER_FINALIZER.to_string()];
         assert_eq!(show(&deleting, true, 45), "RemoveFinalizer");
         assert_eq!(show(&Task::test("t"), false, 45), "none");
+    }
+
+    #[test]
+    fn unknown_keeps_the_allocation_and_records_the_gap() {
+        let running = Task::test("t").bound("a", "0-1", &[0]);
+        let Some(TaskAction::Status(s)) = plan_orphan(
+            &running,
+            true,
+            secs(45),
+            at(1000),
+            patience(),
+            &RetryPolicy::default(),
+        ) else {
+            panic!("expected a status");
+        };
+        assert_eq!(s.phase, TaskPhase::Unknown);
+        assert!(!s.phase.is_terminal());
+        assert_eq!(s.node.as_deref(), Some("a"));
+        assert_eq!(s.allocation, running.status.allocation);
+        let mut unknown = running.clone();
+        unknown.status = (*s).clone();
+        assert!(unknown.holds_allocation());
+        let c = find_condition(&s.conditions, NODE_UNREACHABLE).unwrap();
+        assert_eq!(c.status, ConditionStatus::True);
+        assert_eq!(c.reason.as_deref(), Some("NodeUnreachable"));
+        assert_eq!(s.finished_at, None);
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::*;
 use kohakuriver_api::meta::find_condition;
@@ -103,8 +104,18 @@ async fn a_lost_node_loses_its_tasks_and_comes_back() {
         })
     })
     .await;
-    let doomed = wait_task(&h, "doomed", "Lost", |t| t.status.phase == TaskPhase::Lost).await;
-    assert_eq!(doomed.status.reason.as_deref(), Some("NodeLost"));
+    // No retry left: Unknown, still bound and holding its cores (its container may run).
+    let doomed = wait_task(&h, "doomed", "Unknown", |t| {
+        t.status.phase == TaskPhase::Unknown
+    })
+    .await;
+    assert_eq!(doomed.status.reason.as_deref(), Some("NodeUnreachable"));
+    assert_eq!(doomed.status.node.as_deref(), Some("a"));
+    assert!(doomed.holds_allocation());
+    assert!(
+        find_condition(&doomed.status.conditions, "NodeUnreachable")
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    );
     let retried = wait_task(&h, "retried", "requeued", |t| {
         t.status.phase == TaskPhase::Pending
     })
@@ -117,6 +128,30 @@ async fn a_lost_node_loses_its_tasks_and_comes_back() {
     wait_task(&h, "retried", "bound again", bound).await;
     let n = h.nodes().get("a").await.unwrap();
     assert!(n.is_ready());
+    // The Unknown task waits for its agent's report; the controllers leave it alone.
+    let doomed = h.tasks().get("doomed").await.unwrap();
+    assert_eq!(doomed.status.phase, TaskPhase::Unknown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_task_is_lost_once_its_node_stays_away_past_lost_after() {
+    let h = cluster(ControllersConfig {
+        lost_after: Duration::from_secs(4),
+        ..fast()
+    })
+    .await;
+    register(&h, Node::test("a").cores(4)).await;
+    h.tasks().create(&Task::test("doomed")).await.unwrap();
+    wait_task(&h, "doomed", "binding", bound).await;
+    wait_task(&h, "doomed", "Unknown", |t| {
+        t.status.phase == TaskPhase::Unknown
+    })
+    .await;
+    let lost = wait_task(&h, "doomed", "Lost", |t| t.status.phase == TaskPhase::Lost).await;
+    assert_eq!(lost.status.reason.as_deref(), Some("NodeLost"));
+    let message = lost.status.message.clone().unwrap_or_default();
+    assert!(message.contains("--lost-after"), "{message}");
+    assert!(!lost.holds_allocation());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

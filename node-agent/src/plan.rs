@@ -112,9 +112,11 @@ pub fn plan(desired: &Task, actual: Option<&ContainerState>) -> Vec<Step> {
             None => vec![],
         };
     }
+    // Unknown: the server lost touch with this node while the task ran; the container says
+    // what really happened, and is reported like a Running task's.
     if !matches!(
         phase,
-        TaskPhase::Assigned | TaskPhase::Running | TaskPhase::Paused
+        TaskPhase::Assigned | TaskPhase::Running | TaskPhase::Paused | TaskPhase::Unknown
     ) {
         // Pending: not (or no longer) bound for running here.
         return vec![];
@@ -284,6 +286,29 @@ mod tests {
             ),
             // Pending: not ours to run.
             (P::Pending, D::Running, None, vec![]),
+            // Unknown (the node was unreachable, now back): what the container did is
+            // reported; nothing is created again.
+            (
+                P::Unknown,
+                D::Running,
+                Some(C::Running),
+                vec![ReportRunning],
+            ),
+            (P::Unknown, D::Paused, Some(C::Paused), vec![ReportPaused]),
+            (
+                P::Unknown,
+                D::Running,
+                Some(C::Exited),
+                vec![
+                    ReportExited {
+                        exit_code: 0,
+                        oom_killed: false,
+                    },
+                    RemoveContainer,
+                ],
+            ),
+            (P::Unknown, D::Running, None, vec![ReportContainerLost]),
+            (P::Unknown, D::Killed, Some(C::Running), vec![Stop]),
         ];
         for (phase, state, c, expected) in cases {
             assert_eq!(

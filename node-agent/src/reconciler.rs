@@ -83,6 +83,37 @@ struct Shared {
     departed: HashMap<String, String>,
 }
 
+/// When a report moves a task out of `Unknown` (its node was unreachable and is back),
+/// records the gap's end: condition NodeUnreachable False, reason `NodeReachable`. The
+/// condition's earlier True state (set by the controllers) tells when the gap began.
+fn reachable_again(
+    t: &mut Task,
+    before: &kohakuriver_api::TaskStatus,
+    node: &str,
+    now: kohakuriver_api::Timestamp,
+) {
+    if before.phase != TaskPhase::Unknown || t.status.phase == TaskPhase::Unknown {
+        return;
+    }
+    if t.status.reason.as_deref() == Some("NodeUnreachable") {
+        t.status.reason = None;
+        t.status.message = None;
+    }
+    let message = format!(
+        "node {node} reported again; the task was {} meanwhile",
+        t.status.phase
+    );
+    set_condition(
+        &mut t.status.conditions,
+        kohakuriver_api::NODE_UNREACHABLE_CONDITION,
+        ConditionStatus::False,
+        Some("NodeReachable"),
+        Some(&message),
+        t.metadata.generation,
+        now,
+    );
+}
+
 /// What a round ended with.
 enum Outcome {
     /// Nothing left to do until something changes.
@@ -131,7 +162,12 @@ impl Reconciler {
         self.shared()
             .cache
             .values()
-            .filter(|t| matches!(t.status.phase, TaskPhase::Running | TaskPhase::Paused))
+            .filter(|t| {
+                matches!(
+                    t.status.phase,
+                    TaskPhase::Running | TaskPhase::Paused | TaskPhase::Unknown
+                )
+            })
             .count() as u32
     }
 
@@ -920,7 +956,9 @@ impl Reconciler {
                     return false;
                 }
                 let before = t.status.clone();
-                f(t, chrono::Utc::now());
+                let now = chrono::Utc::now();
+                f(t, now);
+                reachable_again(t, &before, &self.settings.node_name, now);
                 t.status != before
             })
             .await;
@@ -1071,4 +1109,46 @@ fn apply_container_facts(t: &mut Task, c: &ContainerState) {
         t.status.started_at = c.started_at;
     }
     t.status.attempts = c.attempt().unwrap_or(t.status.attempts.max(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_out_of_unknown_records_the_end_of_the_gap() {
+        let now = chrono::DateTime::from_timestamp(500, 0).unwrap();
+        let mut t = Task::new("t", vec!["true".into()]);
+        t.status.phase = TaskPhase::Unknown;
+        t.status.reason = Some("NodeUnreachable".into());
+        set_condition(
+            &mut t.status.conditions,
+            kohakuriver_api::NODE_UNREACHABLE_CONDITION,
+            ConditionStatus::True,
+            Some("NodeUnreachable"),
+            None,
+            None,
+            chrono::DateTime::from_timestamp(100, 0).unwrap(),
+        );
+        let before = t.status.clone();
+        t.status.phase = TaskPhase::Failed;
+        t.status.exit_code = Some(3);
+        reachable_again(&mut t, &before, "n1", now);
+        let c = kohakuriver_api::meta::find_condition(
+            &t.status.conditions,
+            kohakuriver_api::NODE_UNREACHABLE_CONDITION,
+        )
+        .unwrap();
+        assert_eq!(c.status, ConditionStatus::False);
+        assert_eq!(c.reason.as_deref(), Some("NodeReachable"));
+        assert_eq!(t.status.reason, None);
+
+        // A report that does not leave Unknown records nothing.
+        let mut running = Task::new("r", vec!["true".into()]);
+        running.status.phase = TaskPhase::Running;
+        let before = running.status.clone();
+        running.status.phase = TaskPhase::Succeeded;
+        reachable_again(&mut running, &before, "n1", now);
+        assert!(running.status.conditions.is_empty());
+    }
 }

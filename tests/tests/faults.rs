@@ -691,7 +691,8 @@ fn s3_server_killed_mid_burst_and_restarted() {
 /// task with `retries: 1` that sleeps on its first attempt only; add node B; SIGKILL A's
 /// agent and never restart it.
 ///
-/// Expected: A is NotReady within grace + 12 s; the long task is Lost with reason NodeLost;
+/// Expected: A is NotReady within grace + 12 s; the long task is Unknown, then Lost with
+/// reason NodeLost once A has been away past `--lost-after 10s`;
 /// the retryable one goes back to Pending and then Succeeds on B (attempt 2, its log says
 /// so); untargeted tasks submitted afterwards all land on B and Succeed; a task targeting A
 /// stays Pending with reason Unschedulable and is never bound.
@@ -705,6 +706,8 @@ fn s4_node_lost_for_good() {
     let mut c = Cluster::start_with(ServerOptions {
         node_grace: Some("6s".into()),
         retry_backoff: Some("1s".into()),
+        // A task with no retry left is Unknown while its node is away, Lost after this.
+        extra_args: vec!["--lost-after".into(), "10s".into()],
         ..ServerOptions::default()
     });
     let a = c.add_agent("lost-a");
@@ -731,7 +734,7 @@ fn s4_node_lost_for_good() {
     let ready = c.node(&a).unwrap()["status"]["conditions"].clone();
     println!("A NotReady {:?} after the kill: {ready}", killed.elapsed());
 
-    let lost = c.wait_finished(&long, Duration::from_secs(15));
+    let lost = c.wait_finished(&long, Duration::from_secs(30));
     assert_eq!(lost["status"]["phase"], "Lost", "{:#}", lost["status"]);
     assert_eq!(lost["status"]["reason"], "NodeLost", "{:#}", lost["status"]);
 

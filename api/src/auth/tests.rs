@@ -308,6 +308,15 @@ fn transitions() {
         (Running, Pending),
         (Failed, Pending),
         (Lost, Lost),
+        (Running, Unknown),
+        (Paused, Unknown),
+        (Assigned, Unknown),
+        (Unknown, Running),
+        (Unknown, Paused),
+        (Unknown, Succeeded),
+        (Unknown, Failed),
+        (Unknown, Killed),
+        (Unknown, Lost),
     ];
     let illegal = [
         (Lost, Running),
@@ -317,6 +326,10 @@ fn transitions() {
         (Pending, Running),
         (Running, Assigned),
         (Succeeded, Pending),
+        (Unknown, Pending),
+        (Unknown, Assigned),
+        (Pending, Unknown),
+        (Lost, Unknown),
     ];
     for (a, b) in legal {
         assert!(legal_transition(a, b), "{a} -> {b}");
@@ -365,6 +378,11 @@ fn status_write_table() {
         let mut r = good.clone();
         r.status.phase = TaskPhase::Running;
         r
+    };
+    let unknown = {
+        let mut u = running.clone();
+        u.status.phase = TaskPhase::Unknown;
+        u
     };
     let lost = {
         let mut l = good.clone();
@@ -456,6 +474,34 @@ fn status_write_table() {
             &ctl,
             &running,
             with_phase(&running, TaskPhase::Lost),
+            "ok",
+        ),
+        (
+            "the controllers mark a silent node's task Unknown",
+            &ctl,
+            &running,
+            with_phase(&running, TaskPhase::Unknown),
+            "ok",
+        ),
+        (
+            "a node may not mark its task Unknown",
+            &n1,
+            &running,
+            with_phase(&running, TaskPhase::Unknown),
+            "403",
+        ),
+        (
+            "the node, back, reports its Unknown task Running",
+            &n1,
+            &unknown,
+            with_phase(&running, TaskPhase::Running),
+            "ok",
+        ),
+        (
+            "the node, back, reports its Unknown task's exit",
+            &n1,
+            &unknown,
+            with_phase(&running, TaskPhase::Failed),
             "ok",
         ),
         (

@@ -14,9 +14,15 @@ use crate::wait::parse_duration;
 /// Controller settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerFlags {
-    /// A node silent for longer than this is NotReady and its tasks are lost.
+    /// A node silent for longer than this is NotReady: its tasks with retries left are
+    /// re-queued, the others are Unknown (see --lost-after).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub node_grace: Duration,
+    /// A task with no retry left whose node stops answering is Unknown (it may still run
+    /// there, and keeps its cores) until the node comes back, is deleted, or stays away
+    /// this long; then it is Lost.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub lost_after: Duration,
     /// First delay before a failed task is retried; it doubles per retry.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub retry_backoff: Duration,
@@ -30,6 +36,7 @@ impl ControllerFlags {
     pub fn config(&self) -> ControllersConfig {
         let mut config = ControllersConfig {
             node_grace: self.node_grace,
+            lost_after: self.lost_after,
             ..Default::default()
         };
         config.retry.base = self.retry_backoff;
