@@ -84,6 +84,8 @@ pub struct AgentOptions {
     /// `--fence-after` (default `3s`): with the `2s` kill grace, servers here need a node
     /// grace above 5 s (the agent checks the timing inequality at start).
     pub fence_after: String,
+    /// The server URL the agent is given (default: the cluster's), e.g. a [`crate::Proxy`]'s.
+    pub server_url: Option<String>,
     /// Any further arguments.
     pub extra_args: Vec<String>,
 }
@@ -96,6 +98,7 @@ impl Default for AgentOptions {
             heartbeat_interval: "1s".into(),
             kill_grace: "2s".into(),
             fence_after: "3s".into(),
+            server_url: None,
             extra_args: Vec::new(),
         }
     }
@@ -359,7 +362,10 @@ impl Cluster {
         let mut args = vec![
             "agent".to_string(),
             "--server".to_string(),
-            self.url.clone(),
+            options
+                .server_url
+                .clone()
+                .unwrap_or_else(|| self.url.clone()),
             "--token".to_string(),
             token,
             "--name".to_string(),

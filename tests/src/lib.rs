@@ -26,7 +26,8 @@
 //! the [`Cluster`] is dropped; on a failing test the daemons' logs are printed.
 //! Processes can be killed with SIGKILL and restarted on the same database, data
 //! directories and ports ([`Cluster::kill_agent`], [`Cluster::restart_agent`],
-//! [`Cluster::kill_server`], [`Cluster::restart_server`]), for fault scenarios.
+//! [`Cluster::kill_server`], [`Cluster::restart_server`]), for fault scenarios; an agent
+//! can reach the server through a [`Proxy`] the test cuts and restores (a partition).
 
 mod access;
 mod binary;
@@ -34,6 +35,7 @@ mod cluster;
 mod docker;
 mod http;
 mod process;
+mod proxy;
 mod run;
 mod wait;
 
@@ -45,5 +47,6 @@ pub use docker::{
 };
 pub use http::{HttpResponse, http_get, http_get_auth, http_get_with, https_get};
 pub use process::{Proc, free_port};
+pub use proxy::Proxy;
 pub use run::{Chunks, Run, Stream, cli_command};
 pub use wait::{unique_name, wait_for, wait_until};
