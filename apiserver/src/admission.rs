@@ -63,6 +63,11 @@ pub trait Served: Resource {
     ) -> Result<(), AppError> {
         Ok(())
     }
+    /// Checks the status in a status write's body (a whole status, or a merge patch of one)
+    /// before the store's lock is taken, so an oversized report never holds it.
+    fn precheck_status(_status: &serde_json::Value) -> Result<(), AppError> {
+        Ok(())
+    }
     /// Refuses a status write the caller may not make, or that no one may: run under the
     /// store's lock with the other stored objects at hand.
     fn admit_status_by(
@@ -323,6 +328,20 @@ impl Served for Node {
     }
     fn missing(name: &str) -> Target<'_> {
         Target::Node(name)
+    }
+    /// What a body says of a node's status is bounded before anything else reads it.
+    fn precheck_status(status: &serde_json::Value) -> Result<(), AppError> {
+        let Ok(partial) = serde_json::from_value::<kohakuriver_api::NodeStatus>(status.clone())
+        else {
+            // Unreadable as a status: the full check after merging answers with the field.
+            return Ok(());
+        };
+        let errors = validate_node_status(&partial);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::invalid(Node::KIND, "", errors))
+        }
     }
     /// A node's status is bounded for every writer, and only the node itself sets the
     /// address the server will call.

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use auth::generate_token;
+pub use auth::{generate_token, write_secret_file};
 pub use error::{AppError, Error};
 pub use handlers::{route_table, router};
 pub use schema::SyncMode;

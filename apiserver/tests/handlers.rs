@@ -575,3 +575,24 @@ async fn a_delete_with_a_uid_precondition_spares_a_newer_object_of_the_same_name
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn node_status_is_bounded_before_the_store_is_read() {
+    let api = Api::new();
+    // The node does not even exist: the bound is checked before the store's lock is taken,
+    // so the answer is the 422, not a 404 from reading the store.
+    for method in ["PUT", "PATCH"] {
+        let (code, body) = api
+            .json(
+                method,
+                &format!("{NODES}/ghost/status"),
+                &serde_json::json!({"status": {"capacity": {"cpu": 50_000_000}}}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{method}: {body}");
+        assert_eq!(
+            body["details"]["causes"][0]["field"], "status.capacity.cpu",
+            "{body}"
+        );
+    }
+}

@@ -174,7 +174,11 @@ impl<R: Resource> Api<R> {
     /// Deletes an object. Without finalizers it is gone at once; with finalizers it is
     /// marked for deletion and goes once they are removed.
     pub async fn delete(&self, name: &str) -> Result<Deleted<R>, Error> {
-        let req = self.client.request(Method::DELETE, self.item(name));
+        self.send_delete(self.client.request(Method::DELETE, self.item(name)))
+            .await
+    }
+
+    async fn send_delete(&self, req: reqwest::RequestBuilder) -> Result<Deleted<R>, Error> {
         let resp = self.client.send(req).await?;
         let accepted = resp.status() == StatusCode::ACCEPTED;
         let obj: R = read_json(resp).await?;
@@ -193,14 +197,7 @@ impl<R: Resource> Api<R> {
             .client
             .request(Method::DELETE, self.item(name))
             .json(&body);
-        let resp = self.client.send(req).await?;
-        let accepted = resp.status() == StatusCode::ACCEPTED;
-        let obj: R = read_json(resp).await?;
-        Ok(if accepted {
-            Deleted::Pending(obj)
-        } else {
-            Deleted::Gone(obj)
-        })
+        self.send_delete(req).await
     }
 
     /// Creates the object or brings its spec, labels and annotations in line with `obj`.

@@ -13,7 +13,6 @@
 //! login` writes it, and so do `up` and `server` for their own admin on first start.
 //! [`resolve`] is the pure decision; [`ServerArgs`] gathers its inputs.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -292,25 +291,7 @@ impl CliConfig {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         create_private_dir(dir)?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "config".to_string());
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write()
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
+        kohakuriver_apiserver::write_secret_file(path, &text)
             .with_context(|| format!("cannot write the CLI config {}", path.display()))
     }
 }

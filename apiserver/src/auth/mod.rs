@@ -316,7 +316,7 @@ pub fn bootstrap(store: &Store, config: &crate::AuthConfig) -> Result<Authentica
         && let Some(path) = &config.admin_token_file
     {
         let (token, record) = mint(&Identity::new("admin", Role::Admin), now, None, None);
-        write_secret_file(path, &token).map_err(|e| {
+        write_secret_file(path, &format!("{token}\n")).map_err(|e| {
             crate::Error::Config(format!(
                 "cannot write the first admin token to {}: {e}",
                 path.display()
@@ -331,22 +331,34 @@ pub fn bootstrap(store: &Store, config: &crate::AuthConfig) -> Result<Authentica
     Ok(auth)
 }
 
-/// Writes `text` to a new file readable by its owner only.
+/// Writes `text` to `path` readable by its owner only (mode 0600), replacing any file
+/// there in one step (a temporary file renamed over it); a missing directory is made.
+/// Used for the admin token here and for the CLI's config.
 pub fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// The secret the server presents to node `node`'s agent: HMAC-SHA256 of the node name

@@ -95,14 +95,30 @@ pub async fn create(
     let uses = (request.role == Role::Join).then(|| request.uses.unwrap_or(1));
     let identity = Identity::new(request.name.clone(), request.role);
     let (token, record) = mint(&identity, now, expires_at, uses);
-    let info = record.info.clone();
+    tracing::info!(by = %caller.identity(), id = %record.info.id, name = %record.info.name, role = %record.info.role, "token created");
+    issue(&state, token, record, Vec::new()).await
+}
+
+/// Stores `record` (and the `also` records, such as a join token with one use fewer), then
+/// accepts its token and answers it, shown this once with the CA fingerprint.
+async fn issue(
+    state: &AppState,
+    token: String,
+    record: crate::store::TokenRecord,
+    also: Vec<crate::store::TokenRecord>,
+) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
     let store = state.store().clone();
     let saved = record.clone();
-    tokio::task::spawn_blocking(move || store.put_token(&saved))
-        .await
-        .map_err(|e| AppError::internal(e.to_string()))??;
+    tokio::task::spawn_blocking(move || {
+        for other in &also {
+            store.put_token(other)?;
+        }
+        store.put_token(&saved)
+    })
+    .await
+    .map_err(|e| AppError::internal(e.to_string()))??;
+    let info = record.info.clone();
     state.authenticator().insert(record, false);
-    tracing::info!(by = %caller.identity(), id = %info.id, name = %info.name, role = %info.role, "token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -185,25 +201,8 @@ pub async fn join(
         None,
         None,
     );
-    let info = record.info.clone();
-    let store = state.store().clone();
-    let (saved_join, saved_node) = (join.clone(), record.clone());
-    tokio::task::spawn_blocking(move || {
-        store.put_token(&saved_join)?;
-        store.put_token(&saved_node)
-    })
-    .await
-    .map_err(|e| AppError::internal(e.to_string()))??;
-    state.authenticator().insert(record, false);
     tracing::info!(join = %join_id, node = %request.node, "node joined");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedToken {
-            token,
-            info,
-            ca_fingerprint: state.config().ca_fingerprint.clone(),
-        }),
-    ))
+    issue(&state, token, record, vec![join]).await
 }
 
 /// `GET /nodes/{name}/credentials` (that node's agent only).

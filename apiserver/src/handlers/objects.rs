@@ -200,6 +200,7 @@ pub async fn replace_status<R: Served>(
         .cloned()
         .unwrap_or(Value::Null);
     let sent_uid = sent_uid(&value);
+    R::precheck_status(&status)?;
     let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
         .store()
@@ -226,6 +227,9 @@ pub async fn patch_status<R: Served>(
 ) -> Answer<R> {
     let dry_run = params.dry_run()?;
     check_body_name(&patch, &name)?;
+    if let Some(status) = patch.get("status") {
+        R::precheck_status(status)?;
+    }
     let sent_uid = sent_uid(&patch);
     let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
