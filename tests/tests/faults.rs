@@ -734,12 +734,32 @@ fn s4_node_lost_for_good() {
     let ready = c.node(&a).unwrap()["status"]["conditions"].clone();
     println!("A NotReady {:?} after the kill: {ready}", killed.elapsed());
 
-    let lost = c.wait_finished(&long, Duration::from_secs(30));
+    // The retryable task's phases are followed from here on: it is re-queued after the
+    // grace, while the long one stays Unknown until --lost-after.
+    let mut phases: Vec<String> = Vec::new();
+    let mut long_phases: Vec<String> = Vec::new();
+    let lost = wait_for(Duration::from_secs(30), "the long task to be Lost", || {
+        let t = c.task(&retry);
+        let phase = s(&t, &["status", "phase"]).to_string();
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+        let l = c.task(&long);
+        let phase = s(&l, &["status", "phase"]).to_string();
+        if long_phases.last() != Some(&phase) {
+            long_phases.push(phase.clone());
+        }
+        terminal(&phase).then_some(l)
+    });
+    println!("long task phases after the kill: {long_phases:?}");
     assert_eq!(lost["status"]["phase"], "Lost", "{:#}", lost["status"]);
     assert_eq!(lost["status"]["reason"], "NodeLost", "{:#}", lost["status"]);
+    assert!(
+        long_phases.iter().any(|p| p == "Unknown"),
+        "Unknown before Lost: {long_phases:?}"
+    );
 
     // The retryable task: back to Pending, then Succeeded on B.
-    let mut phases: Vec<String> = Vec::new();
     let done = wait_for(T, "the retryable task to end", || {
         let t = c.task(&retry);
         let phase = s(&t, &["status", "phase"]).to_string();
