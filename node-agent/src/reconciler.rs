@@ -81,6 +81,9 @@ struct Shared {
     /// The uid of each task that left the cache (deleted, or moved off this node), so its
     /// container is removed only when it is that task's.
     departed: HashMap<String, String>,
+    /// Tasks whose container this agent stopped because it was cut off from the server:
+    /// name → (uid, binding, seconds without contact), so the exit is reported as such.
+    fenced: HashMap<String, (String, u32, u64)>,
 }
 
 /// When a report moves a task out of `Unknown` (its node was unreachable and is back),
@@ -202,9 +205,22 @@ impl Reconciler {
             secs = since.as_secs(),
             "no contact with the server; stopping the container of a task that has a retry left, so it never runs in two places"
         );
+        self.shared().fenced.insert(
+            name.to_string(),
+            (uid, task.status.binding, since.as_secs()),
+        );
         if let Err(err) = self.runtime.stop(&container.id, self.kill_grace).await {
             tracing::warn!(task = %name, error = %err, "cannot stop a fenced container");
         }
+    }
+
+    /// Seconds without contact after which this agent stopped `task`'s current attempt, if
+    /// it did.
+    fn fenced_after(&self, task: &Task) -> Option<u64> {
+        let shared = self.shared();
+        let (uid, binding, secs) = shared.fenced.get(&task.metadata.name)?;
+        (task.metadata.uid.as_deref() == Some(uid.as_str()) && *binding == task.status.binding)
+            .then_some(*secs)
     }
 
     /// Watches the tasks bound to this node until shutdown.
@@ -305,6 +321,7 @@ impl Reconciler {
                     // Decided under the lock, so a trigger racing with this exit starts a
                     // new worker instead of waking this one.
                     shared.workers.remove(&name);
+                    shared.fenced.remove(&name);
                 }
                 task
             };
@@ -666,6 +683,8 @@ impl Reconciler {
                 let c = actual.cloned();
                 let (exit_code, oom) = (*exit_code, *oom_killed);
                 let incomplete = self.logs.incomplete(&name, &uid);
+                let fenced = self.fenced_after(task);
+                let node = self.settings.node_name.clone();
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
@@ -704,6 +723,13 @@ impl Reconciler {
                                     "OOMKilled",
                                     format!(
                                         "killed by the out-of-memory killer (exit code {exit_code}); raise resources.memory"
+                                    ),
+                                )
+                            } else if let Some(secs) = fenced {
+                                (
+                                    "Fenced",
+                                    format!(
+                                        "stopped by the agent of node {node} after {secs}s without contact with the server (--fence-after), so that it never runs in two places (exit code {exit_code})"
                                     ),
                                 )
                             } else {

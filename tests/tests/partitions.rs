@@ -250,3 +250,69 @@ fn a_task_with_no_retry_left_rides_out_the_partition_and_reports_its_outcome() {
         );
     });
 }
+
+/// A partition longer than fence-after but shorter than the server's grace: the agent has
+/// stopped the task (it had a retry left), the server never declared the node lost, and
+/// once the proxy is restored the agent reports what really happened: the attempt ended,
+/// reason Fenced. The task lifecycle then retries it as any failed attempt.
+#[test]
+fn a_short_partition_reports_the_fenced_attempt_as_such() {
+    assert!(docker_ready());
+    timed("short partition, fenced attempt reported", || {
+        // A grace far above fence-after + kill grace, so the server never acts here.
+        let mut c = Cluster::start_with(ServerOptions {
+            node_grace: Some("20s".into()),
+            retry_backoff: Some("1s".into()),
+            ..ServerOptions::default()
+        });
+        let upstream = ([127, 0, 0, 1], c.port()).into();
+        let proxy = Proxy::start(upstream);
+        let a = c.add_agent_with("short-a", behind(&proxy, None));
+        let id = c.submit(&[
+            "-t",
+            &a,
+            "--retries",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "if [ \"$KOHAKURIVER_ATTEMPT\" = 1 ]; then sleep 300; fi; echo attempt $KOHAKURIVER_ATTEMPT",
+        ]);
+        let first = c.wait_phase(&id, &["Running"], T);
+        let old = status_str(&first, "containerId").to_string();
+
+        proxy.cut();
+        wait_until(T, "the container to be stopped by its agent", || {
+            container_state(&old).is_some_and(|s| !s.0)
+        });
+        proxy.restore();
+
+        // The attempt's end is reported with its cause (Fenced), then retried on A.
+        let reported = wait_for(T, "the fenced attempt to be reported", || {
+            let t = c.task(&id);
+            let text = format!("{} {}", status_str(&t, "reason"), status_str(&t, "message"));
+            text.contains("Fenced").then_some(t)
+        });
+        assert_eq!(
+            reported["status"]["attempts"], 1,
+            "{:#}",
+            reported["status"]
+        );
+        let done = wait_for(T, "the second attempt to end", || {
+            let t = c.task(&id);
+            let ended = matches!(
+                status_str(&t, "phase"),
+                "Succeeded" | "Failed" | "Killed" | "Lost"
+            );
+            (ended && t["status"]["attempts"] == 2).then_some(t)
+        });
+        assert_eq!(
+            status_str(&done, "phase"),
+            "Succeeded",
+            "{:#}",
+            done["status"]
+        );
+        assert_eq!(done["status"]["attempts"], 2, "{:#}", done["status"]);
+        assert_eq!(c.kr(&["task", "logs", &id]).ok().stdout, "attempt 2\n");
+    });
+}
