@@ -254,6 +254,9 @@ pub enum Error {
     /// The agent's fencing timing does not fit the server's node grace.
     #[error(transparent)]
     Timing(#[from] fence::TimingError),
+    /// A flag names something unusable; the message names the flag and the fix.
+    #[error("{0}")]
+    Config(String),
     /// The endpoint could not listen, or the data dir is unusable.
     #[error("{what}: {source}")]
     Io {
@@ -263,6 +266,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The shared dir must be a directory that exists: every task container mounts it, and a
+/// missing one would make every task on this node fail to start.
+fn check_shared_dir(dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Config(format!(
+            "--shared-dir {} is not a directory; give the directory where the cluster share is mounted",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::Config(format!(
+            "--shared-dir {} cannot be used ({e}); create it or mount the cluster share there (mkdir -p {}), or leave --shared-dir out",
+            dir.display(),
+            dir.display()
+        ))),
+    }
 }
 
 /// A started agent.
@@ -297,6 +317,9 @@ pub async fn start(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, Error> {
+    if let Some(dir) = &config.shared_dir {
+        check_shared_dir(dir)?;
+    }
     let topology = discovery::discover(&config.sysfs_root, &config.procfs_root)?;
     let gpus: Arc<dyn GpuInventory> = match &config.static_gpus {
         Some(source) => Arc::new(StaticGpus::from_source(source)?),

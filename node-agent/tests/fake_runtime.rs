@@ -422,3 +422,28 @@ async fn wait_for_info(client: &kohakuriver_client::Client) -> kohakuriver_api::
         }
     }
 }
+
+#[tokio::test]
+async fn agent_refuses_to_start_with_a_missing_shared_dir() {
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("no-such-share");
+    let file = data.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for (dir, want) in [(&missing, "mkdir -p"), (&file, "is not a directory")] {
+        let mut config = kohakuriver_node_agent::AgentConfig::new(
+            support::unique_name("share"),
+            "http://127.0.0.1:9",
+            data.path(),
+        );
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.docker = DockerConnection::Runtime(Arc::new(FakeRuntime::new()));
+        config.shared_dir = Some(dir.clone());
+        let err = match kohakuriver_node_agent::start(config, Default::default()).await {
+            Ok(_) => panic!("started with --shared-dir {}", dir.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("--shared-dir"), "{err}");
+        assert!(err.contains(&dir.display().to_string()), "{err}");
+        assert!(err.contains(want), "{err} lacks {want}");
+    }
+}
