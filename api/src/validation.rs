@@ -172,6 +172,18 @@ fn check_container_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The refusal of a memory limit below Docker's minimum, in the user's own words: `512`
+/// is 512 bytes, and a bare number most likely meant megabytes.
+fn memory_too_small(text: &str, bytes: u64) -> String {
+    let unit = if bytes == 1 { "byte" } else { "bytes" };
+    let hint = if text.trim().chars().all(|c| c.is_ascii_digit()) {
+        format!("; did you mean {}M?", text.trim())
+    } else {
+        String::new()
+    };
+    format!("{text:?} is {bytes} {unit}, below Docker's minimum of 6Mi (6291456 bytes){hint}")
+}
+
 /// Validates a task as written by a user (spec and metadata); status is not checked.
 pub fn validate_task(task: &Task) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -275,10 +287,7 @@ fn validate_task_spec(spec: &TaskSpec, errors: &mut Vec<FieldError>) {
     {
         errors.push(FieldError::new(
             "spec.resources.memory",
-            format!(
-                "{memory:?} is {} bytes; Docker needs at least 6Mi (6291456 bytes)",
-                memory.bytes()
-            ),
+            memory_too_small(memory.as_str(), memory.bytes()),
         ));
     }
     let p = &spec.placement;
@@ -415,6 +424,23 @@ pub fn immutable_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<FieldError> {
 mod tests {
     use super::*;
     use crate::quantity::Memory;
+
+    #[test]
+    fn small_memory_is_told_in_the_users_words() {
+        assert_eq!(
+            memory_too_small("512", 512),
+            "\"512\" is 512 bytes, below Docker's minimum of 6Mi (6291456 bytes); did you mean 512M?"
+        );
+        assert_eq!(
+            memory_too_small("1Mi", 1_048_576),
+            "\"1Mi\" is 1048576 bytes, below Docker's minimum of 6Mi (6291456 bytes)"
+        );
+        let mut t = task();
+        t.spec.resources.memory = Some(Memory::parse("512").unwrap());
+        let e = validate_task(&t);
+        assert_eq!(e[0].field, "spec.resources.memory");
+        assert!(!e[0].message.contains("Memory {"), "{}", e[0].message);
+    }
 
     fn task() -> Task {
         Task::new("train", vec!["echo".into(), "hi".into()])
