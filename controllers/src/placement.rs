@@ -51,6 +51,12 @@ pub enum Decision {
         /// The node it is closest to fitting on, when only capacity in use blocks it.
         closest: Option<usize>,
     },
+    /// It names a node that is not registered (yet): keep it queued until that node
+    /// joins, as Kubernetes keeps such a pod Pending (manifests may arrive before machines).
+    NoSuchNode {
+        /// Why, for `status.message`.
+        message: String,
+    },
     /// It can never fit as the cluster is built.
     Fail {
         /// Why, for `status.message`.
@@ -172,8 +178,10 @@ impl Cluster {
             Some(name) => match self.index.get(name) {
                 Some(&i) => vec![i],
                 None => {
-                    return Decision::Fail {
-                        message: format!("node {name:?} does not exist"),
+                    return Decision::NoSuchNode {
+                        message: format!(
+                            "node {name:?} is not registered; the task waits for it (is the name right? kohakuriver node list)"
+                        ),
                     };
                 }
             },
@@ -275,6 +283,7 @@ mod tests {
             }
             Decision::Wait { message, .. } => format!("wait: {message}"),
             Decision::Fail { message } => format!("fail: {message}"),
+            Decision::NoSuchNode { message } => format!("absent: {message}"),
         }
     }
 
@@ -307,7 +316,7 @@ mod tests {
                 vec![a(), b()],
                 vec![],
                 t("t").on("c"),
-                "fail: node \"c\" does not exist",
+                "absent: node \"c\" is not registered; the task waits for it (is the name right? kohakuriver node list)",
             ),
             (
                 vec![a()],

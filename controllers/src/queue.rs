@@ -123,6 +123,7 @@ mod tests {
                 Decision::Bind { node, .. } => node.clone(),
                 Decision::Wait { .. } => "wait".to_string(),
                 Decision::Fail { .. } => "fail".to_string(),
+                Decision::NoSuchNode { .. } => "absent".to_string(),
             })
             .collect()
     }

@@ -244,20 +244,10 @@ fn decide(
                 })
             }
             Decision::Wait { message, .. } => {
-                let name = &task.metadata.name;
-                let same = task.status.reason.as_deref() == Some("Unschedulable")
-                    && task.status.message.as_deref() == Some(message.as_str());
-                let first = task.status.reason.as_deref() != Some("Unschedulable");
-                let stale = recent
-                    .get(name)
-                    .is_none_or(|at| at.elapsed() >= config.resync);
-                (!same && (first || stale)).then(|| {
-                    recent.insert(name.clone(), Instant::now());
-                    Write {
-                        task: unschedulable(task, &message, now, false),
-                        hold: None,
-                    }
-                })
+                waiting(task, "Unschedulable", &message, now, recent, config)
+            }
+            Decision::NoSuchNode { message } => {
+                waiting(task, "NodeNotFound", &message, now, recent, config)
             }
             Decision::Fail { message } => Some(Write {
                 task: unschedulable(task, &message, now, true),
@@ -321,25 +311,64 @@ pub fn bind(task: &Task, node: &str, allocation: &Allocation, now: Timestamp) ->
     t
 }
 
+/// The write that keeps a task queued with `reason` and `message`: the first time, and
+/// then at most once per resync while the message changes (so a busy cluster does not
+/// rewrite every queued task on every round).
+fn waiting(
+    task: &Task,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    recent: &mut HashMap<String, Instant>,
+    config: &ControllersConfig,
+) -> Option<Write> {
+    let name = &task.metadata.name;
+    let same = task.status.reason.as_deref() == Some(reason)
+        && task.status.message.as_deref() == Some(message);
+    let first = task.status.reason.as_deref() != Some(reason);
+    let stale = recent
+        .get(name)
+        .is_none_or(|at| at.elapsed() >= config.resync);
+    (!same && (first || stale)).then(|| {
+        recent.insert(name.clone(), Instant::now());
+        Write {
+            task: queued(task, reason, message, now),
+            hold: None,
+        }
+    })
+}
+
 /// The task left queued (or failed, when it can never fit) with reason Unschedulable.
 pub fn unschedulable(task: &Task, message: &str, now: Timestamp, never: bool) -> Task {
-    let mut t = task.clone();
-    let g = task.metadata.generation;
     if never {
+        let mut t = task.clone();
         t.status = crate::retry::finished(task, now, TaskPhase::Failed, "Unschedulable", message);
+        set_scheduled_false(&mut t, "Unschedulable", message, now);
+        t
     } else {
-        t.status.reason = Some("Unschedulable".to_string());
-        t.status.message = Some(message.to_string());
-        t.status.observed_generation = g;
+        queued(task, "Unschedulable", message, now)
     }
+}
+
+/// The task still Pending, with `reason` and `message` saying what it waits for.
+pub fn queued(task: &Task, reason: &str, message: &str, now: Timestamp) -> Task {
+    let mut t = task.clone();
+    t.status.reason = Some(reason.to_string());
+    t.status.message = Some(message.to_string());
+    t.status.observed_generation = task.metadata.generation;
+    set_scheduled_false(&mut t, reason, message, now);
+    t
+}
+
+fn set_scheduled_false(t: &mut Task, reason: &str, message: &str, now: Timestamp) {
+    let g = t.metadata.generation;
     set_condition(
         &mut t.status.conditions,
         "Scheduled",
         ConditionStatus::False,
-        Some("Unschedulable"),
+        Some(reason),
         Some(message),
         g,
         now,
     );
-    t
 }

@@ -58,6 +58,29 @@ async fn queues_then_places_when_capacity_frees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_for_a_node_not_yet_registered_waits_for_it() {
+    let h = cluster(fast()).await;
+    h.tasks()
+        .create(&Task::test("early").on("late"))
+        .await
+        .unwrap();
+    let waiting = wait_task(&h, "early", "NodeNotFound", |t| {
+        t.status.reason.as_deref() == Some("NodeNotFound")
+    })
+    .await;
+    assert_eq!(waiting.status.phase, TaskPhase::Pending);
+    let message = waiting.status.message.unwrap();
+    assert!(
+        message.contains("node \"late\" is not registered"),
+        "{message}"
+    );
+    register(&h, Node::test("late")).await;
+    let _alive = keep_alive(&h, "late");
+    let bound = wait_task(&h, "early", "binding once the node joined", bound).await;
+    assert_eq!(bound.status.node.as_deref(), Some("late"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impossible_requests_fail_at_once() {
     let h = cluster(fast()).await;
     register(&h, Node::test("a").numa(2).cores(8).gpus(4)).await;
@@ -67,16 +90,11 @@ async fn impossible_requests_fail_at_once() {
         .await
         .unwrap();
     h.tasks()
-        .create(&Task::test("ghost").on("nowhere"))
-        .await
-        .unwrap();
-    h.tasks()
         .create(&Task::test("badgpu").on("a").gpu_ids(&[7]))
         .await
         .unwrap();
     for (name, want) in [
         ("greedy", "a: needs 9 GPUs, has 4"),
-        ("ghost", "node \"nowhere\" does not exist"),
         ("badgpu", "a: GPU 7 does not exist (4 GPUs)"),
     ] {
         let t = wait_task(&h, name, "Failed", |t| t.status.phase == TaskPhase::Failed).await;

@@ -355,7 +355,16 @@ impl Cluster {
 
     /// [`Cluster::add_agent`] with options.
     pub fn add_agent_with(&mut self, prefix: &str, options: AgentOptions) -> String {
-        let name = unique_name(prefix);
+        self.add_agent_as(unique_name(prefix), options)
+    }
+
+    /// Starts an agent for node `name` exactly (default options); returns the name once
+    /// the node is Ready.
+    pub fn add_agent_named(&mut self, name: &str) -> String {
+        self.add_agent_as(name.to_string(), AgentOptions::default())
+    }
+
+    fn add_agent_as(&mut self, name: String, options: AgentOptions) -> String {
         let data_dir = self.dir.path().join(format!("agent-{name}"));
         let port = free_port();
         let token = self.create_token(&name, "node");

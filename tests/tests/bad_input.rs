@@ -1378,9 +1378,10 @@ async fn concurrent_conflicting_writes_leave_one_whole_winner() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Group 5: targets the API cannot judge. With the controllers running, a task naming a node
-// that does not exist, or GPUs its node does not have, fails at once with reason
-// Unschedulable and a message naming the node or GPU.
+// Group 5: targets the API cannot judge. With the controllers running, a task naming GPUs or
+// a NUMA node its node does not have fails at once with reason Unschedulable and a message
+// naming the node or GPU; a task naming a node that has not registered waits for it
+// (Pending, reason NodeNotFound), since manifests may arrive before machines do.
 
 async fn wait_for_task(
     srv: &Server,
@@ -1422,7 +1423,6 @@ async fn impossible_targets_fail_unschedulable_naming_node_or_gpu() {
     // (name, placement and resources, what the message must name)
     #[rustfmt::skip]
     let cases: Vec<(&str, Value, Vec<&str>)> = vec![
-        ("ghost-target",  json!({"placement": {"node": "ghost-node"}}),                         vec!["ghost-node", "does not exist"]),
         ("gpu-five",      json!({"placement": {"node": "gpu-node", "gpuIds": [5]}}),            vec!["gpu-node", "GPU 5"]),
         ("gpus-one-and-seven", json!({"placement": {"node": "gpu-node", "gpuIds": [1, 7]}}),    vec!["gpu-node", "GPU 7"]),
         ("three-gpus",    json!({"resources": {"gpus": 3}}),                                    vec!["gpu-node", "3 GPUs"]),
@@ -1442,6 +1442,27 @@ async fn impossible_targets_fail_unschedulable_naming_node_or_gpu() {
     let (fits, _) =
         bound.unwrap_or_else(|t| panic!("the fitting task was never bound: {}", t["status"]));
     assert_eq!(fits["status"]["allocation"]["gpus"], json!([1]));
+
+    let ghost = task(
+        "ghost-target",
+        json!({"command": ["true"], "placement": {"node": "ghost-node"}}),
+    );
+    srv.ok(POST, "tasks", Some(&ghost)).await;
+    let waiting = wait_for_task(&srv, "ghost-target", Duration::from_secs(15), |t| {
+        t["status"]["reason"] == "NodeNotFound"
+    })
+    .await
+    .unwrap_or_else(|t| panic!("ghost-target never said NodeNotFound: {}", t["status"]));
+    assert_eq!(
+        waiting.0["status"]["phase"], "Pending",
+        "{}",
+        waiting.0["status"]
+    );
+    let message = waiting.0["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"ghost-node\" is not registered"),
+        "{message}"
+    );
 
     let mut failures = Vec::new();
     for (name, _, names) in &cases {

@@ -290,11 +290,24 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
     let name = created.metadata.name.clone();
     println!("{name}");
     std::io::stdout().flush().ok();
+    if let Some(node) = &created.spec.placement.node {
+        warn_if_unregistered(client, node).await;
+    }
     if !args.wait {
         return Ok(0);
     }
     let done = wait_for_end(client, &name, true).await?;
     Ok(exit_code_of(&done))
+}
+
+/// Says on stderr when the target node has not registered: the task waits for it, which is
+/// right for manifests that arrive before machines, and a typo's only symptom otherwise.
+async fn warn_if_unregistered(client: &Client, node: &str) {
+    if let Ok(None) = client.api::<kohakuriver_api::Node>().get_opt(node).await {
+        eprintln!(
+            "warning: node {node:?} is not registered; the task waits for it (kohakuriver node list shows the nodes)"
+        );
+    }
 }
 
 /// The exit code `submit -w` ends with: the command's own code, or 1 with a reason printed

@@ -1,0 +1,36 @@
+//! A new user's first hour (issue 13): mistakes get answers at submit time, and waits
+//! explain themselves. Real binary, real server.
+
+use std::time::Duration;
+
+use kohakuriver_tests::{Cluster, unique_name, wait_until};
+
+const T: Duration = Duration::from_secs(60);
+
+/// A task pinned to a node that has not registered (a typo, or a machine not joined yet)
+/// waits for it, says so on stderr at submit time, and runs once the node joins.
+#[test]
+fn a_task_for_an_unregistered_node_waits_and_says_so() {
+    let mut c = Cluster::start();
+    let late = unique_name("late");
+    let run = c.kr(&["task", "submit", "-t", &late, "--", "echo", "hi"]);
+    run.ok();
+    let id = run.stdout.trim().to_string();
+    assert!(
+        run.stderr.contains(&format!(
+            "node {late:?} is not registered; the task waits for it"
+        )),
+        "{}",
+        run.stderr
+    );
+    wait_until(T, "reason NodeNotFound", || {
+        c.task(&id)["status"]["reason"] == "NodeNotFound"
+    });
+    assert_eq!(c.phase(&id), "Pending");
+    // The machine joins under that name: the task runs there.
+    let joined = c.add_agent_named(&late);
+    assert_eq!(joined, late);
+    let done = c.wait_finished(&id, T);
+    assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
+    assert_eq!(c.kr(&["task", "logs", &id]).stdout, "hi\n");
+}
