@@ -34,3 +34,15 @@ fn a_task_for_an_unregistered_node_waits_and_says_so() {
     assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
     assert_eq!(c.kr(&["task", "logs", &id]).stdout, "hi\n");
 }
+
+/// The quick start's lines run one after another: `task logs` right after `task submit`
+/// shows the output instead of failing because the task has not started yet.
+#[test]
+fn task_logs_right_after_submit_shows_the_output() {
+    let mut c = Cluster::start();
+    let node = c.add_agent("quick");
+    let id = c.submit(&["-t", &node, "--", "echo", "Hello World"]);
+    let logs = c.kr(&["task", "logs", &id]);
+    logs.ok();
+    assert_eq!(logs.stdout, "Hello World\n", "stderr: {}", logs.stderr);
+}

@@ -310,6 +310,15 @@ async fn warn_if_unregistered(client: &Client, node: &str) {
     }
 }
 
+/// What a task that has not started waits for, in a few words.
+fn waiting_for(task: &Task) -> String {
+    match (&task.status.reason, &task.status.node) {
+        (Some(reason), _) => format!("{}: {reason}", task.status.phase),
+        (None, Some(node)) => format!("{} on {node}", task.status.phase),
+        (None, None) => task.status.phase.to_string(),
+    }
+}
+
 /// The exit code `submit -w` ends with: the command's own code, or 1 with a reason printed
 /// when the task ended without one (killed before it started, lost, unschedulable…).
 pub fn exit_code_of(task: &Task) -> i32 {
@@ -390,6 +399,17 @@ async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Tas
 async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
     let tasks = client.api::<Task>();
     let task = tasks.get(&args.name).await?;
+    let mut args = args;
+    if !has_started(&task) && !task.status.phase.is_terminal() && !args.follow {
+        // Asked right after `task submit`, there is nothing to show yet: rather than an
+        // error, show the whole output, following it until the task ends.
+        eprintln!(
+            "task {} has not started yet ({}); showing its output as it runs (Ctrl-C stops)",
+            args.name,
+            waiting_for(&task)
+        );
+        args.follow = true;
+    }
     if args.follow && !has_started(&task) {
         // Like `tail -f` on a file that is not there yet: wait for the container to start,
         // then follow it.
