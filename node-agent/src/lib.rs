@@ -405,7 +405,10 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Io {
-            what: format!("cannot listen on {}", config.listen),
+            what: format!(
+                "cannot listen on {} for the agent's endpoint (is another agent running? choose another with --agent-listen ADDR:PORT)",
+                config.listen
+            ),
             source,
         })?;
     let local_addr = listener.local_addr().map_err(|source| Error::Io {

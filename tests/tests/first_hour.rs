@@ -46,3 +46,44 @@ fn task_logs_right_after_submit_shows_the_output() {
     logs.ok();
     assert_eq!(logs.stdout, "Hello World\n", "stderr: {}", logs.stderr);
 }
+
+/// `task status` of a finished task labels the spec's state as what was desired, so a
+/// Succeeded task does not seem to say "State: Running".
+#[test]
+fn a_finished_task_shows_its_desired_state_as_such() {
+    let mut c = Cluster::start();
+    let node = c.add_agent("desired");
+    let id = c.submit(&["-t", &node, "-w", "--", "true"]);
+    let status = c.kr(&["task", "status", &id]);
+    status.ok();
+    assert!(
+        status.stdout.contains("Desired state:"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !status
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("State:")),
+        "{}",
+        status.stdout
+    );
+}
+
+/// A second server on a port in use says which flag to change.
+#[test]
+fn a_busy_listen_address_names_the_flag() {
+    let c = Cluster::start();
+    let port = c.port();
+    let dir = tempfile::tempdir().unwrap();
+    let run = c.kr_plain(&[
+        "server",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        &dir.path().display().to_string(),
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("--listen"), "{}", run.stderr);
+}

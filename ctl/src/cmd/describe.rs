@@ -193,7 +193,7 @@ pub fn describe_task(task: &Task, now: Timestamp) -> String {
     if spec.privileged {
         s.line("Privileged", "true");
     }
-    s.line("State", spec.state);
+    s.line("Desired state", spec.state);
     if spec.priority != 0 {
         s.line("Priority", spec.priority);
     }

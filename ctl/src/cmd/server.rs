@@ -278,7 +278,9 @@ pub async fn start(
     let listen = settings.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| {
+            format!("cannot listen on {listen} (is a server already running? choose another with --listen ADDR:PORT)")
+        })?;
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
