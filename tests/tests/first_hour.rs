@@ -87,3 +87,62 @@ fn a_busy_listen_address_names_the_flag() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("--listen"), "{}", run.stderr);
 }
+
+/// `task submit --attach` streams stdout and stderr while it waits and exits with the
+/// task's code, as `docker run` does.
+#[test]
+fn submit_attach_streams_both_outputs_and_exits_with_the_code() {
+    let mut c = Cluster::start();
+    let node = c.add_agent("attach");
+    let run = c.kr(&[
+        "task",
+        "submit",
+        "-t",
+        &node,
+        "--attach",
+        "--",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 4",
+    ]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let mut lines = run.stdout.lines();
+    let id = lines.next().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "{}", run.stdout);
+    assert_eq!(lines.collect::<Vec<_>>(), ["to-out"], "{}", run.stdout);
+    assert!(run.stderr.contains("to-err"), "{}", run.stderr);
+}
+
+/// Ctrl-C on `task submit -w` says that the task keeps running and how to stop it.
+#[test]
+fn ctrl_c_on_a_wait_says_the_task_keeps_running() {
+    let mut c = Cluster::start();
+    let node = c.add_agent("ctrlc");
+    let mut waiting = c.stream(&["task", "submit", "-t", &node, "-w", "--", "sleep", "30"]);
+    wait_until(T, "the task id on stdout", || {
+        !waiting.stdout_so_far().is_empty()
+    });
+    let id = String::from_utf8_lossy(&waiting.stdout_so_far())
+        .trim()
+        .to_string();
+    c.wait_phase(&id, &["Running"], T);
+    let pid = waiting.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let code = waiting.wait_exit(T).expect("exits after Ctrl-C");
+    assert_eq!(code, 130);
+    let (_, stderr) = waiting.finish_readers();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(
+        stderr.contains(&format!("task {id} keeps running"))
+            && stderr.contains("kohakuriver task kill"),
+        "{stderr}"
+    );
+    assert_eq!(c.phase(&id), "Running");
+    c.kr(&["task", "kill", &id]).ok();
+}

@@ -89,6 +89,10 @@ pub struct SubmitArgs {
     /// Wait for the task to finish and exit with its exit code.
     #[arg(short = 'w', long)]
     pub wait: bool,
+    /// Stream the task's stdout and stderr while waiting, then exit with its exit code (as
+    /// `docker run` does); implies --wait.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
     /// Task name (default: a generated snowflake id).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -293,11 +297,42 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
     if let Some(node) = &created.spec.placement.node {
         warn_if_unregistered(client, node).await;
     }
-    if !args.wait {
+    if !args.wait && !args.attach {
         return Ok(0);
     }
-    let done = wait_for_end(client, &name, true).await?;
-    Ok(exit_code_of(&done))
+    let waiting = async {
+        if args.attach {
+            attach(client, &name).await?;
+            // The streams end with the task; its final status says how.
+            let done = wait_for_end(client, &name, false).await?;
+            if done.status.phase != TaskPhase::Succeeded {
+                eprintln!("{}", ending_line(&done));
+            }
+            Ok(done)
+        } else {
+            wait_for_end(client, &name, true).await
+        }
+    };
+    tokio::select! {
+        done = waiting => Ok(exit_code_of(&done?)),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!(
+                "\nstopped waiting; task {name} keeps running. Stop it with: kohakuriver task kill {name}"
+            );
+            Ok(130)
+        }
+    }
+}
+
+/// Streams a task's stdout to stdout and its stderr to stderr until it ends.
+async fn attach(client: &Client, name: &str) -> Result<()> {
+    wait_until(client, name, has_started).await?;
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let (out, err) = tokio::join!(
+        print_log(client, name, LogStream::Stdout, true, None, &mut stdout),
+        print_log(client, name, LogStream::Stderr, true, None, &mut stderr),
+    );
+    out.and(err)
 }
 
 /// Says on stderr when the target node has not registered: the task waits for it, which is
@@ -415,25 +450,48 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
         // then follow it.
         wait_until(client, &args.name, has_started).await?;
     }
+    let stream = if args.stderr {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    };
+    print_log(
+        client,
+        &args.name,
+        stream,
+        args.follow,
+        args.tail,
+        &mut std::io::stdout().lock(),
+    )
+    .await?;
+    Ok(0)
+}
+
+/// Writes one of a task's streams to `out`: what is captured so far, or with `follow`
+/// everything until the task ends.
+async fn print_log(
+    client: &Client,
+    name: &str,
+    stream: LogStream,
+    follow: bool,
+    tail: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let tasks = client.api::<Task>();
     let params = LogParams {
-        stream: if args.stderr {
-            LogStream::Stderr
-        } else {
-            LogStream::Stdout
-        },
-        follow: args.follow,
-        tail: args.tail,
+        stream,
+        follow,
+        tail,
     };
     // A follower survives a restart of the server or the agent: it reconnects and skips the
     // bytes it already printed (the capture is byte-exact, so the replay is identical).
     // With --tail the offset is unknown, so it does not reconnect.
-    let resumable = args.follow && args.tail.is_none();
+    let resumable = follow && tail.is_none();
     let mut printed: usize = 0;
     let mut interruptions = 0;
-    let mut out = std::io::stdout().lock();
     loop {
         let outcome = async {
-            let mut stream = open_log(client, &args.name, &params, args.follow).await?;
+            let mut stream = open_log(client, name, &params, follow).await?;
             let mut skip = printed;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.context("reading the log stream")?;
@@ -453,12 +511,12 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
         }
         .await;
         match outcome {
-            Ok(()) if !args.follow => return Ok(0),
+            Ok(()) if !follow => return Ok(()),
             // The stream ended: done if the task did, else it was cut and is resumed.
-            Ok(()) => match tasks.get(&args.name).await {
-                Ok(t) if t.status.phase.is_terminal() => return Ok(0),
+            Ok(()) => match tasks.get(name).await {
+                Ok(t) if t.status.phase.is_terminal() => return Ok(()),
                 Ok(_) | Err(_) if resumable => {}
-                Ok(_) => return Ok(0),
+                Ok(_) => return Ok(()),
                 Err(e) => return Err(e.into()),
             },
             Err(e) if resumable && interruptions < 120 => {
@@ -470,7 +528,7 @@ async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
         }
         interruptions += 1;
         if interruptions > 120 {
-            bail!("gave up following task {} after 120 reconnects", args.name);
+            bail!("gave up following task {name} after 120 reconnects");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
