@@ -84,7 +84,18 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let args: Vec<String> = std::env::args().collect();
+            if let Some(hint) = parse_hint(&e, &args) {
+                let _ = e.print();
+                eprintln!("{hint}");
+                return ExitCode::from(2);
+            }
+            e.exit();
+        }
+    };
     let error_code = cli.command.error_code();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,6 +137,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Whoami(args) => cmd::whoami::run(&cli.server.client()?, args).await,
         Command::Token(c) => cmd::token::run(&cli.server.client()?, c).await,
     }
+}
+
+/// A hint for a command line clap refused, when the likely mistake is known: a command for
+/// `task submit` given without the `--` that separates it from the options.
+fn parse_hint(error: &clap::Error, args: &[String]) -> Option<String> {
+    let submit = args.iter().any(|a| a == "submit") && !args.iter().any(|a| a == "--");
+    (error.kind() == clap::error::ErrorKind::UnknownArgument && submit).then(|| {
+        "hint: put the command after `--`, e.g. kohakuriver task submit -t NODE -- echo hi"
+            .to_string()
+    })
 }
 
 /// The process exit code for a command's numeric result (the command's own exit code for

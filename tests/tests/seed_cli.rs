@@ -801,10 +801,11 @@ fn bad_flag_values_name_the_value_and_the_expectation() {
             run.stderr_has(n);
         }
     }
-    // The `--` is required.
+    // The `--` is required, and forgetting it says so.
     let run = c.kr(&["task", "submit", "-t", "n", "echo", "hi"]);
     run.fails();
     assert!(run.stdout.is_empty());
+    run.stderr_has("put the command after `--`");
     // Nothing was created.
     let list = c.get_json("tasks").unwrap();
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list:#}");
