@@ -543,7 +543,7 @@ mod tests {
         );
         check(
             |t| t.spec.resources.memory = Some(Memory::parse("1M").unwrap()),
-            &[("spec.resources.memory", "at least 6Mi")],
+            &[("spec.resources.memory", "minimum of 6Mi")],
         );
         check(
             |t| t.spec.placement.gpu_ids = Some(vec![0]),
