@@ -258,6 +258,16 @@ impl Fixture {
     }
 }
 
+/// The names of a list's items.
+fn names(list: &Value) -> Vec<&str> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect()
+}
+
 fn task(name: &str) -> Value {
     json!({
         "apiVersion": "kohakuriver/v1",
@@ -429,12 +439,7 @@ async fn owner_is_stamped_and_never_taken_from_the_body() {
         )
         .await;
     assert_eq!(code, 200);
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let names = names(&list);
     assert_eq!(names, ["t2"]);
 }
 
@@ -598,12 +603,7 @@ async fn private_tasks_hide_other_users_tasks() {
         201
     );
     let (_, list) = fixture.send(1, Method::GET, "/tasks", Value::Null).await;
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let names = names(&list);
     assert_eq!(names, ["mine"]);
     assert_eq!(
         fixture

@@ -78,6 +78,17 @@ struct Held {
     is_static: bool,
 }
 
+impl Held {
+    /// The same token with a changed record, keeping its last use.
+    fn with_record(&self, record: TokenRecord) -> Arc<Held> {
+        Arc::new(Held {
+            record,
+            last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
+            is_static: self.is_static,
+        })
+    }
+}
+
 /// The tokens this server accepts, by id.
 #[derive(Clone, Default)]
 pub struct Authenticator {
@@ -156,12 +167,7 @@ impl Authenticator {
         }
         let mut record = held.record.clone();
         record.info.uses_left = Some(left - 1);
-        let last = held.last_used.load(Ordering::Relaxed);
-        *held = Arc::new(Held {
-            record: record.clone(),
-            last_used: AtomicI64::new(last),
-            is_static: held.is_static,
-        });
+        *held = held.with_record(record.clone());
         Some(record)
     }
 
@@ -234,12 +240,7 @@ impl Authenticator {
             if let Some(held) = tokens.get_mut(id) {
                 let mut record = held.record.clone();
                 record.info.last_used_at = Some(*at);
-                let last = held.last_used.load(Ordering::Relaxed);
-                *held = Arc::new(Held {
-                    record,
-                    last_used: AtomicI64::new(last),
-                    is_static: held.is_static,
-                });
+                *held = held.with_record(record);
             }
         }
     }
