@@ -135,6 +135,26 @@ impl Proc {
         std::fs::read_to_string(&self.stdout_log).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` until stdout contains `needle` and returns all of stdout;
+    /// panics with what was printed so far. A daemon answers before it has printed
+    /// everything, so tests of its banner wait for the banner's last line.
+    #[track_caller]
+    pub fn wait_stdout(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.stdout();
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} printed no {needle:?} within {timeout:?}; stdout so far:\n{out}",
+                self.label
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last `lines` lines of the stderr log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)

@@ -41,7 +41,9 @@ fn quick_start_needs_no_token_flags() {
     }
     let mut c = Cluster::up("quick");
     let node = c.up_node().to_string();
-    let banner = c.server_proc().stdout();
+    let banner = c
+        .server_proc()
+        .wait_stdout("Stop with Ctrl-C", Duration::from_secs(30));
     assert!(banner.contains("admin.token"), "{banner}");
     assert!(
         banner.contains(&c.config_path().display().to_string()) && banner.contains("admin"),

@@ -894,7 +894,9 @@ fn up_starts_fast_and_runs_a_task() {
         "kohakuriver up answered /healthz {:?} after spawning",
         c.startup
     );
-    let banner = c.server_proc().stdout();
+    let banner = c
+        .server_proc()
+        .wait_stdout("Stop with Ctrl-C", Duration::from_secs(30));
     assert!(
         banner.contains(c.url()),
         "up prints where it listens: {banner}"
