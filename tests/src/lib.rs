@@ -34,6 +34,7 @@ mod binary;
 mod cluster;
 mod docker;
 mod http;
+mod kubectl;
 mod process;
 mod proxy;
 mod run;
@@ -46,6 +47,7 @@ pub use docker::{
     IMAGE, docker, docker_ready, ensure_image, privileged_containers_work, remove_node_containers,
 };
 pub use http::{HttpResponse, http_get, http_get_auth, http_get_with, https_get};
+pub use kubectl::{Kubectl, kubeconfig_yaml, kubectl_binary};
 pub use process::{Proc, free_port};
 pub use proxy::Proxy;
 pub use run::{Chunks, Run, Stream, cli_command};

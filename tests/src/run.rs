@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// A finished CLI command.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// The program's file name (`kohakuriver`, `kubectl`).
+    pub program: String,
     /// The arguments after `kohakuriver --server URL`.
     pub args: Vec<String>,
     /// Exit code (-1 when killed by a signal).
@@ -48,7 +50,8 @@ impl Run {
                     let _ = stream.child.wait();
                     let (out, err) = stream.finish_readers();
                     panic!(
-                        "`kohakuriver {}` did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                        "`{} {}` did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                        program_name(bin),
                         args.join(" "),
                         String::from_utf8_lossy(&out),
                         String::from_utf8_lossy(&err)
@@ -59,6 +62,7 @@ impl Run {
         };
         let (out, err) = stream.finish_readers();
         Run {
+            program: program_name(bin),
             args: args.to_vec(),
             code,
             stdout: String::from_utf8_lossy(&out).into_owned(),
@@ -70,7 +74,8 @@ impl Run {
 
     fn describe(&self) -> String {
         format!(
-            "`kohakuriver {}` exited {} after {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            "`{} {}` exited {} after {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.program,
             self.args.join(" "),
             self.code,
             self.elapsed,
@@ -156,6 +161,12 @@ pub fn cli_command(bin: &Path, env: &[(String, String)]) -> Command {
         cmd.env(k, v);
     }
     cmd
+}
+
+fn program_name(bin: &Path) -> String {
+    bin.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| bin.display().to_string())
 }
 
 /// Stdout reads of a [`Stream`]: (arrival, bytes).
