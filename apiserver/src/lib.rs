@@ -147,7 +147,11 @@ pub async fn serve(
     let state = tokio::task::spawn_blocking(move || AppState::open(config)).await??;
     let state = state.with_shutdown(shutdown.clone());
     let address = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = match &tls {
+        Some(tls) if tls.plain_too() => "http and https",
+        Some(_) => "https",
+        None => "http",
+    };
     tracing::info!(%address, scheme, auth = state.config().auth.enabled, "api server listening");
     tokio::spawn(save_token_uses(state.clone(), shutdown.clone()));
     // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.

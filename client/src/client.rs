@@ -116,6 +116,20 @@ impl Client {
         self.request_json(self.inner.http.get(url)).await
     }
 
+    /// The server's CA (`GET /cacerts`, PEM), or `None` when it has none (404).
+    pub async fn cacerts(&self) -> Result<Option<Vec<u8>>, Error> {
+        let url = format!("{}/cacerts", self.inner.base.trim_end_matches('/'));
+        let url = Url::parse(&url).map_err(|e| Error::InvalidUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        match self.send(self.inner.http.get(url)).await {
+            Ok(resp) => Ok(Some(resp.bytes().await.map_err(Error::Http)?.to_vec())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A task's captured output, as raw bytes. With `follow`, the stream stays open until the
     /// task's container exits.
     pub async fn task_log(

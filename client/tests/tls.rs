@@ -220,3 +220,29 @@ fn unusable_files_are_named_in_errors() {
         "{err}"
     );
 }
+
+/// A server that also accepts plain HTTP answers `https://` and `http://` on one port, each
+/// with the peer's address; a wrong CA is still refused on the TLS side.
+#[tokio::test]
+async fn one_port_answers_https_and_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, ca) = server_tls(dir.path());
+    let server = serve(Some(tls.accepting_plain_http()), ca.clone()).await;
+    let plain = server.url.replacen("https://", "http://", 1);
+
+    let info = client(&server.url, Some(&ca)).info().await.unwrap();
+    assert_eq!(info.version, "127.0.0.1");
+    let info = client(&plain, None).info().await.unwrap();
+    assert_eq!(info.version, "127.0.0.1");
+
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_ca) = server_tls(other.path());
+    let err = client(&server.url, Some(&other_ca))
+        .info()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+
+    server.shutdown.cancel();
+    server.done.await.unwrap().unwrap();
+}

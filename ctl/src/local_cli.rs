@@ -66,6 +66,8 @@ pub struct Outcome {
     pub path: PathBuf,
     /// What happened.
     pub decision: Decision,
+    /// The kubeconfig written for the admin (or why none was).
+    pub kubeconfig: Result<PathBuf, String>,
 }
 
 impl Outcome {
@@ -85,12 +87,31 @@ impl Outcome {
             Decision::Leave(why) => format!("{path} left as it is: {why}"),
         }
     }
+
+    /// `kubeconfig …` line for the banner.
+    pub fn describe_kubeconfig(&self) -> String {
+        match &self.kubeconfig {
+            Ok(path) => format!(
+                "{}  (admin; KUBECONFIG={} kubectl get tasks)",
+                path.display(),
+                path.display()
+            ),
+            Err(why) => why.clone(),
+        }
+    }
 }
 
 /// Looks at the CLI config, asks the server about its token, and writes the config when
 /// [`decide`] says so (with `ca`, the cluster CA file of an https server). Failures are told
 /// in the outcome, never fatal: the server runs anyway.
-pub async fn ensure(url: &str, ca: Option<&Path>, auth: bool, admin_file: &Path) -> Outcome {
+pub async fn ensure(
+    url: &str,
+    ca: Option<&Path>,
+    auth: bool,
+    admin_file: &Path,
+    kube: KubeAccess<'_>,
+) -> Outcome {
+    let kubeconfig = write_kubeconfig(kube, auth, admin_file);
     let path = config_path();
     let decision = match CliConfig::load(&path) {
         Err(e) => Decision::Leave(format!("{e:#}")),
@@ -123,7 +144,59 @@ pub async fn ensure(url: &str, ca: Option<&Path>, auth: bool, admin_file: &Path)
             }
         }
     };
-    Outcome { path, decision }
+    Outcome {
+        path,
+        decision,
+        kubeconfig,
+    }
+}
+
+/// Where kubectl reaches the server: its https URL (kubectl sends tokens only over https)
+/// and CA, and the data dir the kubeconfig goes in.
+#[derive(Clone, Copy, Debug)]
+pub struct KubeAccess<'a> {
+    /// The server's `https://` URL (the same port when it also answers plain http).
+    pub url: &'a str,
+    /// The CA that signed the server's certificate, if not a public one.
+    pub ca: Option<&'a Path>,
+    /// The server's data dir.
+    pub data_dir: &'a Path,
+}
+
+/// Writes `<data_dir>/kubeconfig` (0600) for kubectl: this server, its CA and the admin
+/// token (no token without authentication). Without a readable admin token there is none.
+fn write_kubeconfig(
+    kube: KubeAccess<'_>,
+    auth: bool,
+    admin_file: &Path,
+) -> Result<PathBuf, String> {
+    let KubeAccess { url, ca, data_dir } = kube;
+    let token = match (auth, read_admin_token(admin_file)) {
+        (false, _) => None,
+        (true, Some(token)) => Some(token),
+        (true, None) => {
+            return Err(format!(
+                "none: {} is not readable; `kohakuriver kubeconfig` prints one for any credential",
+                admin_file.display()
+            ));
+        }
+    };
+    let ca_pem = match ca {
+        Some(file) => {
+            Some(std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?)
+        }
+        None => None,
+    };
+    let text = crate::kubeconfig::kubeconfig(&crate::kubeconfig::KubeconfigInput {
+        name: "kohakuriver",
+        server: url,
+        ca_pem: ca_pem.as_deref(),
+        token: token.as_deref(),
+    });
+    let path = data_dir.join("kubeconfig");
+    kohakuriver_apiserver::write_secret_file(&path, &text)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// The identity the server gives `token`, as `role "name"`, or `None` if it refuses it.

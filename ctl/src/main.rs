@@ -12,6 +12,7 @@ mod auth_flags;
 mod cmd;
 mod config;
 mod kind;
+mod kubeconfig;
 mod line_diff;
 mod local_cli;
 mod manifest_source;
@@ -71,6 +72,8 @@ enum Command {
     /// Create, list and revoke tokens (admin).
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
+    /// Print or write a kubeconfig for this server and credential, for kubectl.
+    Kubeconfig(cmd::kubeconfig::Args),
 }
 
 impl Command {
@@ -136,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(args) => cmd::login::run(&cli.server, args).await,
         Command::Whoami(args) => cmd::whoami::run(&cli.server.client()?, args).await,
         Command::Token(c) => cmd::token::run(&cli.server.client()?, c).await,
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(&cli.server, args).await,
     }
 }
 

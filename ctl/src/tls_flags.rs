@@ -40,12 +40,15 @@ pub struct ServerTlsFlags {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Serve HTTPS with a cluster CA and certificates made on first start in DATA_DIR/tls
-    /// and kept (names: localhost, 127.0.0.1, the host name, the listen IP, and --tls-san).
+    /// Serve HTTPS only, with a cluster CA and certificates made on first start in
+    /// DATA_DIR/tls and kept (names: localhost, 127.0.0.1, the host name, the listen IP, and
+    /// --tls-san). Without any TLS flag the server answers plain HTTP, and HTTPS on the same
+    /// port with the same CA (for kubectl, which sends tokens only over https).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
-    /// A further DNS name or IP for the --tls-self-signed certificates (repeatable).
-    #[arg(long = "tls-san", value_name = "NAME", requires = "tls_self_signed")]
+    /// A further DNS name or IP for the server's own certificate (repeatable), e.g. the
+    /// address other machines reach it by when it listens on 0.0.0.0.
+    #[arg(long = "tls-san", value_name = "NAME", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_san: Vec<String>,
 }
 
@@ -61,9 +64,19 @@ pub struct ServerTlsSetup {
     pub ca_file: Option<PathBuf>,
     /// Where `--tls-self-signed` keeps its files.
     pub dir: Option<PathBuf>,
+    /// True when the server was given no TLS flag: it answers plain HTTP, and https on the
+    /// same port with its own CA in `dir`, for clients that send tokens only over https
+    /// (kubectl). The URL it prints stays `http://`, node credentials carry no CA pin and
+    /// `up`'s agent stays plain.
+    pub plain_too: bool,
 }
 
 impl ServerTlsSetup {
+    /// True when the server answers https only (its URL is `https://`).
+    pub fn https_only(&self) -> bool {
+        self.tls.is_some() && !self.plain_too
+    }
+
     /// The `ca_fingerprint` the server tells with node and join credentials.
     pub fn fingerprint(&self) -> anyhow::Result<Option<String>> {
         Ok(self
@@ -83,13 +96,31 @@ impl ServerTlsFlags {
         dir: &Path,
         ca: &CaFlag,
     ) -> anyhow::Result<ServerTlsSetup> {
-        if self.tls_self_signed {
+        let no_flags = self.tls_cert.is_none() && self.tls_key.is_none();
+        if self.tls_self_signed || no_flags {
             let dir = dir.to_path_buf();
             let names =
                 self_signed_names(listen.ip(), &crate::cmd::daemon::host_name(), &self.tls_san);
-            let made = kohakuriver_tls::self_signed(&dir, &names)
-                .context("cannot set up --tls-self-signed")?;
+            let made = kohakuriver_tls::self_signed(&dir, &names).with_context(|| {
+                if self.tls_self_signed {
+                    "cannot set up --tls-self-signed".to_string()
+                } else {
+                    format!(
+                        "cannot make the server's own CA in {} (it answers https too, for kubectl)",
+                        dir.display()
+                    )
+                }
+            })?;
             let tls = ServerTls::from_pem_files(&made.cert_path, &made.key_path)?;
+            if !self.tls_self_signed {
+                return Ok(ServerTlsSetup {
+                    tls: Some(tls.accepting_plain_http()),
+                    ca_pem: Some(made.ca_pem),
+                    ca_file: Some(dir.join("ca.pem")),
+                    dir: Some(dir),
+                    plain_too: true,
+                });
+            }
             let fingerprint = kohakuriver_tls::fingerprint(&made.ca_pem)?;
             tracing::info!(
                 ca = %dir.join("ca.pem").display(),
@@ -101,6 +132,7 @@ impl ServerTlsFlags {
                 ca_pem: Some(made.ca_pem),
                 ca_file: Some(dir.join("ca.pem")),
                 dir: Some(dir),
+                plain_too: false,
             });
         }
         let tls = match (&self.tls_cert, &self.tls_key) {
@@ -112,6 +144,7 @@ impl ServerTlsFlags {
             ca_pem: ca.read()?,
             ca_file: ca.ca.clone(),
             dir: None,
+            plain_too: false,
         })
     }
 }

@@ -55,13 +55,15 @@ impl Kubectl {
         }
     }
 
-    /// kubectl as the cluster's admin, with a kubeconfig written by the test itself from
-    /// the server URL, the CA and the admin token.
+    /// kubectl as the cluster's admin, with the kubeconfig `kohakuriver kubeconfig` prints.
+    #[track_caller]
     pub fn admin(cluster: &Cluster) -> Kubectl {
-        Kubectl::with_token(cluster, &cluster.admin_token())
+        let run = cluster.kr(&["kubeconfig"]);
+        run.ok();
+        Kubectl::with_kubeconfig(cluster, &run.stdout)
     }
 
-    /// kubectl with this bearer token.
+    /// kubectl with this bearer token, with a kubeconfig the test writes itself.
     pub fn with_token(cluster: &Cluster, token: &str) -> Kubectl {
         Kubectl::with_kubeconfig(cluster, &kubeconfig_yaml(cluster, token))
     }

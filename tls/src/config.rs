@@ -16,6 +16,7 @@ use crate::provider;
 #[derive(Clone, Debug)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
+    plain_too: bool,
 }
 
 impl ServerTls {
@@ -60,7 +61,22 @@ impl ServerTls {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerTls {
             config: Arc::new(config),
+            plain_too: false,
         })
+    }
+
+    /// The same, also answering plain HTTP on the same port: a connection whose first
+    /// byte opens a TLS handshake is TLS, any other is plain HTTP. For a server that was
+    /// not asked for TLS, so clients that speak only https with a token (kubectl) reach it
+    /// while plain `http://` keeps working.
+    pub fn accepting_plain_http(mut self) -> ServerTls {
+        self.plain_too = true;
+        self
+    }
+
+    /// True when plain HTTP is answered too (see [`ServerTls::accepting_plain_http`]).
+    pub fn plain_too(&self) -> bool {
+        self.plain_too
     }
 
     /// The rustls config, for a `tokio_rustls::TlsAcceptor`.

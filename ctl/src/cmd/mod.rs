@@ -9,6 +9,7 @@ pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod get;
+pub mod kubeconfig;
 pub mod login;
 pub mod node;
 pub mod server;

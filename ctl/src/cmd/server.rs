@@ -170,11 +170,20 @@ impl Daemons {
 
     /// Makes sure this machine's CLI reaches this server as someone (see [`local_cli`]).
     pub async fn setup_cli(&self) -> local_cli::Outcome {
+        let https_url = match self.url.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => self.url.clone(),
+        };
         local_cli::ensure(
             &self.url,
-            self.tls.ca_file.as_deref(),
+            self.tls.ca_file.as_deref().filter(|_| !self.tls.plain_too),
             self.auth,
             &self.admin_token_file,
+            local_cli::KubeAccess {
+                url: &https_url,
+                ca: self.tls.ca_file.as_deref(),
+                data_dir: &self.data_dir,
+            },
         )
         .await
     }
@@ -192,6 +201,10 @@ impl Daemons {
             )
         };
         let ca = match (&self.tls.ca_file, &self.tls.ca_pem) {
+            (Some(file), Some(_)) if self.tls.plain_too => format!(
+                "\n  https       the same port, with the server's own CA {}",
+                file.display()
+            ),
             (Some(file), Some(pem)) => format!(
                 "\n  cluster CA  {}  (sha256:{}; other machines' CLIs take --ca with a copy)",
                 file.display(),
@@ -200,10 +213,11 @@ impl Daemons {
             _ => String::new(),
         };
         format!(
-            "  data        {}  (database {})\n  admin token {admin}\n  CLI config  {}{ca}",
+            "  data        {}  (database {})\n  admin token {admin}\n  CLI config  {}\n  kubeconfig  {}{ca}",
             self.data_dir.display(),
             self.db.display(),
-            cli.describe()
+            cli.describe(),
+            cli.describe_kubeconfig()
         )
     }
 
@@ -268,7 +282,13 @@ pub async fn start(
         ),
         tls: settings.tls.tls.clone(),
         ca_pem: settings.tls.ca_pem.clone(),
-        ca_fingerprint: settings.tls.fingerprint()?,
+        // A server that also answers plain http is reached by http:// URLs: node
+        // credentials carry no pin for agents to check.
+        ca_fingerprint: if settings.tls.plain_too {
+            None
+        } else {
+            settings.tls.fingerprint()?
+        },
         node_grace: settings.controllers.as_ref().map(|c| c.node_grace),
         ..Default::default()
     };
@@ -284,7 +304,7 @@ pub async fn start(
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
-    let url = local_url(local, settings.tls.tls.is_some());
+    let url = local_url(local, settings.tls.https_only());
     let db_shown = settings.db.display().to_string();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();

@@ -95,7 +95,7 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
     agent_config.token = auth_on.then_some(node_token.clone());
     // With --tls-self-signed this node's agent gets a certificate from the same CA, naming
     // where it listens, so the server's log proxy reaches it over https too.
-    if let Some(dir) = &tls.dir {
+    if let Some(dir) = tls.dir.as_ref().filter(|_| !tls.plain_too) {
         let names = self_signed_names(agent_config.listen.ip(), &host_name(), &args.tls.tls_san);
         let issued = kohakuriver_tls::issue(dir, "agent", &names)
             .context("cannot make the agent's certificate for --tls-self-signed")?;
