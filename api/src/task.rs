@@ -84,6 +84,10 @@ pub struct TaskSpec {
     /// their logs stay readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<u64>,
+    /// When the task is killed: seconds between SIGTERM and SIGKILL (0 kills at once).
+    /// Without it the node's `--kill-grace` (10 s by default) applies. At most 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_seconds: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -352,7 +352,19 @@ fn validate_task_spec(spec: &TaskSpec, errors: &mut Vec<FieldError>) {
             "must be at least 1; leave it out for no deadline",
         ));
     }
+    if let Some(grace) = spec
+        .kill_grace_seconds
+        .filter(|g| *g > MAX_KILL_GRACE_SECONDS)
+    {
+        errors.push(FieldError::new(
+            "spec.killGraceSeconds",
+            format!("{grace} is more than the {MAX_KILL_GRACE_SECONDS} allowed (one hour)"),
+        ));
+    }
 }
+
+/// The longest `spec.killGraceSeconds`: one hour.
+pub const MAX_KILL_GRACE_SECONDS: u64 = 3600;
 
 /// Validates a node as written by a user or agent.
 pub fn validate_node(node: &Node) -> Vec<FieldError> {
@@ -387,13 +399,15 @@ pub fn validate_node(node: &Node) -> Vec<FieldError> {
 }
 
 /// Spec fields that may still change once a task is bound to a node: the desired state,
-/// priority, retries, the deadline and the TTL. Everything else is fixed by then.
+/// priority, retries, the deadline, the TTL and the kill grace. Everything else is fixed by
+/// then.
 pub const MUTABLE_AFTER_SCHEDULING: &[&str] = &[
     "spec.state",
     "spec.priority",
     "spec.retries",
     "spec.timeoutSeconds",
     "spec.ttlSecondsAfterFinished",
+    "spec.killGraceSeconds",
 ];
 
 /// The spec fields that differ between `old` and `new` but may not change once the task is
@@ -594,6 +608,13 @@ mod tests {
         check(
             |t| t.spec.timeout_seconds = Some(0),
             &[("spec.timeoutSeconds", "at least 1")],
+        );
+        check(
+            |t| t.spec.kill_grace_seconds = Some(3601),
+            &[(
+                "spec.killGraceSeconds",
+                "3601 is more than the 3600 allowed",
+            )],
         );
     }
 

@@ -630,8 +630,9 @@ impl Reconciler {
                 let Some(c) = actual else {
                     return Ok(StepResult::Replan);
                 };
-                tracing::info!(grace = ?self.kill_grace, "stopping container");
-                match self.runtime.stop(&c.id, self.kill_grace).await {
+                let grace = kill_grace(task, self.kill_grace);
+                tracing::info!(?grace, "stopping container");
+                match self.runtime.stop(&c.id, grace).await {
                     Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                     Err(err) => return Err(err.into()),
                 }
@@ -1094,6 +1095,15 @@ enum Reread {
 }
 
 /// True while a task is wanted running: not deleting, not killed, not ended.
+/// How long a kill waits between SIGTERM and SIGKILL: the task's `spec.killGraceSeconds`,
+/// else the agent's `--kill-grace` (pure).
+fn kill_grace(task: &Task, default: Duration) -> Duration {
+    task.spec
+        .kill_grace_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+}
+
 fn wanted_running(task: &Task) -> bool {
     !task.metadata.is_deleting()
         && task.spec.state != kohakuriver_api::DesiredState::Killed
@@ -1140,6 +1150,22 @@ fn apply_container_facts(t: &mut Task, c: &ContainerState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kill_waits_the_tasks_grace_else_the_agents() {
+        let mut t = Task::new("t", vec!["sleep".into(), "60".into()]);
+        assert_eq!(
+            kill_grace(&t, Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        t.spec.kill_grace_seconds = Some(0);
+        assert_eq!(kill_grace(&t, Duration::from_secs(10)), Duration::ZERO);
+        t.spec.kill_grace_seconds = Some(30);
+        assert_eq!(
+            kill_grace(&t, Duration::from_secs(10)),
+            Duration::from_secs(30)
+        );
+    }
 
     #[test]
     fn a_report_out_of_unknown_records_the_end_of_the_gap() {

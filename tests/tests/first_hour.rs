@@ -146,3 +146,49 @@ fn ctrl_c_on_a_wait_says_the_task_keeps_running() {
     assert_eq!(c.phase(&id), "Running");
     c.kr(&["task", "kill", &id]).ok();
 }
+
+/// `task kill` says what its node does while it does it, `--now` skips the grace a
+/// SIGTERM-deaf `sleep` would otherwise wait out, `--grace` is stored with the kill, and
+/// exit code 137 is explained.
+#[test]
+fn kill_says_what_happens_and_takes_a_grace() {
+    let mut c = Cluster::start();
+    let node = c.add_agent("kill");
+    let now = c.submit(&["-t", &node, "--", "sleep", "300"]);
+    let later = c.submit(&["-t", &node, "--", "sleep", "300"]);
+    c.wait_phase(&now, &["Running"], T);
+    c.wait_phase(&later, &["Running"], T);
+
+    let run = c.kr(&["task", "kill", "--now", &now]);
+    run.ok();
+    assert!(
+        run.stderr.contains("SIGKILL at once"),
+        "kill says what its node does: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("exit code 137 (killed by SIGKILL"),
+        "137 is explained: {}",
+        run.stdout
+    );
+    assert_eq!(c.task(&now)["spec"]["killGraceSeconds"], 0);
+
+    let run = c.kr(&["task", "kill", "--grace", "2s", &later]);
+    run.ok();
+    assert!(
+        run.stderr.contains("SIGTERM, then SIGKILL after 2s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(c.task(&later)["spec"]["killGraceSeconds"], 2);
+    assert_eq!(c.phase(&later), "Killed");
+    c.kr(&["describe", "task", &later])
+        .ok()
+        .stdout_has("137 (killed by SIGKILL");
+
+    // A grace over an hour is refused by the server, naming the field and the limit.
+    let waiting = c.submit(&["-t", &unique_name("nowhere"), "--", "true"]);
+    c.kr(&["task", "kill", "--grace", "2h", &waiting])
+        .fails()
+        .stderr_has("spec.killGraceSeconds: 7200 is more than the 3600 allowed");
+}

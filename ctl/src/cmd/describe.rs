@@ -220,7 +220,14 @@ pub fn describe_task(task: &Task, now: Timestamp) -> String {
         "Container",
         st.container_id.as_deref().map(|id| &id[..id.len().min(12)]),
     );
-    s.opt("Exit code", st.exit_code);
+    s.opt(
+        "Exit code",
+        st.exit_code
+            .map(|code| match crate::cmd::task::signal_meaning(code) {
+                Some(meaning) => format!("{code} ({meaning})"),
+                None => code.to_string(),
+            }),
+    );
     if st.attempts > 0 {
         s.line("Attempts", st.attempts);
     }

@@ -34,8 +34,17 @@ pub enum TaskCommand {
   kohakuriver task logs 7234512345678901234 -f")]
     Logs(LogsArgs),
     /// Kill running tasks (SIGTERM, then SIGKILL after a grace period).
-    #[command(after_help = "Example:\n  kohakuriver task kill 7234512345678901234")]
-    Kill(ControlArgs),
+    #[command(
+        after_help = "The task's node sends SIGTERM, then SIGKILL once the grace has passed: the node's
+--kill-grace (10s by default), or --grace. A shell or sleep running as the container's
+first process ignores SIGTERM, so such a task ends only at the SIGKILL (exit code 137).
+
+Examples:
+  kohakuriver task kill 7234512345678901234
+  kohakuriver task kill --grace 60s 7234512345678901234   # time to save a checkpoint
+  kohakuriver task kill --now 7234512345678901234         # SIGKILL at once"
+    )]
+    Kill(KillArgs),
     /// Pause running tasks (docker pause).
     #[command(after_help = "Example:\n  kohakuriver task pause 7234512345678901234")]
     Pause(ControlArgs),
@@ -149,6 +158,29 @@ pub struct ControlArgs {
     pub timeout: Duration,
 }
 
+/// Flags of `task kill`.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Time between SIGTERM and SIGKILL, e.g. 30s or 2m (at most 1h) [default: the node's --kill-grace]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "now")]
+    pub grace: Option<Duration>,
+    /// Kill at once (SIGKILL, no grace); the same as --grace 0s.
+    #[arg(long)]
+    pub now: bool,
+}
+
+impl KillArgs {
+    /// The grace asked for, in whole seconds (`--now` is 0).
+    fn grace_seconds(&self) -> Option<u64> {
+        if self.now {
+            return Some(0);
+        }
+        self.grace.map(|g| g.as_secs_f64().ceil() as u64)
+    }
+}
+
 /// One task id.
 #[derive(Args, Debug)]
 pub struct NameArg {
@@ -218,9 +250,12 @@ pub async fn run(client: &Client, command: TaskCommand) -> Result<i32> {
     match command {
         TaskCommand::Submit(args) => submit(client, *args).await,
         TaskCommand::Logs(args) => logs(client, args).await,
-        TaskCommand::Kill(args) => control(client, args, Control::Kill).await,
-        TaskCommand::Pause(args) => control(client, args, Control::Pause).await,
-        TaskCommand::Resume(args) => control(client, args, Control::Resume).await,
+        TaskCommand::Kill(args) => {
+            let grace = args.grace_seconds();
+            control(client, args.control, Control::Kill, grace).await
+        }
+        TaskCommand::Pause(args) => control(client, args, Control::Pause, None).await,
+        TaskCommand::Resume(args) => control(client, args, Control::Resume, None).await,
         TaskCommand::Status(arg) => status(client, &arg.name).await,
         TaskCommand::Watch(arg) => watch(client, &arg.name).await,
         TaskCommand::List(args) => list(client, args).await,
@@ -374,6 +409,9 @@ pub fn ending_line(task: &Task) -> String {
     );
     if let Some(code) = s.exit_code {
         line.push_str(&format!(" with exit code {code}"));
+        if let Some(signal) = signal_meaning(code) {
+            line.push_str(&format!(" ({signal})"));
+        }
     }
     if let Some(reason) = &s.reason {
         line.push_str(&format!(" ({reason}"));
@@ -383,6 +421,26 @@ pub fn ending_line(task: &Task) -> String {
         line.push(')');
     }
     line
+}
+
+/// What an exit code above 128 says: the process died of signal `code - 128` (pure).
+pub fn signal_meaning(code: i64) -> Option<String> {
+    let signal = code.checked_sub(128).filter(|s| (1..=64).contains(s))?;
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => return Some(format!("killed by signal {signal}")),
+    };
+    Some(match signal {
+        9 => format!(
+            "killed by {name}: it did not stop on SIGTERM within the grace, or ran out of memory"
+        ),
+        _ => format!("killed by {name}"),
+    })
 }
 
 /// Watches one task until it reaches a terminal phase; with `progress`, prints each phase
@@ -638,7 +696,26 @@ fn control_refusal(task: &Task, verb: Control) -> Option<String> {
     }
 }
 
-async fn control(client: &Client, args: ControlArgs, verb: Control) -> Result<i32> {
+/// What `task kill` says while the node stops the task (pure).
+fn kill_progress(name: &str, grace_seconds: Option<u64>) -> String {
+    match grace_seconds {
+        Some(0) => format!("task/{name}: kill requested; its node sends SIGKILL at once"),
+        Some(s) => format!(
+            "task/{name}: kill requested; its node sends SIGTERM, then SIGKILL after {s}s if it is still running"
+        ),
+        None => format!(
+            "task/{name}: kill requested; its node sends SIGTERM, then SIGKILL after its --kill-grace (10s by default) if it is still running (--now kills at once)"
+        ),
+    }
+}
+
+async fn control(
+    client: &Client,
+    args: ControlArgs,
+    verb: Control,
+    grace_seconds: Option<u64>,
+) -> Result<i32> {
+    let timeout = args.timeout + Duration::from_secs(grace_seconds.unwrap_or(0));
     let tasks = client.api::<Task>();
     let mut failures = 0;
     for name in &args.names {
@@ -654,16 +731,23 @@ async fn control(client: &Client, args: ControlArgs, verb: Control) -> Result<i3
             };
             tasks
                 .update_with(name, |t| {
-                    let changed = t.spec.state != desired;
+                    let mut changed = t.spec.state != desired;
                     t.spec.state = desired;
+                    if grace_seconds.is_some() && t.spec.kill_grace_seconds != grace_seconds {
+                        t.spec.kill_grace_seconds = grace_seconds;
+                        changed = true;
+                    }
                     changed
                 })
                 .await?;
             if args.no_wait {
                 return Ok(format!("task/{name} {} requested", verb_word(verb)));
             }
+            if verb == Control::Kill && task.status.phase != TaskPhase::Pending {
+                eprintln!("{}", kill_progress(name, grace_seconds));
+            }
             let reached = tokio::time::timeout(
-                args.timeout,
+                timeout,
                 wait_until(client, name, move |t| match verb {
                     Control::Kill => t.status.phase.is_terminal(),
                     Control::Pause => t.status.phase == TaskPhase::Paused || t.status.phase.is_terminal(),
@@ -682,7 +766,7 @@ async fn control(client: &Client, args: ControlArgs, verb: Control) -> Result<i3
                 Err(_) => Ok(format!(
                     "task/{name} {} requested; the node has not acted on it within {}s (see `kohakuriver task status {name}`)",
                     verb_word(verb),
-                    args.timeout.as_secs()
+                    timeout.as_secs()
                 )),
             }
         }
@@ -941,6 +1025,32 @@ mod tests {
                 .contains("not Paused")
         );
         assert!(control_refusal(&running, Control::Pause).is_none());
+    }
+
+    #[test]
+    fn kill_says_what_happens_and_137_is_explained() {
+        assert_eq!(
+            kill_progress("t1", Some(0)),
+            "task/t1: kill requested; its node sends SIGKILL at once"
+        );
+        assert!(kill_progress("t1", Some(30)).contains("SIGTERM, then SIGKILL after 30s"));
+        assert!(kill_progress("t1", None).contains("--kill-grace (10s by default)"));
+        assert_eq!(signal_meaning(0), None);
+        assert_eq!(signal_meaning(1), None);
+        assert_eq!(signal_meaning(128), None);
+        assert_eq!(signal_meaning(143).as_deref(), Some("killed by SIGTERM"));
+        assert!(
+            signal_meaning(137)
+                .unwrap()
+                .starts_with("killed by SIGKILL: it did not stop on SIGTERM")
+        );
+        assert_eq!(signal_meaning(138).as_deref(), Some("killed by signal 10"));
+        let mut t = Task::new("t1", vec!["sleep".into()]);
+        t.status.phase = TaskPhase::Killed;
+        t.status.exit_code = Some(137);
+        assert!(
+            ending_line(&t).starts_with("task t1 killed with exit code 137 (killed by SIGKILL")
+        );
     }
 
     #[test]
