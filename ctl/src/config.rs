@@ -32,8 +32,11 @@ pub const TOKEN_ENV: &str = "KOHAKURIVER_TOKEN";
 /// The environment variable naming a CA certificate file.
 pub const CA_ENV: &str = "KOHAKURIVER_CA";
 
-/// The global options that locate the server and carry the credential.
+/// The global options that locate the server and carry the credential. They have a help
+/// heading of their own, so `server --help` and `up --help` do not list the server a
+/// client calls next to the address a daemon listens on.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Client options (where the CLI finds the server)")]
 pub struct ServerArgs {
     /// API server URL, e.g. http://10.0.0.1:8000 [default: http://$KOHAKURIVER_HOST:$KOHAKURIVER_PORT, else the CLI config's server, else http://127.0.0.1:8000]
     #[arg(long, global = true, value_name = "URL")]

@@ -200,4 +200,24 @@ mod tests {
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
+
+    /// `server --help` lists where a daemon listens apart from where a client calls.
+    #[test]
+    fn daemon_help_keeps_the_client_flags_apart() {
+        let mut command = Cli::command();
+        command.build();
+        for daemon in ["server", "up"] {
+            let help = command
+                .find_subcommand_mut(daemon)
+                .expect("subcommand")
+                .render_help()
+                .to_string();
+            let heading = help
+                .find("Client options")
+                .unwrap_or_else(|| panic!("{daemon}: {help}"));
+            let listen = help.find("--listen").expect("--listen");
+            let server = help.find("--server <URL>").expect("--server");
+            assert!(listen < heading && heading < server, "{daemon}: {help}");
+        }
+    }
 }
