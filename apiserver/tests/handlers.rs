@@ -596,3 +596,83 @@ async fn node_status_is_bounded_before_the_store_is_read() {
         );
     }
 }
+
+#[tokio::test]
+async fn delete_options_as_kubectl_sends_them() {
+    let api = Api::new();
+    let created = api.create_task("t").await;
+    // `kubectl delete --dry-run=server` asks in the body, not in the query.
+    let dry = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background", "dryRun": ["All"]});
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &dry).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = api.get(&format!("{TASKS}/t")).await;
+    assert_eq!(code, StatusCode::OK, "a dry-run delete removed the task");
+    for (options, named) in [
+        (json!({"dryRun": ["Some"]}), "\"Some\""),
+        (json!({"propagationPolicy": "Later"}), "\"Later\""),
+        (
+            json!({"preconditions": {"resourceVersion": "latest"}}),
+            "\"latest\"",
+        ),
+    ] {
+        let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &options).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{options}: {body}");
+        assert!(message(&body).contains(named), "{body}");
+    }
+    let stale = json!({"preconditions": {"resourceVersion": "999"}});
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &stale).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let current = json!({
+        "kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+        "propagationPolicy": "Foreground",
+        "preconditions": {"uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]},
+    });
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &current).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = api.get(&format!("{TASKS}/t")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn resource_version_is_a_string_and_a_bad_one_is_named() {
+    let api = Api::new();
+    let created = api.create_task("a").await;
+    assert!(
+        created["metadata"]["resourceVersion"].is_string(),
+        "{created}"
+    );
+    let (_, list) = api.get(TASKS).await;
+    assert!(list["metadata"]["resourceVersion"].is_string(), "{list}");
+    assert!(
+        list["items"][0]["metadata"]["resourceVersion"].is_string(),
+        "{list}"
+    );
+    // An old client's number still works as a precondition.
+    let (code, body) = api
+        .json(
+            "PATCH",
+            &format!("{TASKS}/a"),
+            &json!({"metadata": {"resourceVersion": 1}, "spec": {"priority": 2}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api
+        .json(
+            "PATCH",
+            &format!("{TASKS}/a"),
+            &json!({"metadata": {"resourceVersion": "x1"}, "spec": {"priority": 3}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        message(&body).contains("\"x1\" is not a resourceVersion"),
+        "{body}"
+    );
+    // Errors are Status objects client-go decodes: apiVersion v1.
+    let (code, body) = api.get(&format!("{TASKS}/nope")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (&body["apiVersion"], &body["kind"], &body["status"]),
+        (&json!("v1"), &json!("Status"), &json!("Failure"))
+    );
+}
