@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::cluster::Cluster;
+use crate::cluster::{AgentOptions, Cluster, ServerOptions};
 use crate::run::{Run, Stream};
 
 /// How long one kubectl command may take.
@@ -61,8 +61,15 @@ impl Kubectl {
         Kubectl::with_token(cluster, &cluster.admin_token())
     }
 
-    /// kubectl with this bearer token.
+    /// kubectl with this bearer token. The cluster must serve https: kubectl (client-go)
+    /// reads a kubeconfig user's credentials only for a TLS transport, so over `http://` it
+    /// would send no token and every request would be a 401.
     pub fn with_token(cluster: &Cluster, token: &str) -> Kubectl {
+        assert!(
+            cluster.url().starts_with("https://"),
+            "kubectl sends a token only over https; start the cluster with \
+             ServerOptions {{ tls_self_signed: true, .. }} (see kubectl_cluster)"
+        );
         Kubectl::with_kubeconfig(cluster, &kubeconfig_yaml(cluster, token))
     }
 
@@ -104,6 +111,19 @@ impl Kubectl {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         Stream::spawn_with(&self.bin, &args, &self.env(&[]))
     }
+}
+
+/// `kohakuriver up` for kubectl tests: with `--tls-self-signed`, since kubectl sends a
+/// kubeconfig's token only over https.
+pub fn kubectl_cluster(prefix: &str) -> Cluster {
+    Cluster::up_with(
+        prefix,
+        ServerOptions {
+            tls_self_signed: true,
+            ..ServerOptions::default()
+        },
+        AgentOptions::default(),
+    )
 }
 
 /// A kubeconfig for `cluster` with `token`, naming the cluster CA when there is one.

@@ -600,14 +600,16 @@ impl Snapshot {
 
     fn revision(&self) -> u64 {
         self.tasks["metadata"]["resourceVersion"]
-            .as_u64()
-            .expect("list revision")
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("list revision, a decimal string")
     }
 
     fn rv(&self, key: &str) -> u64 {
         self.objects[key]["metadata"]["resourceVersion"]
-            .as_u64()
-            .expect("resourceVersion")
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("resourceVersion, a decimal string")
     }
 
     fn names(list: &Value) -> BTreeSet<String> {
@@ -1280,7 +1282,11 @@ async fn concurrent_conflicting_writes_leave_one_whole_winner() {
         1,
         "exactly one apply creates"
     );
-    written.sort_by_key(|o| o["metadata"]["resourceVersion"].as_u64());
+    written.sort_by_key(|o| {
+        o["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
     for (k, o) in written.iter().enumerate() {
         assert!(
             writer_of(&o["spec"]).is_some(),
