@@ -39,7 +39,10 @@ fn discovery_version_and_scope() {
             "all,kohakuriver"
         ]
     );
-    assert_eq!(line("nodes")[..5], ["nodes", "no", "kohakuriver/v1", "false", "Node"]);
+    assert_eq!(
+        line("nodes")[..5],
+        ["nodes", "no", "kohakuriver/v1", "false", "Node"]
+    );
 
     k.run(&["api-versions"]).ok().stdout_has("kohakuriver/v1");
     let version = k.run(&["version"]);
@@ -76,7 +79,13 @@ fn discovery_version_and_scope() {
     );
     assert_eq!(object["kind"], "Task");
     assert_eq!(object["apiVersion"], "kohakuriver/v1");
-    let rv = k.run(&["get", "tk", &id, "-o", "jsonpath={.metadata.resourceVersion}"]);
+    let rv = k.run(&[
+        "get",
+        "tk",
+        &id,
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
     rv.ok();
     assert!(rv.stdout.parse::<u64>().is_ok(), "{}", rv.stdout);
 
@@ -89,6 +98,50 @@ fn discovery_version_and_scope() {
         .stderr_has("NotFound")
         .stderr_has("cluster-scoped")
         .stderr_has("-n/--namespace");
+
+    let manifest = c.dir().join("dup.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: kohakuriver/v1\nkind: Task\nmetadata:\n  name: dup\nspec:\n  command: [\"true\"]\n  state: Paused\n",
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    // (--validate=false: client-side validation needs the OpenAPI document, served elsewhere.)
+    k.run(&["create", "--validate=false", "-f", manifest]).ok();
+    k.run(&["create", "--validate=false", "-f", manifest])
+        .fails()
+        .stderr_has("Error from server (AlreadyExists)")
+        .stderr_has("task \"dup\" already exists");
+    let bad = c.dir().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: kohakuriver/v1\nkind: Task\nmetadata:\n  name: Bad_Name\nspec:\n  command: [\"true\"]\n",
+    )
+    .unwrap();
+    k.run(&["create", "--validate=false", "-f", bad.to_str().unwrap()])
+        .fails()
+        .stderr_has("The Task \"Bad_Name\" is invalid: metadata.name");
+    let viewer = Kubectl::with_token(&c, &c.create_token("vic", "viewer"));
+    viewer.run(&["get", "tasks"]).ok().stdout_has(&id);
+    viewer
+        .run(&["delete", "task", &id])
+        .fails()
+        .stderr_has("Error from server (Forbidden): viewer \"vic\" may not delete task");
+    // A token revoked after kubectl cached discovery: the 401 Status reaches kubectl,
+    // which prints its message. (A 401 on discovery itself prints client-go's own
+    // sentence, as with any Kubernetes server: discovery reads raw bodies.)
+    viewer.run(&["get", "nodes"]).ok();
+    c.kr(&["token", "revoke", "vic"]).ok();
+    viewer
+        .run(&["get", "tasks"])
+        .fails()
+        .stderr_has("You must be logged in to the server (token ")
+        .stderr_has("is unknown or revoked");
+    let stranger = Kubectl::with_token(&c, "krv_aaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    stranger
+        .run(&["get", "tasks"])
+        .fails()
+        .stderr_has("You must be logged in to the server");
 
     // A delete as kubectl sends it (DeleteOptions body), dry run first.
     k.run(&["delete", "task", &id, "--dry-run=server"]).ok();
@@ -127,7 +180,9 @@ fn discovery_cache_revalidates_and_never_serves_an_old_answer() {
     // The cached answer still carries the server's current ETag: kubectl asks with
     // If-None-Match, gets 304 and uses what it holds (here doctored to `zz`, which proves
     // the cache is really in use and revalidated rather than bypassed).
-    rewrite_entry(&cached, |text| text.replace("\"shortNames\":[\"tk\"]", "\"shortNames\":[\"zz\"]"));
+    rewrite_entry(&cached, |text| {
+        text.replace("\"shortNames\":[\"tk\"]", "\"shortNames\":[\"zz\"]")
+    });
     assert_eq!(short_name(&k), "zz");
 
     // An answer from another server version has another ETag: the server answers in full
