@@ -139,7 +139,8 @@ fn status_problems(reply: &Reply, expect: Expect, names: &[String]) -> Vec<Strin
     };
     for (key, want) in [
         ("kind", json!("Status")),
-        ("apiVersion", json!("kohakuriver/v1")),
+        // `v1`: client-go decodes an error body as a Status only with that version.
+        ("apiVersion", json!("v1")),
         ("status", json!("Failure")),
         ("code", json!(code)),
         ("reason", json!(reason)),
@@ -1355,7 +1356,11 @@ async fn concurrent_conflicting_writes_leave_one_whole_winner() {
         "exactly one replace with resourceVersion {rv} wins"
     );
     for r in replies.iter().filter(|r| r.code != 200) {
-        let problems = status_problems(r, CONFLICT, &["race-create".to_string(), rv.to_string()]);
+        let sent = rv
+            .as_str()
+            .expect("resourceVersion is a string")
+            .to_string();
+        let problems = status_problems(r, CONFLICT, &["race-create".to_string(), sent]);
         assert!(problems.is_empty(), "losing replace: {problems:?}");
     }
     let stored = srv.ok(GET, "tasks/race-create", None).await;
