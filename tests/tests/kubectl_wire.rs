@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kohakuriver_tests::{Kubectl, docker_ready, kubectl_cluster};
+use std::time::Duration;
+
+use kohakuriver_tests::{Kubectl, docker_ready, kubectl_cluster, wait_until};
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -224,4 +226,50 @@ fn rewrite_entry(path: &Path, edit: impl Fn(&str) -> String) {
     let mut out = Sha256::digest(edited.as_bytes()).to_vec();
     out.extend_from_slice(edited.as_bytes());
     std::fs::write(path, out).unwrap();
+}
+
+/// `kubectl get -w` decodes our watch stream: `application/json`, one event per line, the
+/// objects with string resourceVersions.
+#[test]
+fn kubectl_watch_reads_our_events() {
+    if !docker_ready() {
+        return;
+    }
+    let c = kubectl_cluster("kww");
+    let k = Kubectl::admin(&c);
+    let mut watch = k.stream(&["get", "tasks", "-w", "--output-watch-events", "-o", "json"]);
+    let node = c.up_node().to_string();
+    let id = c.submit(&["-t", &node, "--", "echo", "watched"]);
+    // Each event kubectl prints is one line of JSON: {"type":…,"object":…}.
+    let events = |watch: &kohakuriver_tests::Stream| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&watch.stdout_so_far())
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &serde_json::Value| e["object"]["metadata"]["name"] == id.as_str())
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "kubectl prints the task's ADDED and MODIFIED events",
+        || {
+            let seen = events(&watch);
+            seen.iter().any(|e| e["type"] == "ADDED")
+                && seen.iter().any(|e| e["type"] == "MODIFIED")
+        },
+    );
+    for event in events(&watch) {
+        assert!(
+            event["object"]["metadata"]["resourceVersion"].is_string(),
+            "{event}"
+        );
+    }
+    assert_eq!(
+        watch.wait_exit(Duration::ZERO),
+        None,
+        "the watch is still open"
+    );
+    watch.child.kill().unwrap();
+    let (_, stderr) = watch.finish_readers();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
 }
