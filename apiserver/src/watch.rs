@@ -141,6 +141,16 @@ pub async fn respond<R: Served>(
         .into_response())
 }
 
+/// The next bookmark tick; never, for a watch that did not ask for bookmarks.
+async fn next_bookmark(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// One watch stream's task.
 struct Watcher<R> {
     store: Store,
@@ -198,11 +208,11 @@ impl<R: Served> Watcher<R> {
         if let Some(up_to) = replay_to {
             self.catch_up(Some(up_to)).await?;
         }
-        // Without bookmarks the ticker still runs (a select arm needs a future) but its
-        // ticks send nothing.
-        let period = bookmark_interval.unwrap_or(std::time::Duration::from_secs(3600));
-        let mut bookmarks = tokio::time::interval_at(Instant::now() + period, period);
-        bookmarks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut bookmarks = bookmark_interval.map(|period| {
+            let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticks
+        });
         let timeout = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -215,10 +225,8 @@ impl<R: Served> Watcher<R> {
                 () = self.shutdown.cancelled() => return Err(Stop::Closed),
                 () = self.tx.closed() => return Err(Stop::Closed),
                 () = &mut timeout => return Err(Stop::Closed),
-                _ = bookmarks.tick() => {
-                    if bookmark_interval.is_some() {
-                        self.send(bookmark_line::<R>(self.cursor, false)).await?;
-                    }
+                () = next_bookmark(&mut bookmarks) => {
+                    self.send(bookmark_line::<R>(self.cursor, false)).await?;
                 }
                 received = subscription.receiver.recv() => match received {
                     Ok(event) => self.deliver(&event).await?,
