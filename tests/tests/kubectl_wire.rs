@@ -4,7 +4,6 @@
 //! cache never serves an older server's answer.
 
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use kohakuriver_tests::{Kubectl, docker_ready, kubectl_cluster, wait_until};
@@ -48,7 +47,9 @@ fn discovery_version_and_scope() {
 
     k.run(&["api-versions"]).ok().stdout_has("kohakuriver/v1");
     let version = k.run(&["version"]);
-    version.ok().stdout_has("Server Version: v0.1.0");
+    version
+        .ok()
+        .stdout_has(&format!("Server Version: v{}", env!("CARGO_PKG_VERSION")));
 
     // Names kubectl resolves through discovery: plural, singular, short names, categories.
     let node = c.up_node().to_string();
