@@ -8,10 +8,12 @@
 
 pub mod auth;
 pub mod cpuset;
+pub mod discovery;
 pub mod error;
 pub mod info;
 pub mod logstream;
 pub mod manifest;
+pub mod media;
 pub mod meta;
 pub mod node;
 pub mod precondition;
@@ -41,7 +43,7 @@ pub use task::{
     Allocation, DesiredState, Placement, Resources, Task, TaskPhase, TaskSpec, TaskStatus,
 };
 pub use validation::FieldError;
-pub use watch::{ApplyOutcome, ApplyResult, List, ListMeta, WatchEvent};
+pub use watch::{ApplyOutcome, ApplyResult, Bookmark, List, ListMeta, WatchEvent};
 
 /// The `apiVersion` of every object this project serves.
 pub const API_VERSION: &str = "kohakuriver/v1";

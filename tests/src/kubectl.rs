@@ -63,9 +63,14 @@ impl Kubectl {
         Kubectl::with_kubeconfig(cluster, &run.stdout)
     }
 
-    /// kubectl with this bearer token, with a kubeconfig the test writes itself.
+    /// kubectl with this bearer token, with the kubeconfig `kohakuriver --token TOKEN
+    /// kubeconfig --no-verify` prints, so a token the server refuses can be tried too (an `https://` URL and the CA even for a plain-http cluster:
+    /// kubectl sends a token only over TLS).
+    #[track_caller]
     pub fn with_token(cluster: &Cluster, token: &str) -> Kubectl {
-        Kubectl::with_kubeconfig(cluster, &kubeconfig_yaml(cluster, token))
+        let run = cluster.kr_as(token, &["kubeconfig", "--no-verify"]);
+        run.ok();
+        Kubectl::with_kubeconfig(cluster, &run.stdout)
     }
 
     /// The kubeconfig file.
@@ -108,30 +113,8 @@ impl Kubectl {
     }
 }
 
-/// A kubeconfig for `cluster` with `token`, naming the cluster CA when there is one.
-pub fn kubeconfig_yaml(cluster: &Cluster, token: &str) -> String {
-    let ca = match cluster.ca() {
-        Some(path) => format!("    certificate-authority: {}\n", path.display()),
-        None => String::new(),
-    };
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: {server}
-{ca}users:
-- name: test
-  user:
-    token: {token}
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: test
-current-context: test
-",
-        server = cluster.url()
-    )
+/// `kohakuriver up` for kubectl tests, as a user starts it: plain http for the CLI, and
+/// https on the same port for kubectl (which sends a kubeconfig's token only over TLS).
+pub fn kubectl_cluster(prefix: &str) -> Cluster {
+    Cluster::up(prefix)
 }

@@ -47,7 +47,7 @@ pub use docker::{
     IMAGE, docker, docker_ready, ensure_image, privileged_containers_work, remove_node_containers,
 };
 pub use http::{HttpResponse, http_get, http_get_auth, http_get_with, https_get};
-pub use kubectl::{Kubectl, kubeconfig_yaml, kubectl_binary};
+pub use kubectl::{Kubectl, kubectl_binary, kubectl_cluster};
 pub use process::{Proc, free_port};
 pub use proxy::Proxy;
 pub use run::{Chunks, Run, Stream, cli_command};

@@ -139,7 +139,8 @@ fn status_problems(reply: &Reply, expect: Expect, names: &[String]) -> Vec<Strin
     };
     for (key, want) in [
         ("kind", json!("Status")),
-        ("apiVersion", json!("kohakuriver/v1")),
+        // `v1`: client-go decodes an error body as a Status only with that version.
+        ("apiVersion", json!("v1")),
         ("status", json!("Failure")),
         ("code", json!(code)),
         ("reason", json!(reason)),
@@ -600,14 +601,16 @@ impl Snapshot {
 
     fn revision(&self) -> u64 {
         self.tasks["metadata"]["resourceVersion"]
-            .as_u64()
-            .expect("list revision")
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("list revision, a decimal string")
     }
 
     fn rv(&self, key: &str) -> u64 {
         self.objects[key]["metadata"]["resourceVersion"]
-            .as_u64()
-            .expect("resourceVersion")
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("resourceVersion, a decimal string")
     }
 
     fn names(list: &Value) -> BTreeSet<String> {
@@ -1280,7 +1283,11 @@ async fn concurrent_conflicting_writes_leave_one_whole_winner() {
         1,
         "exactly one apply creates"
     );
-    written.sort_by_key(|o| o["metadata"]["resourceVersion"].as_u64());
+    written.sort_by_key(|o| {
+        o["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
     for (k, o) in written.iter().enumerate() {
         assert!(
             writer_of(&o["spec"]).is_some(),
@@ -1349,7 +1356,11 @@ async fn concurrent_conflicting_writes_leave_one_whole_winner() {
         "exactly one replace with resourceVersion {rv} wins"
     );
     for r in replies.iter().filter(|r| r.code != 200) {
-        let problems = status_problems(r, CONFLICT, &["race-create".to_string(), rv.to_string()]);
+        let sent = rv
+            .as_str()
+            .expect("resourceVersion is a string")
+            .to_string();
+        let problems = status_problems(r, CONFLICT, &["race-create".to_string(), sent]);
         assert!(problems.is_empty(), "losing replace: {problems:?}");
     }
     let stored = srv.ok(GET, "tasks/race-create", None).await;

@@ -37,9 +37,10 @@ use crate::store::{Store, TokenRecord};
 
 pub use caller::Caller;
 
-/// Paths answered without a credential: liveness, and the CA a node checks before it
-/// trusts the server.
-const OPEN_PATHS: &[&str] = &["/healthz", "/cacerts"];
+/// Paths answered without a credential: liveness, the CA a node checks before it trusts
+/// the server, and the server's version (public in Kubernetes too; kubectl's version
+/// dispatchers ask it before they have a credential).
+const OPEN_PATHS: &[&str] = &["/healthz", "/cacerts", "/version"];
 
 /// A new random token `krv_<id>_<secret>`: an 8-character public id and a 32-character
 /// base62 secret (about 190 bits).
