@@ -7,6 +7,7 @@
 //! clock: anything time-dependent takes `now` as an argument.
 
 pub mod auth;
+pub mod columns;
 pub mod cpuset;
 pub mod error;
 pub mod info;
@@ -19,6 +20,7 @@ pub mod quantity;
 pub mod resource;
 pub mod schema;
 pub mod selector;
+pub mod table;
 pub mod target;
 pub mod task;
 pub mod testing;
