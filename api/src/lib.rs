@@ -15,6 +15,7 @@ pub mod logstream;
 pub mod manifest;
 pub mod meta;
 pub mod node;
+pub mod openapi;
 pub mod precondition;
 pub mod quantity;
 pub mod resource;
