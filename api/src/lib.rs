@@ -9,10 +9,12 @@
 pub mod auth;
 pub mod columns;
 pub mod cpuset;
+pub mod discovery;
 pub mod error;
 pub mod info;
 pub mod logstream;
 pub mod manifest;
+pub mod media;
 pub mod meta;
 pub mod node;
 pub mod openapi;
