@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::columns::{Cell, Tabular};
+use crate::media::parse_accept;
 use crate::meta::{ObjectMeta, Timestamp};
 
 /// The API group of `Table` and `PartialObjectMetadata`.
@@ -31,29 +32,17 @@ pub enum Rendering {
 /// PartialObjectMetadata`, protobuf) are skipped. With nothing servable the objects are
 /// sent, as the server always did.
 pub fn negotiate(accept: &str) -> Rendering {
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let (mut as_, mut version, mut group) = (None, None, None);
-        for param in parts {
-            if let Some((key, value)) = param.split_once('=') {
-                let value = value.trim().trim_matches('"');
-                match key.trim() {
-                    "as" => as_ = Some(value),
-                    "v" => version = Some(value),
-                    "g" => group = Some(value),
+    for range in parse_accept(accept) {
+        let json_like = range.accepts_json();
+        match range.param("as") {
+            None if json_like || range.essence.contains("yaml") => return Rendering::Objects,
+            Some("Table") if json_like && range.param("g") == Some(META_GROUP) => {
+                match range.param("v") {
+                    Some("v1") => return Rendering::Table("v1"),
+                    Some("v1beta1") => return Rendering::Table("v1beta1"),
                     _ => {}
                 }
             }
-        }
-        let json_like = matches!(media.as_str(), "application/json" | "*/*" | "application/*");
-        match as_ {
-            None if json_like || media.contains("yaml") => return Rendering::Objects,
-            Some("Table") if json_like && group == Some(META_GROUP) => match version {
-                Some("v1") => return Rendering::Table("v1"),
-                Some("v1beta1") => return Rendering::Table("v1beta1"),
-                _ => {}
-            },
             _ => {}
         }
     }
