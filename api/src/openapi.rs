@@ -109,6 +109,11 @@ pub fn openapi_schema(schema: Value) -> Value {
             other => other,
         };
     };
+    // Doc comments wrap at source width; printers wrap again, so lines join into
+    // paragraphs.
+    if let Some(Value::String(text)) = o.get_mut("description") {
+        *text = reflow(text);
+    }
     // `anyOf: [X, {type: null}]` is an optional X.
     if let Some(Value::Array(alternatives)) = o.get("anyOf")
         && alternatives.len() == 2
@@ -213,6 +218,14 @@ pub fn openapi_schema(schema: Value) -> Value {
             })
             .collect(),
     )
+}
+
+/// Joins the lines of each paragraph of a doc comment; paragraphs stay apart.
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|p| p.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// A query parameter.
@@ -511,6 +524,7 @@ mod tests {
             json!([{"$ref": "#/components/schemas/Resources"}])
         );
         assert!(resources["description"].is_string());
+        assert_eq!(reflow("one\ntwo\n\nthree\nfour"), "one two\n\nthree four");
         let image = &schemas["TaskSpec"]["properties"]["image"];
         assert_eq!(image["type"], "string");
         assert_eq!(image["nullable"], true);

@@ -92,7 +92,13 @@ pub fn object<R: Served>(object: &R, options: TableOptions) -> Response {
 /// does). `BOOKMARK` events are sent only when the client asked for them
 /// (`allowWatchBookmarks=true`), as a table with no rows; `ERROR` events pass unchanged.
 pub fn watch<R: Served>(response: Response, options: TableOptions, bookmarks: bool) -> Response {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    // A stream of JSON watch events, as kube-apiserver labels it; client-go picks its
+    // stream decoder by this type.
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     let mut rewriter = EventRewriter::<R> {
         options,
         bookmarks,
