@@ -89,9 +89,9 @@ pub fn object<R: Served>(object: &R, options: TableOptions) -> Response {
 
 /// A watch response with each event's object turned into a table of one row: the first
 /// table carries the column definitions, later ones leave them out (as kube-apiserver
-/// does). `BOOKMARK` events are sent only when the client asked for them
-/// (`allowWatchBookmarks=true`), as a table with no rows; `ERROR` events pass unchanged.
-pub fn watch<R: Served>(response: Response, options: TableOptions, bookmarks: bool) -> Response {
+/// does). A `BOOKMARK` (sent only when the client asked for them) becomes a table with no
+/// rows at its revision; `ERROR` events pass unchanged.
+pub fn watch<R: Served>(response: Response, options: TableOptions) -> Response {
     let (mut parts, body) = response.into_parts();
     // A stream of JSON watch events, as kube-apiserver labels it; client-go picks its
     // stream decoder by this type.
@@ -101,7 +101,6 @@ pub fn watch<R: Served>(response: Response, options: TableOptions, bookmarks: bo
     );
     let mut rewriter = EventRewriter::<R> {
         options,
-        bookmarks,
         partial: Vec::new(),
         _kind: std::marker::PhantomData,
     };
@@ -114,7 +113,6 @@ pub fn watch<R: Served>(response: Response, options: TableOptions, bookmarks: bo
 /// Rewrites watch lines; a chunk may end inside a line, kept until its end arrives.
 struct EventRewriter<R> {
     options: TableOptions,
-    bookmarks: bool,
     partial: Vec<u8>,
     _kind: std::marker::PhantomData<fn() -> R>,
 }
@@ -150,9 +148,6 @@ impl<R: Served> EventRewriter<R> {
                 event["object"] = serde_json::to_value(rows).ok()?;
             }
             Some("BOOKMARK") => {
-                if !self.bookmarks {
-                    return None;
-                }
                 let revision = bookmark_revision(&event);
                 let empty = table::<R>(
                     &[],
@@ -189,14 +184,13 @@ mod tests {
     use super::*;
     use kohakuriver_api::Task;
 
-    fn rewriter(bookmarks: bool) -> EventRewriter<Task> {
+    fn rewriter() -> EventRewriter<Task> {
         EventRewriter {
             options: TableOptions {
                 version: "v1",
                 include: IncludeObject::Metadata,
                 headers: true,
             },
-            bookmarks,
             partial: Vec::new(),
             _kind: std::marker::PhantomData,
         }
@@ -219,7 +213,7 @@ mod tests {
 
     #[test]
     fn events_become_tables_with_headers_once() {
-        let mut r = rewriter(false);
+        let mut r = rewriter();
         let out = lines(&r.rewrite(format!("{}{}", added("a"), added("b")).as_bytes()));
         assert_eq!(out.len(), 2);
         assert_eq!(out[0]["type"], "ADDED");
@@ -233,7 +227,7 @@ mod tests {
 
     #[test]
     fn lines_split_across_chunks_are_joined() {
-        let mut r = rewriter(false);
+        let mut r = rewriter();
         let line = added("a");
         let (head, tail) = line.split_at(10);
         assert_eq!(r.rewrite(head.as_bytes()), "");
@@ -242,18 +236,17 @@ mod tests {
     }
 
     #[test]
-    fn bookmarks_only_when_asked_and_errors_pass() {
+    fn bookmarks_become_empty_tables_and_errors_pass() {
         let bookmark = "{\"type\":\"BOOKMARK\",\"resourceVersion\":9}\n";
-        assert_eq!(rewriter(false).rewrite(bookmark.as_bytes()), "");
-        let out = lines(&rewriter(true).rewrite(bookmark.as_bytes()));
+        let out = lines(&rewriter().rewrite(bookmark.as_bytes()));
         assert_eq!(out[0]["object"]["kind"], "Table");
         assert_eq!(out[0]["object"]["metadata"]["resourceVersion"], "9");
         assert_eq!(out[0]["object"]["rows"], serde_json::json!([]));
         let typed = "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Task\",\"metadata\":{\"resourceVersion\":\"12\"}}}\n";
-        let out = lines(&rewriter(true).rewrite(typed.as_bytes()));
+        let out = lines(&rewriter().rewrite(typed.as_bytes()));
         assert_eq!(out[0]["object"]["metadata"]["resourceVersion"], "12");
         let error = "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410}}\n";
-        let out = lines(&rewriter(false).rewrite(error.as_bytes()));
+        let out = lines(&rewriter().rewrite(error.as_bytes()));
         assert_eq!(out[0]["object"]["code"], 410);
     }
 }

@@ -34,7 +34,7 @@ async fn create_then_get_and_list() {
     let api = Api::new();
     let created = api.create_task("a").await;
     assert_eq!(created["metadata"]["generation"], 1);
-    assert_eq!(created["metadata"]["resourceVersion"], 1);
+    assert_eq!(created["metadata"]["resourceVersion"], "1");
     assert!(created["metadata"]["uid"].is_string());
     assert!(created["metadata"]["creationTimestamp"].is_string());
     assert_eq!(created["status"]["phase"], "Pending");
@@ -46,7 +46,7 @@ async fn create_then_get_and_list() {
     let (code, list) = api.get(TASKS).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(list["kind"], "TaskList");
-    assert_eq!(list["metadata"]["resourceVersion"], 2);
+    assert_eq!(list["metadata"]["resourceVersion"], "2");
     let names: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -152,7 +152,7 @@ async fn conflicts_on_duplicate_create_and_stale_version() {
     first["spec"]["priority"] = json!(5);
     let (code, updated) = api.json("PUT", &format!("{TASKS}/a"), &first).await;
     assert_eq!(code, StatusCode::OK, "{updated}");
-    assert_eq!(updated["metadata"]["resourceVersion"], 2);
+    assert_eq!(updated["metadata"]["resourceVersion"], "2");
     // `created` still carries resourceVersion 1.
     let (code, body) = api.json("PUT", &format!("{TASKS}/a"), &created).await;
     assert_eq!(code, StatusCode::CONFLICT);
@@ -287,7 +287,7 @@ async fn dry_run_stores_nothing() {
     assert_eq!(body["result"], "created");
     let (_, list) = api.get(TASKS).await;
     assert_eq!(list["items"], json!([]));
-    assert_eq!(list["metadata"]["resourceVersion"], 0);
+    assert_eq!(list["metadata"]["resourceVersion"], "0");
 
     let created = api.create_task("d").await;
     let mut changed = created.clone();
@@ -333,7 +333,7 @@ async fn apply_is_idempotent_and_generation_follows_spec() {
     let (_, fourth) = api.json("POST", &url, &respec).await;
     assert_eq!(fourth["result"], "configured");
     assert_eq!(fourth["object"]["metadata"]["generation"], 2);
-    assert_eq!(fourth["object"]["metadata"]["resourceVersion"], 3);
+    assert_eq!(fourth["object"]["metadata"]["resourceVersion"], "3");
 
     // A status write changes neither the generation nor what apply compares.
     let (code, status) = api
@@ -595,4 +595,84 @@ async fn node_status_is_bounded_before_the_store_is_read() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn delete_options_as_kubectl_sends_them() {
+    let api = Api::new();
+    let created = api.create_task("t").await;
+    // `kubectl delete --dry-run=server` asks in the body, not in the query.
+    let dry = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background", "dryRun": ["All"]});
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &dry).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = api.get(&format!("{TASKS}/t")).await;
+    assert_eq!(code, StatusCode::OK, "a dry-run delete removed the task");
+    for (options, named) in [
+        (json!({"dryRun": ["Some"]}), "\"Some\""),
+        (json!({"propagationPolicy": "Later"}), "\"Later\""),
+        (
+            json!({"preconditions": {"resourceVersion": "latest"}}),
+            "\"latest\"",
+        ),
+    ] {
+        let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &options).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{options}: {body}");
+        assert!(message(&body).contains(named), "{body}");
+    }
+    let stale = json!({"preconditions": {"resourceVersion": "999"}});
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &stale).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let current = json!({
+        "kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+        "propagationPolicy": "Foreground",
+        "preconditions": {"uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]},
+    });
+    let (code, body) = api.json("DELETE", &format!("{TASKS}/t"), &current).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = api.get(&format!("{TASKS}/t")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn resource_version_is_a_string_and_a_bad_one_is_named() {
+    let api = Api::new();
+    let created = api.create_task("a").await;
+    assert!(
+        created["metadata"]["resourceVersion"].is_string(),
+        "{created}"
+    );
+    let (_, list) = api.get(TASKS).await;
+    assert!(list["metadata"]["resourceVersion"].is_string(), "{list}");
+    assert!(
+        list["items"][0]["metadata"]["resourceVersion"].is_string(),
+        "{list}"
+    );
+    // An old client's number still works as a precondition.
+    let (code, body) = api
+        .json(
+            "PATCH",
+            &format!("{TASKS}/a"),
+            &json!({"metadata": {"resourceVersion": 1}, "spec": {"priority": 2}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api
+        .json(
+            "PATCH",
+            &format!("{TASKS}/a"),
+            &json!({"metadata": {"resourceVersion": "x1"}, "spec": {"priority": 3}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        message(&body).contains("\"x1\" is not a resourceVersion"),
+        "{body}"
+    );
+    // Errors are Status objects client-go decodes: apiVersion v1.
+    let (code, body) = api.get(&format!("{TASKS}/nope")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (&body["apiVersion"], &body["kind"], &body["status"]),
+        (&json!("v1"), &json!("Status"), &json!("Failure"))
+    );
 }

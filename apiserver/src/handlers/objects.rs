@@ -263,33 +263,64 @@ pub async fn patch_status<R: Served>(
     Ok((StatusCode::OK, Json(object)))
 }
 
-/// The preconditions of a delete, from an optional `DeleteOptions` body as Kubernetes
-/// clients send it (`{"preconditions": {"uid": …, "resourceVersion": …}}`); other fields of
-/// it are accepted and ignored.
+/// An optional `DeleteOptions` body as Kubernetes clients send it: `preconditions` (uid,
+/// `resourceVersion`) are checked, `dryRun: ["All"]` (how kubectl asks for a server dry
+/// run of a delete) stores nothing; `propagationPolicy` and `gracePeriodSeconds` are
+/// accepted and have no effect (no object owns another here, and a task's container is
+/// stopped with the agent's own kill grace); `kind`, `apiVersion` and other fields are
+/// ignored.
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct DeleteOptions {
     #[serde(default)]
     preconditions: Preconditions,
+    #[serde(default)]
+    dry_run: Vec<String>,
+    #[serde(default)]
+    propagation_policy: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // Read so a non-integer is refused; it has no effect.
+    grace_period_seconds: Option<i64>,
+}
+
+impl DeleteOptions {
+    fn parse(body: &[u8]) -> Result<DeleteOptions, AppError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(DeleteOptions::default());
+        }
+        let options = serde_json::from_slice::<DeleteOptions>(body).map_err(|e| {
+            AppError::bad_request(format!("the delete options are not readable: {e}"))
+        })?;
+        if let Some(other) = options.dry_run.iter().find(|d| *d != "All") {
+            return Err(AppError::bad_request(format!(
+                "dryRun {other:?} in the delete options is not supported; use [\"All\"]"
+            )));
+        }
+        if let Some(policy) = &options.propagation_policy
+            && !["Orphan", "Background", "Foreground"].contains(&policy.as_str())
+        {
+            return Err(AppError::bad_request(format!(
+                "propagationPolicy {policy:?} is not one of Orphan, Background, Foreground"
+            )));
+        }
+        Ok(options)
+    }
+
+    /// True when the body asks for a dry run.
+    fn dry_run(&self) -> bool {
+        !self.dry_run.is_empty()
+    }
 }
 
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Preconditions {
     uid: Option<String>,
-    resource_version: Option<serde_json::Value>,
+    #[serde(default, with = "kohakuriver_api::meta::resource_version::option")]
+    resource_version: Option<u64>,
 }
 
 impl Preconditions {
-    fn parse(body: &[u8]) -> Result<Preconditions, AppError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Preconditions::default());
-        }
-        serde_json::from_slice::<DeleteOptions>(body)
-            .map(|o| o.preconditions)
-            .map_err(|e| AppError::bad_request(format!("the delete options are not readable: {e}")))
-    }
-
     /// 409 unless the stored object is the one the caller meant.
     fn check<R: Served>(&self, current: &R) -> Result<(), AppError> {
         let meta = current.metadata();
@@ -306,12 +337,7 @@ impl Preconditions {
                 ),
             ));
         }
-        let sent = match &self.resource_version {
-            Some(Value::String(s)) => s.parse::<u64>().ok(),
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        };
-        if let Some(sent) = sent {
+        if let Some(sent) = self.resource_version {
             crate::admission::check_version(current, Some(sent))?;
         }
         Ok(())
@@ -328,8 +354,9 @@ pub async fn delete<R: Served>(
     params: Params,
     body: axum::body::Bytes,
 ) -> Answer<R> {
-    let dry_run = params.dry_run()?;
-    let preconditions = Preconditions::parse(&body)?;
+    let options = DeleteOptions::parse(&body)?;
+    let dry_run = params.dry_run()? || options.dry_run();
+    let preconditions = options.preconditions;
     let now = now();
     let policy = state.config().auth.policy.clone();
     let (object, _, code) = state
