@@ -263,7 +263,7 @@ fn get_prints_tables_yaml_json_and_names() {
         out.lines()
             .next()
             .unwrap()
-            .ends_with("IMAGE       ALLOCATION   REASON   COMMAND"),
+            .ends_with("IMAGE       ALLOCATION   EXIT   REASON   COMMAND"),
         "{out}"
     );
 
