@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use kohakuriver_tests::{
-    AgentOptions, Cluster, Kubectl, ServerOptions, docker_ready, wait_for, wait_until,
-};
+use kohakuriver_tests::{Cluster, Kubectl, docker_ready, kubectl_cluster, wait_for, wait_until};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -17,11 +15,7 @@ fn cluster() -> Option<Cluster> {
     if !docker_ready() {
         return None;
     }
-    let server = ServerOptions {
-        tls_self_signed: true,
-        ..ServerOptions::default()
-    };
-    Some(Cluster::up_with("kg", server, AgentOptions::default()))
+    Some(kubectl_cluster("kg"))
 }
 
 /// The words of the line of `text` whose first word is `name`.
