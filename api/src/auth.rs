@@ -858,8 +858,21 @@ pub fn validate_node_status(status: &NodeStatus) -> Vec<crate::FieldError> {
     {
         errors.push(FieldError::new("status.address", e));
     }
+    if let Some(image) = &status.default_image
+        && (image.is_empty()
+            || image.len() > MAX_IMAGE_REF
+            || image.chars().any(char::is_whitespace))
+    {
+        errors.push(FieldError::new(
+            "status.defaultImage",
+            format!("must be an image reference of 1 to {MAX_IMAGE_REF} characters without spaces"),
+        ));
+    }
     errors
 }
+
+/// The longest image reference a node may report.
+const MAX_IMAGE_REF: usize = 512;
 
 /// An agent address is `http://HOST:PORT` or `https://HOST:PORT`, with no path, query,
 /// user name or fragment, so the server's calls to it cannot be steered elsewhere.

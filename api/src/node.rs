@@ -72,6 +72,10 @@ pub struct NodeStatus {
     /// Whether shared storage is mounted at `/shared` in task containers.
     #[serde(default)]
     pub shared_storage: bool,
+    /// The image this node runs for a task that names neither `image` nor `container`
+    /// (the server's `--default-image`, else the agent's); absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_image: Option<String>,
     /// Load figures from the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<NodeUsage>,

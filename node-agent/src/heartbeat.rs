@@ -26,6 +26,7 @@ pub(crate) struct NodeFacts {
     pub address: String,
     pub docker_version: String,
     pub shared_storage: bool,
+    pub default_image: Option<String>,
     pub procfs_root: PathBuf,
 }
 
@@ -103,6 +104,7 @@ impl NodeFacts {
         status.agent_version = Some(env!("CARGO_PKG_VERSION").to_string());
         status.docker_version = Some(self.docker_version.clone());
         status.shared_storage = self.shared_storage;
+        status.default_image = self.default_image.clone();
         status.usage = Some(usage);
         status.record_heartbeat(chrono::Utc::now(), generation);
     }

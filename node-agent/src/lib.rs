@@ -448,6 +448,7 @@ pub async fn start(
         address: advertise_url.clone(),
         docker_version,
         shared_storage: config.shared_dir.is_some(),
+        default_image: settings.default_image.clone(),
         procfs_root: config.procfs_root.clone(),
     };
     let nodes = client.api::<Node>();
