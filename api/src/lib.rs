@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod cpuset;
 pub mod error;
+pub mod field_manager;
+pub mod field_validation;
 pub mod info;
 pub mod logstream;
 pub mod manifest;
