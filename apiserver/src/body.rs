@@ -7,10 +7,12 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use kohakuriver_api::StatusReason;
+use kohakuriver_api::field_validation::{FieldValidation, UnknownField, drop_unknown_fields};
 use kohakuriver_api::manifest::from_json_value;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::admission::Served;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -93,6 +95,124 @@ pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, AppError> {
         )));
     }
     from_json_value(value).map_err(AppError::bad_request)
+}
+
+/// Converts a JSON value into a kind-`R` object under `validation`: fields the kind does
+/// not have refuse the request (Strict, naming every one), or are dropped and answered as
+/// warnings (Warn), or dropped silently (Ignore).
+pub fn decode<R: Served>(
+    value: &Value,
+    validation: FieldValidation,
+) -> Result<(R, Vec<String>), AppError> {
+    let mut value = value.clone();
+    let unknown = if value.is_object() {
+        drop_unknown_fields(&mut value, R::schema())
+    } else {
+        Vec::new()
+    };
+    if validation == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(strict_refusal(&unknown));
+    }
+    let object = typed(&value)?;
+    let warnings = match validation {
+        FieldValidation::Warn => unknown.iter().map(|u| u.warning()).collect(),
+        _ => Vec::new(),
+    };
+    Ok((object, warnings))
+}
+
+/// The 400 of a strict write with unknown fields, naming each and the fields known there.
+pub fn strict_refusal(unknown: &[UnknownField]) -> AppError {
+    let named: Vec<String> = unknown
+        .iter()
+        .map(|u| format!("{} (known there: {})", u.warning(), u.known.join(", ")))
+        .collect();
+    AppError::bad_request(format!(
+        "strict decoding error: {}; fix the field names, or send fieldValidation=Warn or Ignore to drop them",
+        named.join(", ")
+    ))
+}
+
+/// What a `PATCH` body is, by its `Content-Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    /// A JSON merge patch (RFC 7386): `application/merge-patch+json`, or plain JSON or YAML.
+    Merge,
+    /// A server-side apply: `application/apply-patch+yaml`.
+    Apply,
+}
+
+/// Picks the kind of patch from the `Content-Type`; JSON patch and strategic merge patch
+/// are 415 naming what to send instead.
+pub fn patch_kind(headers: &HeaderMap, body: &[u8]) -> Result<(PatchKind, Format), AppError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let instead = "send a JSON merge patch (application/merge-patch+json; kubectl patch --type merge) or a server-side apply (application/apply-patch+yaml; kubectl apply --server-side)";
+    match media.as_str() {
+        "application/apply-patch+yaml" => Ok((PatchKind::Apply, Format::Yaml)),
+        "application/json-patch+json" => Err(AppError::new(
+            StatusReason::UnsupportedMediaType,
+            format!(
+                "JSON patch (application/json-patch+json, RFC 6902) is not supported; {instead}"
+            ),
+        )),
+        "application/strategic-merge-patch+json" => Err(AppError::new(
+            StatusReason::UnsupportedMediaType,
+            format!(
+                "strategic merge patch (application/strategic-merge-patch+json) is only for built-in Kubernetes kinds; {instead}"
+            ),
+        )),
+        _ => Ok((PatchKind::Merge, format(headers, body)?)),
+    }
+}
+
+/// A `PATCH` body: its kind and its value.
+#[derive(Debug)]
+pub struct Patch {
+    /// Merge patch or apply.
+    pub kind: PatchKind,
+    /// The parsed body.
+    pub value: Value,
+}
+
+impl FromRequest<AppState> for Patch {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Patch, AppError> {
+        let limit = state.config().max_body_bytes;
+        let (parts, body) = req.into_parts();
+        let bytes = read_limited(&parts.headers, body, limit).await?;
+        let (kind, format) = patch_kind(&parts.headers, &bytes)?;
+        let value = parse_value(format, &bytes)?;
+        Ok(Patch { kind, value })
+    }
+}
+
+/// Warnings for the client, one `Warning: 299 - "…"` header each, as kube-apiserver sends
+/// them (kubectl prints `Warning: …`).
+#[derive(Debug, Default)]
+pub struct Warnings(pub Vec<String>);
+
+impl axum::response::IntoResponseParts for Warnings {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut res: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        for text in self.0 {
+            let quoted = text.replace('\\', "\\\\").replace('"', "\\\"");
+            if let Ok(value) = axum::http::HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+                res.headers_mut().append(header::WARNING, value);
+            }
+        }
+        Ok(res)
+    }
 }
 
 /// Accepts any JSON, refusing an object that holds the same key twice.
