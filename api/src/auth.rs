@@ -233,6 +233,9 @@ impl Verb {
 pub enum Target<'a> {
     /// The server's own endpoints (info, schemas, whoami).
     Server,
+    /// API discovery (`/api`, `/apis/…`), `/version` and the OpenAPI documents: what the
+    /// server serves, which every identity that uses the API may read.
+    Discovery,
     /// The task collection; `node` is the node a `status.node=NAME` field selector pins it to.
     Tasks {
         /// The node the request is limited to, if any.
@@ -252,6 +255,7 @@ impl Target<'_> {
     fn describe(&self) -> String {
         match self {
             Target::Server => "the server".to_string(),
+            Target::Discovery => "the API discovery documents".to_string(),
             Target::Tasks { node: Some(n) } => format!("the tasks of node {n}"),
             Target::Tasks { node: None } => "tasks".to_string(),
             Target::Task(t) => {
@@ -340,6 +344,14 @@ pub fn authorize(
             _ => refuse(""),
         };
     }
+    // Every identity that uses the API may learn what it serves, as every authenticated
+    // Kubernetes user may; a join credential uses nothing but `POST /join`.
+    if let Target::Discovery = target {
+        return match verb {
+            Get if who.role != Role::Join => Ok(()),
+            _ => refuse("a join credential may only join a node (kohakuriver agent --token)"),
+        };
+    }
     match who.role {
         Role::Join => refuse("a join credential may only join a node (kohakuriver agent --token)"),
         Role::Node => match target {
@@ -363,7 +375,7 @@ pub fn authorize(
                 _ => refuse("a node may only read the tasks bound to it and write their status"),
             },
             Target::Task(_) => refuse("the task is not bound to this node"),
-            Target::Tokens | Target::Server => refuse(""),
+            Target::Tokens | Target::Server | Target::Discovery => refuse(""),
         },
         Role::Controllers => match (verb, target) {
             (Get | List | Watch, Target::Tasks { .. } | Target::Task(_))
@@ -388,7 +400,7 @@ fn authorize_person(
     let role = who.role;
     let refuse = |why: &str| deny(who, verb, target, why);
     match target {
-        Target::Server => Ok(()),
+        Target::Server | Target::Discovery => Ok(()),
         Target::Tokens => {
             if role == Role::Admin && verb == ManageTokens {
                 Ok(())

@@ -81,7 +81,7 @@ pub struct StatusDetails {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
-    /// Always `kohakuriver/v1`.
+    /// Always `v1`: client-go decodes an error body as a `Status` only with that version.
     pub api_version: String,
     /// Always `Status`.
     pub kind: String,
@@ -102,7 +102,7 @@ impl Status {
     /// A failure with this reason and message.
     pub fn new(reason: StatusReason, message: impl Into<String>) -> Status {
         Status {
-            api_version: crate::API_VERSION.to_string(),
+            api_version: "v1".to_string(),
             kind: "Status".to_string(),
             status: "Failure".to_string(),
             code: reason.code(),

@@ -8,12 +8,14 @@
 
 pub mod auth;
 pub mod cpuset;
+pub mod discovery;
 pub mod error;
 pub mod field_manager;
 pub mod field_validation;
 pub mod info;
 pub mod logstream;
 pub mod manifest;
+pub mod media;
 pub mod meta;
 pub mod node;
 pub mod precondition;

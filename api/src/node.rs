@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta::{
     Condition, ConditionStatus, ObjectMeta, Timestamp, find_condition, set_condition,
 };
-use crate::resource::Resource;
+use crate::resource::{Resource, STATUS_SUBRESOURCE, Subresource};
 
 /// A machine that runs tasks. The agent creates it and writes its status; users may cordon
 /// it (`spec.unschedulable`) and label it.
@@ -192,6 +192,11 @@ impl Resource for Node {
     const KIND: &'static str = "Node";
     const PLURAL: &'static str = "nodes";
     const SINGULAR: &'static str = "node";
+    // `no`, as kubectl users type for Kubernetes nodes: this server serves no core group,
+    // so nothing else can claim it, and our nodes are the same idea.
+    const SHORT_NAMES: &'static [&'static str] = &["no"];
+    const CATEGORIES: &'static [&'static str] = &["kohakuriver"];
+    const SUBRESOURCES: &'static [Subresource] = &[STATUS_SUBRESOURCE];
     const SELECTABLE_FIELDS: &'static [&'static str] = &["metadata.name", "spec.unschedulable"];
 
     fn metadata(&self) -> &ObjectMeta {

@@ -5,6 +5,21 @@ use serde::de::DeserializeOwned;
 
 use crate::meta::ObjectMeta;
 
+/// A subresource of a kind (`tasks/status`), as discovery tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subresource {
+    /// The path segment after the object's name, e.g. `status`.
+    pub name: &'static str,
+    /// The Kubernetes verbs it takes (`get`, `patch`, `update`).
+    pub verbs: &'static [&'static str],
+}
+
+/// The `status` subresource every kind has: read, replaced or merge-patched.
+pub const STATUS_SUBRESOURCE: Subresource = Subresource {
+    name: "status",
+    verbs: &["get", "patch", "update"],
+};
+
 /// A kind of object served by the API server (`Task`, `Node`).
 pub trait Resource:
     Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
@@ -15,6 +30,12 @@ pub trait Resource:
     const PLURAL: &'static str;
     /// The lowercase singular used by the CLI, e.g. `task`.
     const SINGULAR: &'static str;
+    /// Short names kubectl accepts for the plural (`kubectl get tk`), told in discovery.
+    const SHORT_NAMES: &'static [&'static str];
+    /// The categories the kind belongs to (`kubectl get all`, `kubectl get kohakuriver`).
+    const CATEGORIES: &'static [&'static str];
+    /// The subresources served under `/{plural}/{name}/…`, told in discovery.
+    const SUBRESOURCES: &'static [Subresource];
 
     /// The object's metadata.
     fn metadata(&self) -> &ObjectMeta;

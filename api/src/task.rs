@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{Condition, ObjectMeta, Timestamp};
 use crate::quantity::Memory;
-use crate::resource::Resource;
+use crate::resource::{Resource, STATUS_SUBRESOURCE, Subresource};
 
 /// A command task. Users write `metadata` and `spec`; the scheduler, the controllers and the
 /// node agent write `status`.
@@ -394,6 +394,15 @@ impl Resource for Task {
     const KIND: &'static str = "Task";
     const PLURAL: &'static str = "tasks";
     const SINGULAR: &'static str = "task";
+    const SHORT_NAMES: &'static [&'static str] = &["tk"];
+    const CATEGORIES: &'static [&'static str] = &["all", "kohakuriver"];
+    const SUBRESOURCES: &'static [Subresource] = &[
+        STATUS_SUBRESOURCE,
+        Subresource {
+            name: "log",
+            verbs: &["get"],
+        },
+    ];
     const SELECTABLE_FIELDS: &'static [&'static str] = &[
         "metadata.name",
         "metadata.owner",

@@ -34,6 +34,11 @@ const CALLERS: [&str; 10] = [
 const TABLE: &str = "
 GET    /healthz                       | 200 200 200 200 200 200 200 200 200 200
 GET    /cacerts                       | 404 404 404 404 404 404 404 404 404 404
+GET    /version                       | 401 200 200 200 200 200 200 200 200 403
+GET    /api                           | 401 200 200 200 200 200 200 200 200 403
+GET    /apis                          | 401 200 200 200 200 200 200 200 200 403
+GET    /apis/kohakuriver              | 401 200 200 200 200 200 200 200 200 403
+GET    /apis/kohakuriver/v1           | 401 200 200 200 200 200 200 200 200 403
 GET    /info                          | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/task                  | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/node                  | 401 200 200 200 200 200 200 200 200 200
@@ -95,9 +100,10 @@ fn rows() -> Vec<Row> {
         .collect()
 }
 
-/// The router's own template for a table path (`/tasks/{name}` under the API prefix).
+/// The router's own template for a table path (`/tasks/{name}` under the API prefix;
+/// discovery and the open endpoints as written).
 fn template(path: &str) -> String {
-    if path == "/healthz" || path == "/cacerts" {
+    if ["/healthz", "/cacerts", "/version", "/api"].contains(&path) || path.starts_with("/apis") {
         path.to_string()
     } else {
         format!("{API}{path}")

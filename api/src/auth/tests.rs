@@ -46,6 +46,13 @@ fn authorize_table() {
         (&join, Get, Target::Server, &open, true),
         (&join, Join, Target::Server, &open, true),
         (&alice, Join, Target::Server, &open, false),
+        // Everyone who uses the API reads discovery; a join credential does not.
+        (&viewer, Get, Target::Discovery, &open, true),
+        (&node_a, Get, Target::Discovery, &open, true),
+        (&ctl, Get, Target::Discovery, &open, true),
+        (&admin, Get, Target::Discovery, &open, true),
+        (&join, Get, Target::Discovery, &open, false),
+        (&admin, Update, Target::Discovery, &open, false),
         // Viewers read.
         (&viewer, List, Target::Tasks { node: None }, &open, true),
         (&viewer, Get, t, &open, true),

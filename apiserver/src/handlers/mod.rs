@@ -1,5 +1,5 @@
 //! The HTTP routes: one set per kind (collection, object, status subresource, apply), the
-//! log proxy, the credential endpoints, and the server's own endpoints. Unknown paths and
+//! log proxy, the credential endpoints, discovery, and the server's own endpoints. Unknown paths and
 //! methods answer `Status` JSON like every other error.
 //!
 //! Every route is listed once, in [`routes`], with the methods it takes; [`router`] is built
@@ -8,12 +8,14 @@
 
 mod collection;
 mod credentials;
+mod discovery;
 mod objects;
 mod server;
 
 use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post};
+use kohakuriver_api::discovery::GROUP;
 use kohakuriver_api::{API_PREFIX, Node, Task};
 use tower_http::trace::TraceLayer;
 
@@ -43,6 +45,15 @@ fn routes() -> Vec<Route> {
     let mut all = vec![
         route("/healthz".into(), &[Method::GET], get(server::healthz)),
         route("/cacerts".into(), &[Method::GET], get(server::cacerts)),
+        route("/version".into(), &[Method::GET], get(discovery::version)),
+        route("/api".into(), &[Method::GET], get(discovery::core)),
+        route("/apis".into(), &[Method::GET], get(discovery::groups)),
+        route(
+            format!("/apis/{GROUP}"),
+            &[Method::GET],
+            get(discovery::group),
+        ),
+        route(API_PREFIX.into(), &[Method::GET], get(discovery::resources)),
         route(api("info"), &[Method::GET], get(server::info)),
         route(
             api("schemas/task"),

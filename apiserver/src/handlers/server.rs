@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, Uri, header};
 use axum::response::IntoResponse;
-use kohakuriver_api::{ServerInfo, StatusReason, schema};
+use kohakuriver_api::{ServerInfo, StatusReason, discovery, schema};
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -54,12 +54,12 @@ pub async fn node_schema() -> impl IntoResponse {
     )
 }
 
-/// Any path the API does not have.
+/// Any path the API does not have; a namespaced or core-group path (as kubectl asks
+/// before it has read discovery, or with a guessed path) says why it cannot exist.
 pub async fn not_found(method: Method, uri: Uri) -> AppError {
-    AppError::new(
-        StatusReason::NotFound,
-        format!("no such path: {method} {}", uri.path()),
-    )
+    let message = discovery::unserved_path_message(uri.path())
+        .unwrap_or_else(|| format!("no such path: {method} {}", uri.path()));
+    AppError::new(StatusReason::NotFound, message)
 }
 
 /// A known path asked with a method it does not take.
