@@ -13,6 +13,7 @@ pub mod error;
 pub mod field_manager;
 pub mod field_validation;
 pub mod info;
+pub mod json_patch;
 pub mod logstream;
 pub mod manifest;
 pub mod media;

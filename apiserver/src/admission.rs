@@ -470,7 +470,11 @@ fn keep_server_fields<R: Served>(current: &R, new: &mut R) {
     meta.resource_version = old.resource_version;
     meta.generation = Some(generation);
     meta.owner = old.owner.clone();
-    meta.managed_fields = old.managed_fields.clone();
+    // Managed fields a write sends are taken as sent (how a client resets or hands over
+    // ownership, as in Kubernetes); a write that sends none keeps the stored ones.
+    if meta.managed_fields.is_empty() {
+        meta.managed_fields = old.managed_fields.clone();
+    }
     new.take_status(current);
 }
 

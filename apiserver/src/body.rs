@@ -104,6 +104,15 @@ pub fn decode<R: Served>(
     value: &Value,
     validation: FieldValidation,
 ) -> Result<(R, Vec<String>), AppError> {
+    decode_value(value, validation).map(|(object, _, warnings)| (object, warnings))
+}
+
+/// [`decode`], also answering the value as sent with the unknown fields dropped (what the
+/// writer set, before any default).
+pub fn decode_value<R: Served>(
+    value: &Value,
+    validation: FieldValidation,
+) -> Result<(R, Value, Vec<String>), AppError> {
     let mut value = value.clone();
     let unknown = if value.is_object() {
         drop_unknown_fields(&mut value, R::schema())
@@ -118,7 +127,7 @@ pub fn decode<R: Served>(
         FieldValidation::Warn => unknown.iter().map(|u| u.warning()).collect(),
         _ => Vec::new(),
     };
-    Ok((object, warnings))
+    Ok((object, value, warnings))
 }
 
 /// The 400 of a strict write with unknown fields, naming each and the fields known there.
@@ -140,10 +149,12 @@ pub enum PatchKind {
     Merge,
     /// A server-side apply: `application/apply-patch+yaml`.
     Apply,
+    /// A JSON patch (RFC 6902): `application/json-patch+json`.
+    Json,
 }
 
-/// Picks the kind of patch from the `Content-Type`; JSON patch and strategic merge patch
-/// are 415 naming what to send instead.
+/// Picks the kind of patch from the `Content-Type`; strategic merge patch
+/// is 415 naming what to send instead.
 pub fn patch_kind(headers: &HeaderMap, body: &[u8]) -> Result<(PatchKind, Format), AppError> {
     let media = headers
         .get(header::CONTENT_TYPE)
@@ -152,15 +163,10 @@ pub fn patch_kind(headers: &HeaderMap, body: &[u8]) -> Result<(PatchKind, Format
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let instead = "send a JSON merge patch (application/merge-patch+json; kubectl patch --type merge) or a server-side apply (application/apply-patch+yaml; kubectl apply --server-side)";
+    let instead = "send a JSON merge patch (application/merge-patch+json; kubectl patch --type merge), a JSON patch (application/json-patch+json; kubectl patch --type json) or a server-side apply (application/apply-patch+yaml; kubectl apply --server-side)";
     match media.as_str() {
         "application/apply-patch+yaml" => Ok((PatchKind::Apply, Format::Yaml)),
-        "application/json-patch+json" => Err(AppError::new(
-            StatusReason::UnsupportedMediaType,
-            format!(
-                "JSON patch (application/json-patch+json, RFC 6902) is not supported; {instead}"
-            ),
-        )),
+        "application/json-patch+json" => Ok((PatchKind::Json, Format::Json)),
         "application/strategic-merge-patch+json" => Err(AppError::new(
             StatusReason::UnsupportedMediaType,
             format!(
@@ -174,7 +180,7 @@ pub fn patch_kind(headers: &HeaderMap, body: &[u8]) -> Result<(PatchKind, Format
 /// A `PATCH` body: its kind and its value.
 #[derive(Debug)]
 pub struct Patch {
-    /// Merge patch or apply.
+    /// Merge patch, JSON patch or apply.
     pub kind: PatchKind,
     /// The parsed body.
     pub value: Value,

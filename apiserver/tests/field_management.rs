@@ -181,8 +181,8 @@ async fn apply_keeps_admission_rules_and_refuses_a_wrong_kind() {
         &api,
         "PATCH",
         &format!("{TASKS}/t"),
-        "application/json-patch+json",
-        &json!([{"op": "replace", "path": "/spec/priority", "value": 1}]),
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"priority": 1}}),
     )
     .await;
     assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -283,4 +283,49 @@ async fn a_no_op_merge_patch_keeps_the_revision() {
     .await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(same, created);
+}
+
+#[tokio::test]
+async fn json_patch_and_handing_managed_fields_over() {
+    let api = Api::new();
+    let created = api.create_task("t").await;
+    let version = created["metadata"]["resourceVersion"].clone();
+    let json_patch = "application/json-patch+json";
+    let (code, _, patched) = send(
+        &api,
+        "PATCH",
+        &format!("{TASKS}/t"),
+        json_patch,
+        &json!([{"op": "test", "path": "/metadata/resourceVersion", "value": version},
+                {"op": "add", "path": "/spec/priority", "value": 7}]),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{patched}");
+    assert_eq!(patched["spec"]["priority"], 7);
+    let (code, _, status) = send(
+        &api,
+        "PATCH",
+        &format!("{TASKS}/t"),
+        json_patch,
+        &json!([{"op": "test", "path": "/spec/priority", "value": 1}]),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    // Managed fields sent in a write are taken as sent (kubectl hands client-side-applied
+    // fields over to server-side apply this way).
+    let entry = json!([{"manager": "kubectl", "operation": "Apply", "apiVersion": "kohakuriver/v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:priority": {}}}}]);
+    let (code, _, handed) = send(
+        &api,
+        "PATCH",
+        &format!("{TASKS}/t"),
+        json_patch,
+        &json!([{"op": "replace", "path": "/metadata/managedFields", "value": entry}]),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{handed}");
+    assert_eq!(managers(&handed), ["kubectl/Apply"]);
+    // Only the creator's fields were sent: defaults the server filled in belong to no one.
+    let created = managers(&created);
+    assert_eq!(created, ["unknown/Update"]);
 }

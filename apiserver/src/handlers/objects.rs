@@ -17,12 +17,13 @@ use crate::admission::{
 };
 use crate::auth::Caller;
 use crate::body::{
-    Patch, PatchKind, Payload, Warnings, decode, merge_patch, strict_refusal, typed,
+    Patch, PatchKind, Payload, Warnings, decode, decode_value, merge_patch, strict_refusal, typed,
 };
 use crate::error::AppError;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::store::Change;
+use kohakuriver_api::json_patch::apply_json_patch;
 
 type Answer<R> = Result<(StatusCode, Json<R>), AppError>;
 
@@ -93,11 +94,11 @@ pub async fn create<R: Served>(
     Payload(value): Payload,
 ) -> Written<R> {
     let dry_run = params.dry_run()?;
-    let (body, warnings) = decode::<R>(&value, params.field_validation()?)?;
+    let (body, sent, warnings) = decode_value::<R>(&value, params.field_validation()?)?;
     let manager = params.field_manager(&headers)?;
     let now = now();
     let mut object = created(&state, &caller, body, new_uid(), now)?;
-    record(None, &mut object, &manager, now)?;
+    record(None, &sent, &mut object, &manager, now);
     let name = object.name().to_string();
     let (object, _, ()) = state
         .store()
@@ -153,8 +154,8 @@ pub async fn replace<R: Served>(
     Ok((StatusCode::OK, Warnings(warnings), Json(object)))
 }
 
-/// `PATCH /{plural}/{name}`: a JSON merge patch of spec, labels, annotations and
-/// finalizers, or a server-side apply (`application/apply-patch+yaml`).
+/// `PATCH /{plural}/{name}`: a JSON merge patch or JSON patch of spec, labels, annotations
+/// and finalizers, or a server-side apply (`application/apply-patch+yaml`).
 pub async fn patch<R: Served>(
     State(state): State<AppState>,
     caller: Caller,
@@ -181,7 +182,12 @@ pub async fn patch<R: Served>(
         .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
             let mut doc = to_value(&current)?;
-            merge_patch(&mut doc, &patch);
+            if kind == PatchKind::Json {
+                apply_json_patch(&mut doc, &patch)
+                    .map_err(|e| AppError::new(kohakuriver_api::StatusReason::Invalid, e))?;
+            } else {
+                merge_patch(&mut doc, &patch);
+            }
             let (body, warnings) = decode::<R>(&doc, validation)?;
             let new = admit_replace(&current, body)?;
             changed(&st, &caller, &current, &new)?;
@@ -298,27 +304,25 @@ fn apply_conflict(conflicts: &[field_manager::FieldConflict]) -> AppError {
     AppError::from(status)
 }
 
-/// Records `manager`'s update on `object` (`current` is the stored object, none on a
-/// create).
+/// Records `manager`'s update on `object`, whose managed fields are the stored ones (or
+/// those the body sent instead): `before` and `after` are the object before and after the
+/// write (no `before` on a create, where `after` is the body as sent, so fields the server
+/// defaulted belong to no one, as in Kubernetes).
 fn record<R: Served>(
-    current: Option<&R>,
+    before: Option<&Value>,
+    after: &Value,
     object: &mut R,
     manager: &str,
     now: kohakuriver_api::Timestamp,
-) -> Result<(), AppError> {
-    let old = current.map(to_value).transpose()?;
-    let new = to_value(object)?;
-    let managed = current
-        .map(|c| c.metadata().managed_fields.clone())
-        .unwrap_or_default();
+) {
     let writer = field_manager::Writer {
         manager,
         api_version: kohakuriver_api::API_VERSION,
         now,
     };
+    let managed = std::mem::take(&mut object.metadata_mut().managed_fields);
     object.metadata_mut().managed_fields =
-        field_manager::record_update(old.as_ref(), &new, &managed, writer);
-    Ok(())
+        field_manager::record_update(before, after, &managed, writer);
 }
 
 /// The change of an update: `new` with `manager`'s ownership recorded, or nothing when it
@@ -332,7 +336,8 @@ fn updated<R: Served>(
     if new == current {
         return Ok((Change::Unchanged(current), ()));
     }
-    record(Some(&current), &mut new, manager, now)?;
+    let (old, after) = (to_value(&current)?, to_value(&new)?);
+    record(Some(&old), &after, &mut new, manager, now);
     Ok((Change::Put(new), ()))
 }
 
@@ -522,7 +527,7 @@ pub async fn apply<R: Served>(
     Payload(value): Payload,
 ) -> Result<(StatusCode, Warnings, Json<ApplyResult<R>>), AppError> {
     let dry_run = params.dry_run()?;
-    let (mut manifest, warnings) = decode::<R>(&value, params.field_validation()?)?;
+    let (mut manifest, sent, warnings) = decode_value::<R>(&value, params.field_validation()?)?;
     let manager = params.field_manager(&headers)?;
     check_name(&name, &mut manifest)?;
     let (uid, now) = (new_uid(), now());
@@ -532,7 +537,7 @@ pub async fn apply<R: Served>(
         .write(name, dry_run, move |current: Option<R>, _| match current {
             None => {
                 let mut object = created(&st, &caller, manifest, uid, now)?;
-                record(None, &mut object, &manager, now)?;
+                record(None, &sent, &mut object, &manager, now);
                 Ok((Change::Put(object), ApplyOutcome::Created))
             }
             Some(current) => match admit_apply(&current, &manifest)? {
@@ -543,7 +548,8 @@ pub async fn apply<R: Served>(
                 }
                 (mut new, outcome) => {
                     changed(&st, &caller, &current, &new)?;
-                    record(Some(&current), &mut new, &manager, now)?;
+                    let (old, after) = (to_value(&current)?, to_value(&new)?);
+                    record(Some(&old), &after, &mut new, &manager, now);
                     Ok((Change::Put(new), outcome))
                 }
             },
