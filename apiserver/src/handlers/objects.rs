@@ -188,6 +188,12 @@ pub async fn patch<R: Served>(
             } else {
                 merge_patch(&mut doc, &patch);
             }
+            // An emptied resourceVersion means "no precondition", as kubectl sends it.
+            if doc.pointer("/metadata/resourceVersion") == Some(&Value::from("")) {
+                if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove("resourceVersion");
+                }
+            }
             let (body, warnings) = decode::<R>(&doc, validation)?;
             let new = admit_replace(&current, body)?;
             changed(&st, &caller, &current, &new)?;
