@@ -7,6 +7,7 @@
 //! clock: anything time-dependent takes `now` as an argument.
 
 pub mod auth;
+pub mod columns;
 pub mod cpuset;
 pub mod discovery;
 pub mod error;
@@ -19,11 +20,13 @@ pub mod manifest;
 pub mod media;
 pub mod meta;
 pub mod node;
+pub mod openapi;
 pub mod precondition;
 pub mod quantity;
 pub mod resource;
 pub mod schema;
 pub mod selector;
+pub mod table;
 pub mod target;
 pub mod task;
 pub mod testing;

@@ -7,6 +7,7 @@
 //! can never race with another writer.
 
 use kohakuriver_api::auth::{Policy, Role, Target, Verb, task_change, validate_node_status};
+use kohakuriver_api::columns::Tabular;
 use kohakuriver_api::precondition::{Stale, check_status_precondition, stamp_binding};
 use kohakuriver_api::validation::{immutable_changes, validate_node, validate_task};
 use kohakuriver_api::{
@@ -19,7 +20,7 @@ use crate::error::AppError;
 
 /// What the server needs to know of a kind beyond `Resource`: how to validate it and how its
 /// spec and status are kept apart.
-pub trait Served: Resource + PartialEq {
+pub trait Served: Tabular + PartialEq {
     /// Field errors of the user-written parts (metadata and spec).
     fn validate(&self) -> Vec<FieldError>;
     /// The kind's JSON Schema, against which unknown fields are found.

@@ -10,7 +10,8 @@
 //!
 //! Module map: `store` (SQLite, revisions, history, live broadcast), `schema` (migrations and
 //! pragmas), `admission` (pure write rules), `body` (content types, size, merge patch),
-//! `params` (query parameters and selectors), `watch` (watch streams), `handlers` (routes),
+//! `params` (query parameters and selectors), `watch` (watch streams), `table` (answers as
+//! a `meta.k8s.io` `Table` for kubectl), `handlers` (routes),
 //! `logs` (log proxy), `error` (`AppError`, the `Status` answer).
 
 mod admission;
@@ -23,6 +24,7 @@ mod params;
 mod schema;
 mod state;
 mod store;
+mod table;
 mod watch;
 
 use std::path::PathBuf;

@@ -39,6 +39,8 @@ GET    /api                           | 401 200 200 200 200 200 200 200 200 403
 GET    /apis                          | 401 200 200 200 200 200 200 200 200 403
 GET    /apis/kohakuriver              | 401 200 200 200 200 200 200 200 200 403
 GET    /apis/kohakuriver/v1           | 401 200 200 200 200 200 200 200 200 403
+GET    /openapi/v3                    | 401 200 200 200 200 200 200 200 200 403
+GET    /openapi/v3/apis/kohakuriver/v1 | 401 200 200 200 200 200 200 200 200 403
 GET    /info                          | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/task                  | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/node                  | 401 200 200 200 200 200 200 200 200 200
@@ -103,7 +105,10 @@ fn rows() -> Vec<Row> {
 /// The router's own template for a table path (`/tasks/{name}` under the API prefix;
 /// discovery and the open endpoints as written).
 fn template(path: &str) -> String {
-    if ["/healthz", "/cacerts", "/version", "/api"].contains(&path) || path.starts_with("/apis") {
+    if ["/healthz", "/cacerts", "/version", "/api"].contains(&path)
+        || path.starts_with("/apis")
+        || path.starts_with("/openapi")
+    {
         path.to_string()
     } else {
         format!("{API}{path}")

@@ -3,9 +3,9 @@
 //! Data goes to stdout; diagnostics go to stderr (printed by the caller).
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use kohakuriver_api::{List, ListMeta, Resource, Timestamp};
+pub use kohakuriver_api::columns::age;
+use kohakuriver_api::{List, ListMeta, Resource};
 use serde::Serialize;
 
 /// How `get` prints objects.
@@ -33,9 +33,9 @@ pub struct Table {
 
 impl Table {
     /// A table with this header row.
-    pub fn new(header: &[&str]) -> Table {
+    pub fn new<S: AsRef<str>>(header: &[S]) -> Table {
         Table {
-            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+            rows: vec![header.iter().map(|h| h.as_ref().to_string()).collect()],
         }
     }
 
@@ -86,41 +86,6 @@ pub fn render_row(row: &[String], widths: &[usize]) -> String {
     line.trim_end().to_string()
 }
 
-/// A duration as `kubectl` shows ages: `45s`, `5m30s`, `42m`, `5h30m`, `30h`, `12d`, `3y`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let (m, h, day) = (60, 3600, 86_400);
-    if s < 2 * m {
-        format!("{s}s")
-    } else if s < 10 * m {
-        match s % m {
-            0 => format!("{}m", s / m),
-            sec => format!("{}m{sec}s", s / m),
-        }
-    } else if s < 3 * h {
-        format!("{}m", s / m)
-    } else if s < 8 * h {
-        match (s % h) / m {
-            0 => format!("{}h", s / h),
-            min => format!("{}h{min}m", s / h),
-        }
-    } else if s < 2 * day {
-        format!("{}h", s / h)
-    } else if s < 365 * 2 * day {
-        format!("{}d", s / day)
-    } else {
-        format!("{}y", s / (365 * day))
-    }
-}
-
-/// How long ago `t` was, for an AGE column; `<unknown>` when not set.
-pub fn age(t: Option<Timestamp>, now: Timestamp) -> String {
-    match t {
-        Some(t) => human_duration((now - t).to_std().unwrap_or_default()),
-        None => "<unknown>".to_string(),
-    }
-}
-
 /// A value as YAML text (one document, no leading `---`).
 pub fn to_yaml<T: Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_yaml::to_string(value)?)
@@ -146,42 +111,9 @@ pub fn list_of<R: Resource>(items: Vec<R>, resource_version: u64) -> List<R> {
     }
 }
 
-/// Shortens `text` to at most `max` characters, ending with `…` when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_like_kubectl() {
-        let check = |s: u64, want: &str| assert_eq!(human_duration(Duration::from_secs(s)), want);
-        check(0, "0s");
-        check(119, "119s");
-        check(120, "2m");
-        check(330, "5m30s");
-        check(2520, "42m");
-        check(3 * 3600, "3h");
-        check(5 * 3600 + 1800, "5h30m");
-        check(30 * 3600, "30h");
-        check(12 * 86_400, "12d");
-        check(800 * 86_400, "2y");
-    }
-
-    #[test]
-    fn age_of_future_time_is_zero() {
-        let now = chrono::DateTime::from_timestamp(100, 0).unwrap();
-        let later = chrono::DateTime::from_timestamp(200, 0).unwrap();
-        assert_eq!(age(Some(later), now), "0s");
-        assert_eq!(age(None, now), "<unknown>");
-    }
 
     #[test]
     fn table_aligns_columns() {
@@ -192,11 +124,5 @@ mod tests {
             t.render(),
             "NAME          PHASE     AGE\na-long-name   Running   5s\nb                       10m\n"
         );
-    }
-
-    #[test]
-    fn truncates_on_characters() {
-        assert_eq!(truncate("héllo", 5), "héllo");
-        assert_eq!(truncate("héllo world", 5), "héll…");
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /{plural}`: a list, or with `watch=true` a watch stream.
+//! `GET /{plural}`: a list, or with `watch=true` a watch stream; either as a `Table` when
+//! the client asks for one.
 
 use axum::extract::State;
 use axum::http::header;
@@ -12,6 +13,7 @@ use crate::auth::Caller;
 use crate::error::AppError;
 use crate::params::Params;
 use crate::state::AppState;
+use crate::table::{self, Presentation};
 use crate::watch;
 
 /// Lists the objects of a kind that match the selectors, ordered by name, with the revision
@@ -22,6 +24,7 @@ pub async fn list<R: Served>(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
+    Presentation(presentation): Presentation,
 ) -> Result<Response, AppError> {
     let mut selection = params.selection::<R>()?;
     let watch = params.flag("watch")?;
@@ -40,10 +43,25 @@ pub async fn list<R: Served>(
     }
     if watch {
         let from = params.number("resourceVersion")?;
-        return watch::respond::<R>(state, from, selection).await;
+        let response = watch::respond::<R>(state, from, selection).await?;
+        return Ok(match presentation {
+            Some(options) => {
+                let bookmarks = params.flag("allowWatchBookmarks")?;
+                table::watch::<R>(response, options, bookmarks)
+            }
+            None => response,
+        });
     }
     let (node, phase) = selection.index_hints();
     let (revision, bodies) = state.store().list(R::KIND, node, phase).await?;
+    if let Some(options) = presentation {
+        let matched: Vec<&str> = bodies
+            .iter()
+            .map(String::as_str)
+            .filter(|b| selection.matches::<R>(b))
+            .collect();
+        return table::list::<R>(&matched, revision, options);
+    }
     // The stored JSON is spliced in as it is: no parse, no re-serialisation, unless a
     // selector needs to look inside.
     let mut out = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 128);

@@ -1,6 +1,6 @@
 //! The HTTP routes: one set per kind (collection, object, status subresource, apply), the
-//! log proxy, the credential endpoints, discovery, and the server's own endpoints. Unknown paths and
-//! methods answer `Status` JSON like every other error.
+//! log proxy, the credential endpoints, discovery, the OpenAPI documents, and the server's
+//! own endpoints. Unknown paths and methods answer `Status` JSON like every other error.
 //!
 //! Every route is listed once, in [`routes`], with the methods it takes; [`router`] is built
 //! from that list, and so is [`route_table`], which the authorization tests walk so a new
@@ -10,6 +10,7 @@ mod collection;
 mod credentials;
 mod discovery;
 mod objects;
+mod openapi;
 mod server;
 
 use axum::Router;
@@ -54,6 +55,15 @@ fn routes() -> Vec<Route> {
             get(discovery::group),
         ),
         route(API_PREFIX.into(), &[Method::GET], get(discovery::resources)),
+        route("/openapi/v3".into(), &[Method::GET], get(openapi::index)),
+        route(
+            format!(
+                "/openapi/v3/{}",
+                kohakuriver_api::openapi::GROUP_VERSION_PATH
+            ),
+            &[Method::GET],
+            get(openapi::group_version),
+        ),
         route(api("info"), &[Method::GET], get(server::info)),
         route(
             api("schemas/task"),

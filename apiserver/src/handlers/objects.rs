@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use kohakuriver_api::auth::Verb;
 use kohakuriver_api::field_manager;
 use kohakuriver_api::field_validation::{FieldValidation, drop_unknown_fields};
@@ -23,6 +24,7 @@ use crate::error::AppError;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::store::Change;
+use crate::table::{self, Presentation};
 use kohakuriver_api::json_patch::apply_json_patch;
 
 type Answer<R> = Result<(StatusCode, Json<R>), AppError>;
@@ -112,19 +114,25 @@ pub async fn create<R: Served>(
     Ok((StatusCode::CREATED, Warnings(warnings), Json(object)))
 }
 
-/// `GET /{plural}/{name}` (and `…/status`).
+/// `GET /{plural}/{name}` (and `…/status`), as a `Table` of one row when the client asks
+/// for one.
 pub async fn get<R: Served>(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Answer<R> {
+    Presentation(presentation): Presentation,
+) -> Result<Response, AppError> {
     let policy = &state.config().auth.policy;
     let object = state.store().get::<R>(name.clone()).await?;
     match &object {
         Some(o) => caller.allow(Verb::Get, &o.target(), policy)?,
         None => caller.allow(Verb::Get, &R::missing(&name), policy)?,
     }
-    Ok((StatusCode::OK, Json(exists(object, &name)?)))
+    let object = exists(object, &name)?;
+    Ok(match presentation {
+        Some(options) => table::object(&object, options),
+        None => (StatusCode::OK, Json(object)).into_response(),
+    })
 }
 
 /// `PUT /{plural}/{name}`: replaces spec, labels, annotations and finalizers.
