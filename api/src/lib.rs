@@ -49,7 +49,7 @@ pub use task::{
     Allocation, DesiredState, Placement, Resources, Task, TaskPhase, TaskSpec, TaskStatus,
 };
 pub use validation::FieldError;
-pub use watch::{ApplyOutcome, ApplyResult, List, ListMeta, WatchEvent};
+pub use watch::{ApplyOutcome, ApplyResult, Bookmark, List, ListMeta, WatchEvent};
 
 /// The `apiVersion` of every object this project serves.
 pub const API_VERSION: &str = "kohakuriver/v1";

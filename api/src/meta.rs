@@ -26,8 +26,14 @@ pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// The global revision of the last write to this object. Sent back on writes, a stale
-    /// value is refused with 409 Conflict.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// value is refused with 409 Conflict. A decimal string on the wire, as Kubernetes
+    /// clients expect (a number is accepted too).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "resource_version::option"
+    )]
+    #[schemars(with = "Option<String>")]
     pub resource_version: Option<u64>,
     /// Increases by one each time the spec changes (never on status or metadata changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +102,81 @@ impl ObjectMeta {
     /// True once deletion was asked.
     pub fn is_deleting(&self) -> bool {
         self.deletion_timestamp.is_some()
+    }
+}
+
+/// `resourceVersion` on the wire: a decimal string (`"42"`), as Kubernetes writes it and
+/// its clients expect, while Rust code and the store keep a `u64`. Reading takes the string
+/// or a plain number (older clients, objects stored before the change); anything else is
+/// an error naming the value and what was expected.
+pub mod resource_version {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// The error for a value that is not a resource version.
+    fn expected(shown: &str) -> String {
+        format!(
+            "{shown} is not a resourceVersion: expected a decimal number as a string, e.g. \"42\""
+        )
+    }
+
+    /// Parses a resource version from its wire text.
+    pub fn parse(text: &str) -> Result<u64, String> {
+        text.parse().map_err(|_| expected(&format!("{text:?}")))
+    }
+
+    /// Serialises as a decimal string.
+    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    /// Reads a decimal string or a non-negative integer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        struct Version;
+        impl Visitor<'_> for Version {
+            type Value = u64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a resourceVersion: a decimal number as a string, e.g. \"42\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(expected(&v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+                Err(E::custom(expected(&v.to_string())))
+            }
+        }
+        deserializer.deserialize_any(Version)
+    }
+
+    /// The same for `Option<u64>`; `null` is `None`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Serialises `Some` as a decimal string (`None` is skipped by the field).
+        pub fn serialize<S: Serializer>(
+            value: &Option<u64>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(v) => super::serialize(v, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads a decimal string, a non-negative integer or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<u64>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] u64);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))
+        }
     }
 }
 

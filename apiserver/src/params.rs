@@ -88,6 +88,14 @@ impl Params {
         }
     }
 
+    /// A boolean flag whose absence means "not said" (`None`).
+    pub fn optional_flag(&self, key: &str) -> Result<Option<bool>, AppError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(_) => self.flag(key).map(Some),
+        }
+    }
+
     /// A non-negative integer parameter.
     pub fn number(&self, key: &str) -> Result<Option<u64>, AppError> {
         match self.get(key) {

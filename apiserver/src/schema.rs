@@ -65,6 +65,18 @@ const MIGRATIONS: &[&str] = &[
          key   TEXT PRIMARY KEY,
          value BLOB NOT NULL
      ) WITHOUT ROWID;",
+    // 4: `metadata.resourceVersion` in stored bodies becomes a decimal string, as the wire
+    // carries it (lists and watches splice stored bodies in unparsed). The `rv` columns stay
+    // integers.
+    "UPDATE objects SET body = json_set(body, '$.metadata.resourceVersion',
+         CAST(json_extract(body, '$.metadata.resourceVersion') AS TEXT))
+     WHERE json_type(body, '$.metadata.resourceVersion') = 'integer';
+     UPDATE events SET body = json_set(body, '$.metadata.resourceVersion',
+         CAST(json_extract(body, '$.metadata.resourceVersion') AS TEXT))
+     WHERE json_type(body, '$.metadata.resourceVersion') = 'integer';
+     UPDATE events SET prev = json_set(prev, '$.metadata.resourceVersion',
+         CAST(json_extract(prev, '$.metadata.resourceVersion') AS TEXT))
+     WHERE prev IS NOT NULL AND json_type(prev, '$.metadata.resourceVersion') = 'integer';",
 ];
 
 /// The schema version this server writes.
@@ -137,5 +149,38 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         assert!(matches!(migrate(&mut conn), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn stored_resource_versions_become_strings() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&MIGRATIONS[..3].join(";\n")).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        let old = r#"{"apiVersion":"kohakuriver/v1","kind":"Task","metadata":{"name":"a","resourceVersion":7,"labels":{"x":"1"}},"spec":{"cores":2}}"#;
+        conn.execute(
+            "INSERT INTO objects (kind, name, rv, body) VALUES ('Task', 'a', 7, ?1)",
+            [old],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO events (rv, kind, name, type, body, prev) VALUES (7, 'Task', 'a', 'MODIFIED', ?1, ?1)",
+            [old],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let want = old.replace("\"resourceVersion\":7", "\"resourceVersion\":\"7\"");
+        let body: String = conn
+            .query_row("SELECT body FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(body, want);
+        let (body, prev): (String, String) = conn
+            .query_row("SELECT body, prev FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (body.as_str(), prev.as_str()),
+            (want.as_str(), want.as_str())
+        );
     }
 }

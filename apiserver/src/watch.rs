@@ -1,7 +1,9 @@
 //! Watch streams: newline-delimited `WatchEvent`s for one kind, filtered by selectors.
 //!
-//! A fresh watch (no `resourceVersion`, or 0) lists the matching objects as `ADDED` and a
-//! `BOOKMARK` at the list's revision, read atomically with opening the live subscription. A
+//! A fresh watch (no `resourceVersion`, or 0, or `sendInitialEvents=true`) lists the
+//! matching objects as `ADDED` and, with `allowWatchBookmarks=true`, a `BOOKMARK` at the
+//! list's revision annotated `k8s.io/initial-events-end: "true"`, read atomically with
+//! opening the live subscription. A
 //! resumed watch replays the history after its revision from SQLite, then goes live. Each
 //! stream is a task that moves events from the store's broadcast channel into the HTTP body
 //! and tracks the last revision it has covered (its cursor): live events at or below the
@@ -22,7 +24,7 @@ use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kohakuriver_api::WatchEvent;
+use kohakuriver_api::{Bookmark, WatchEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -39,36 +41,66 @@ const HISTORY_PAGE: usize = 512;
 /// Lines buffered between a watch task and its HTTP body.
 const BODY_BUFFER: usize = 64;
 
-fn bookmark_line(rv: u64) -> String {
-    format!("{{\"type\":\"BOOKMARK\",\"resourceVersion\":{rv}}}\n")
+/// How a watch was asked for: from where, and with which of Kubernetes' options.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOptions {
+    /// `resourceVersion`: resume after this revision; `None` (or 0) starts fresh.
+    pub from: Option<u64>,
+    /// `allowWatchBookmarks=true`: send `BOOKMARK` events (the one ending a fresh watch's
+    /// initial events, and one every bookmark interval). Without it none are sent.
+    pub bookmarks: bool,
+    /// `sendInitialEvents`: `true` starts with an `ADDED` for every current object whatever
+    /// `resourceVersion` says (the state is at least as new as any revision asked);
+    /// `false` without a `resourceVersion` starts at the current revision with none.
+    pub initial_events: Option<bool>,
+    /// `timeoutSeconds`: the watch ends (cleanly) after this long.
+    pub timeout: Option<std::time::Duration>,
 }
 
-fn error_line<R: Served>(error: AppError) -> String {
-    let event = WatchEvent::<R>::Error { status: *error.0 };
+fn bookmark_line<R: Served>(rv: u64, initial_events_end: bool) -> String {
+    let event = WatchEvent::<R>::Bookmark {
+        object: Bookmark::new(R::KIND, rv, initial_events_end),
+    };
     let mut line = serde_json::to_string(&event).unwrap_or_default();
     line.push('\n');
     line
 }
 
-/// Starts a watch of kind `R` from `from` (None or 0: fresh). Errors found before streaming
-/// starts (410 Gone, a database failure) are answered as plain HTTP errors.
+fn error_line<R: Served>(error: AppError) -> String {
+    let event = WatchEvent::<R>::Error { object: *error.0 };
+    let mut line = serde_json::to_string(&event).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// Starts a watch of kind `R`. Errors found before streaming starts (410 Gone, a database
+/// failure) are answered as plain HTTP errors.
 pub async fn respond<R: Served>(
     state: AppState,
-    from: Option<u64>,
+    options: WatchOptions,
     selection: Selection,
 ) -> Result<Response, AppError> {
     let store = state.store().clone();
     let (node, phase) = selection.index_hints();
+    let from = match (options.initial_events, options.from) {
+        (Some(true), _) => None,
+        (_, Some(0)) => None,
+        (_, from) => from,
+    };
     let (subscription, cursor, first_chunk, replay_to) = match from {
-        None | Some(0) => {
+        None => {
             let (sub, bodies) = store.snapshot(R::KIND, node, phase).await?;
             let mut chunk = String::new();
-            for body in bodies.iter().filter(|b| selection.matches::<R>(b)) {
-                chunk.push_str("{\"type\":\"ADDED\",\"object\":");
-                chunk.push_str(body);
-                chunk.push_str("}\n");
+            if options.initial_events != Some(false) {
+                for body in bodies.iter().filter(|b| selection.matches::<R>(b)) {
+                    chunk.push_str("{\"type\":\"ADDED\",\"object\":");
+                    chunk.push_str(body);
+                    chunk.push_str("}\n");
+                }
+                if options.bookmarks {
+                    chunk.push_str(&bookmark_line::<R>(sub.revision, true));
+                }
             }
-            chunk.push_str(&bookmark_line(sub.revision));
             let revision = sub.revision;
             (sub, revision, Some(chunk), None)
         }
@@ -87,16 +119,21 @@ pub async fn respond<R: Served>(
         shutdown: state.shutdown().clone(),
         _kind: std::marker::PhantomData,
     };
-    let interval = state.config().bookmark_interval;
-    tokio::spawn(watcher.run(subscription, first_chunk, replay_to, interval));
+    let bookmarks = options
+        .bookmarks
+        .then_some(state.config().bookmark_interval);
+    let deadline = options.timeout.map(|t| Instant::now() + t);
+    tokio::spawn(watcher.run(subscription, first_chunk, replay_to, bookmarks, deadline));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     });
+    // `application/json`, as Kubernetes answers a JSON watch: client-go refuses a media
+    // type it has no decoder for. The framing is one JSON object per line.
     Ok((
         [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(stream),
@@ -129,10 +166,17 @@ impl<R: Served> Watcher<R> {
         mut subscription: Subscription,
         first_chunk: Option<String>,
         replay_to: Option<u64>,
-        bookmark_interval: std::time::Duration,
+        bookmark_interval: Option<std::time::Duration>,
+        deadline: Option<Instant>,
     ) {
         let result = self
-            .stream(&mut subscription, first_chunk, replay_to, bookmark_interval)
+            .stream(
+                &mut subscription,
+                first_chunk,
+                replay_to,
+                bookmark_interval,
+                deadline,
+            )
             .await;
         if let Err(Stop::Failed(error)) = result {
             tracing::debug!(kind = R::KIND, error = %error, "watch ended with an error");
@@ -145,22 +189,37 @@ impl<R: Served> Watcher<R> {
         subscription: &mut Subscription,
         first_chunk: Option<String>,
         replay_to: Option<u64>,
-        bookmark_interval: std::time::Duration,
+        bookmark_interval: Option<std::time::Duration>,
+        deadline: Option<Instant>,
     ) -> Result<(), Stop> {
-        if let Some(chunk) = first_chunk {
+        if let Some(chunk) = first_chunk.filter(|c| !c.is_empty()) {
             self.send(chunk).await?;
         }
         if let Some(up_to) = replay_to {
             self.catch_up(Some(up_to)).await?;
         }
-        let mut bookmarks =
-            tokio::time::interval_at(Instant::now() + bookmark_interval, bookmark_interval);
+        // Without bookmarks the ticker still runs (a select arm needs a future) but its
+        // ticks send nothing.
+        let period = bookmark_interval.unwrap_or(std::time::Duration::from_secs(3600));
+        let mut bookmarks = tokio::time::interval_at(Instant::now() + period, period);
         bookmarks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let timeout = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timeout);
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Err(Stop::Closed),
                 () = self.tx.closed() => return Err(Stop::Closed),
-                _ = bookmarks.tick() => self.send(bookmark_line(self.cursor)).await?,
+                () = &mut timeout => return Err(Stop::Closed),
+                _ = bookmarks.tick() => {
+                    if bookmark_interval.is_some() {
+                        self.send(bookmark_line::<R>(self.cursor, false)).await?;
+                    }
+                }
                 received = subscription.receiver.recv() => match received {
                     Ok(event) => self.deliver(&event).await?,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -34,7 +34,7 @@ async fn create_then_get_and_list() {
     let api = Api::new();
     let created = api.create_task("a").await;
     assert_eq!(created["metadata"]["generation"], 1);
-    assert_eq!(created["metadata"]["resourceVersion"], 1);
+    assert_eq!(created["metadata"]["resourceVersion"], "1");
     assert!(created["metadata"]["uid"].is_string());
     assert!(created["metadata"]["creationTimestamp"].is_string());
     assert_eq!(created["status"]["phase"], "Pending");
@@ -46,7 +46,7 @@ async fn create_then_get_and_list() {
     let (code, list) = api.get(TASKS).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(list["kind"], "TaskList");
-    assert_eq!(list["metadata"]["resourceVersion"], 2);
+    assert_eq!(list["metadata"]["resourceVersion"], "2");
     let names: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -153,7 +153,7 @@ async fn conflicts_on_duplicate_create_and_stale_version() {
     first["spec"]["priority"] = json!(5);
     let (code, updated) = api.json("PUT", &format!("{TASKS}/a"), &first).await;
     assert_eq!(code, StatusCode::OK, "{updated}");
-    assert_eq!(updated["metadata"]["resourceVersion"], 2);
+    assert_eq!(updated["metadata"]["resourceVersion"], "2");
     // `created` still carries resourceVersion 1.
     let (code, body) = api.json("PUT", &format!("{TASKS}/a"), &created).await;
     assert_eq!(code, StatusCode::CONFLICT);
@@ -288,7 +288,7 @@ async fn dry_run_stores_nothing() {
     assert_eq!(body["result"], "created");
     let (_, list) = api.get(TASKS).await;
     assert_eq!(list["items"], json!([]));
-    assert_eq!(list["metadata"]["resourceVersion"], 0);
+    assert_eq!(list["metadata"]["resourceVersion"], "0");
 
     let created = api.create_task("d").await;
     let mut changed = created.clone();
@@ -334,7 +334,7 @@ async fn apply_is_idempotent_and_generation_follows_spec() {
     let (_, fourth) = api.json("POST", &url, &respec).await;
     assert_eq!(fourth["result"], "configured");
     assert_eq!(fourth["object"]["metadata"]["generation"], 2);
-    assert_eq!(fourth["object"]["metadata"]["resourceVersion"], 3);
+    assert_eq!(fourth["object"]["metadata"]["resourceVersion"], "3");
 
     // A status write changes neither the generation nor what apply compares.
     let (code, status) = api

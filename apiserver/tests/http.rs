@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Path, Query};
 use axum::routing::get;
-use common::{DEADLINE, Server, TASKS, summary, task_json};
+use common::{DEADLINE, Server, TASKS, bookmark, rv, summary, task_json};
 use kohakuriver_apiserver::Config;
 use reqwest::Method;
 use serde_json::json;
@@ -32,7 +32,7 @@ async fn two_stale_writers_one_wins() {
         assert_eq!(codes, [200, 409], "round {round}");
     }
     let (_, last) = server.send(Method::GET, &format!("{TASKS}/a"), None).await;
-    assert_eq!(last["metadata"]["resourceVersion"], 6);
+    assert_eq!(last["metadata"]["resourceVersion"], "6");
     assert_eq!(last["metadata"]["uid"], created["metadata"]["uid"]);
     server.stop().await;
 }
@@ -46,14 +46,11 @@ async fn fresh_watch_lists_then_streams() {
         summary(&watch.next().await.unwrap()),
         ("ADDED".into(), "a".into())
     );
-    assert_eq!(
-        watch.next().await.unwrap(),
-        json!({"type": "BOOKMARK", "resourceVersion": 1})
-    );
+    assert_eq!(watch.next().await.unwrap(), bookmark(1, true));
     server.create_task("b").await;
     let event = watch.next_change().await;
     assert_eq!(summary(&event), ("ADDED".into(), "b".into()));
-    assert_eq!(event["object"]["metadata"]["resourceVersion"], 2);
+    assert_eq!(event["object"]["metadata"]["resourceVersion"], "2");
     server.stop().await;
 }
 
@@ -68,9 +65,7 @@ async fn watch_resumes_after_disconnect_without_gaps_or_repeats() {
     server.create_task("t1").await;
     let mut last = 0;
     for _ in 0..2 {
-        last = watch.next_change().await["object"]["metadata"]["resourceVersion"]
-            .as_u64()
-            .unwrap();
+        last = rv(&watch.next_change().await["object"]["metadata"]["resourceVersion"]);
     }
     assert_eq!(last, 2);
     drop(watch);
@@ -89,9 +84,7 @@ async fn watch_resumes_after_disconnect_without_gaps_or_repeats() {
         let event = watch.next_change().await;
         seen.push((
             summary(&event),
-            event["object"]["metadata"]["resourceVersion"]
-                .as_u64()
-                .unwrap(),
+            rv(&event["object"]["metadata"]["resourceVersion"]),
         ));
     }
     let want: Vec<((String, String), u64)> = vec![
@@ -105,7 +98,7 @@ async fn watch_resumes_after_disconnect_without_gaps_or_repeats() {
     server.create_task("t6").await;
     let event = watch.next_change().await;
     assert_eq!(summary(&event), ("ADDED".into(), "t6".into()));
-    assert_eq!(event["object"]["metadata"]["resourceVersion"], 8);
+    assert_eq!(event["object"]["metadata"]["resourceVersion"], "8");
     server.stop().await;
 }
 
@@ -130,9 +123,9 @@ async fn gone_after_compaction_over_http() {
     assert_eq!(body["reason"], "Gone");
     // A list gives a revision to watch from again.
     let (_, list) = server.send(Method::GET, TASKS, None).await;
-    let rv = list["metadata"]["resourceVersion"].as_u64().unwrap();
+    let at = rv(&list["metadata"]["resourceVersion"]);
     let mut watch = server
-        .watch(&format!("{TASKS}?watch=true&resourceVersion={rv}"))
+        .watch(&format!("{TASKS}?watch=true&resourceVersion={at}"))
         .await;
     server.create_task("after").await;
     assert_eq!(summary(&watch.next_change().await).1, "after");
@@ -158,10 +151,10 @@ async fn everything_survives_a_restart_on_the_same_file() {
     let (_, got) = server.send(Method::GET, &format!("{TASKS}/a"), None).await;
     assert_eq!(got, a);
     let (_, list) = server.send(Method::GET, TASKS, None).await;
-    assert_eq!(list["metadata"]["resourceVersion"], 3);
+    assert_eq!(list["metadata"]["resourceVersion"], "3");
     let c = server.create_task("c").await;
     assert_eq!(
-        c["metadata"]["resourceVersion"], 4,
+        c["metadata"]["resourceVersion"], "4",
         "the revision counter carries on"
     );
     let mut watch = server
@@ -234,9 +227,12 @@ async fn a_watcher_that_never_reads_does_not_stop_writes() {
     while expected <= last {
         let event = stalled.next().await.unwrap();
         match event["type"].as_str().unwrap() {
-            "BOOKMARK" => assert!(event["resourceVersion"].as_u64().unwrap() < expected),
+            "BOOKMARK" => assert!(rv(&event["object"]["metadata"]["resourceVersion"]) < expected),
             _ => {
-                assert_eq!(event["object"]["metadata"]["resourceVersion"], expected);
+                assert_eq!(
+                    rv(&event["object"]["metadata"]["resourceVersion"]),
+                    expected
+                );
                 expected += 1;
             }
         }
@@ -260,9 +256,9 @@ async fn finalizers_hold_deletion_until_removed() {
         bound["metadata"]["finalizers"],
         json!([kohakuriver_api::CONTAINER_FINALIZER])
     );
-    let rv = bound["metadata"]["resourceVersion"].as_u64().unwrap();
+    let at = rv(&bound["metadata"]["resourceVersion"]);
     let mut watch = server
-        .watch(&format!("{TASKS}?watch=true&resourceVersion={rv}"))
+        .watch(&format!("{TASKS}?watch=true&resourceVersion={at}"))
         .await;
     let (code, _) = server
         .send(Method::DELETE, &format!("{TASKS}/a"), None)
@@ -351,13 +347,11 @@ async fn field_selector_on_status_node_for_list_and_watch() {
     assert_eq!(summary(&event), ("DELETED".into(), "c".into()));
     assert_eq!(event["object"]["status"]["node"], "n1");
     // A watch resumed from before the moves replays the same transitions from the history.
-    let rv = event["object"]["metadata"]["resourceVersion"]
-        .as_u64()
-        .unwrap();
+    let at = rv(&event["object"]["metadata"]["resourceVersion"]);
     let mut resumed = server
         .watch(&format!(
             "{TASKS}?watch=true&fieldSelector=status.node%3Dn2&resourceVersion={}",
-            rv - 3
+            at - 3
         ))
         .await;
     let replayed: Vec<(String, String)> = vec![
@@ -383,10 +377,7 @@ async fn bookmarks_arrive_on_idle_watches_and_shutdown_ends_watches() {
         .watch(&format!("{TASKS}?watch=true&resourceVersion=1"))
         .await;
     let started = Instant::now();
-    assert_eq!(
-        watch.next().await.unwrap(),
-        json!({"type": "BOOKMARK", "resourceVersion": 1})
-    );
+    assert_eq!(watch.next().await.unwrap(), bookmark(1, false));
     assert!(started.elapsed() < DEADLINE);
     server.token.cancel();
     while watch.next().await.is_some() {}
@@ -581,5 +572,74 @@ async fn status_write_throughput() {
     assert_eq!(code, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 2000 + writers);
     eprintln!("list of {} tasks: {:?}", 2000 + writers, started.elapsed());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bookmarks_only_when_asked_and_timeout_seconds_ends_a_watch() {
+    let server = Server::start(Config {
+        bookmark_interval: Duration::from_millis(20),
+        ..Config::insecure()
+    })
+    .await;
+    server.create_task("a").await;
+    let mut quiet = server
+        .watch(&format!("{TASKS}?watch=true&allowWatchBookmarks=false"))
+        .await;
+    assert_eq!(
+        summary(&quiet.next().await.unwrap()),
+        ("ADDED".into(), "a".into())
+    );
+    // Many bookmark intervals pass; the next line is still the next change.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.create_task("b").await;
+    assert_eq!(
+        summary(&quiet.next().await.unwrap()),
+        ("ADDED".into(), "b".into())
+    );
+
+    let started = Instant::now();
+    let mut timed = server
+        .watch(&format!(
+            "{TASKS}?watch=true&resourceVersion=2&timeoutSeconds=1"
+        ))
+        .await;
+    while timed.next().await.is_some() {}
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < DEADLINE,
+        "{took:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn send_initial_events_lists_first_whatever_the_resource_version() {
+    let server = Server::start(Config::insecure()).await;
+    server.create_task("a").await;
+    server.create_task("b").await;
+    let mut watch = server
+        .watch(&format!(
+            "{TASKS}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=1"
+        ))
+        .await;
+    assert_eq!(
+        summary(&watch.next().await.unwrap()),
+        ("ADDED".into(), "a".into())
+    );
+    assert_eq!(
+        summary(&watch.next().await.unwrap()),
+        ("ADDED".into(), "b".into())
+    );
+    assert_eq!(watch.next().await.unwrap(), bookmark(2, true));
+    // `sendInitialEvents=false` with no revision starts now, with nothing before.
+    let mut now = server
+        .watch(&format!("{TASKS}?watch=true&sendInitialEvents=false"))
+        .await;
+    server.create_task("c").await;
+    assert_eq!(
+        summary(&now.next_change().await),
+        ("ADDED".into(), "c".into())
+    );
     server.stop().await;
 }

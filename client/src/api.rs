@@ -272,6 +272,9 @@ impl<R: Resource> Api<R> {
         let mut query = params.query();
         query.push(("watch", "true".to_string()));
         query.push(("resourceVersion", resource_version.to_string()));
+        // Bookmarks keep an idle stream alive within `WATCH_IDLE` and tell the watcher how
+        // far it got; Kubernetes (and this server) send them only when asked.
+        query.push(("allowWatchBookmarks", "true".to_string()));
         let req = self
             .client
             .request(Method::GET, self.collection())
@@ -366,7 +369,7 @@ mod tests {
         let body = [
             head,
             tail,
-            "\n{\"type\":\"BOOKMARK\",\"resourceVersion\":7}",
+            "\n{\"type\":\"BOOKMARK\",\"object\":{\"apiVersion\":\"kohakuriver/v1\",\"kind\":\"Task\",\"metadata\":{\"resourceVersion\":\"7\"}}}",
             "\n",
         ];
         let events: Vec<_> = ndjson_events::<Task, _>(chunks(&body), WATCH_IDLE)
@@ -376,19 +379,16 @@ mod tests {
         assert!(
             matches!(&events[0], Ok(WatchEvent::Added { object }) if object.metadata.name == "a")
         );
-        assert!(matches!(
-            events[1],
-            Ok(WatchEvent::Bookmark {
-                resource_version: 7
-            })
-        ));
+        assert!(
+            matches!(&events[1], Ok(WatchEvent::Bookmark { object }) if object.resource_version() == 7)
+        );
     }
 
     #[tokio::test]
     async fn ndjson_bad_line_is_a_decode_error_and_last_line_needs_no_newline() {
         let body = [
             "{\"type\":\"NOPE\"}\n",
-            "{\"type\":\"BOOKMARK\",\"resourceVersion\":1}",
+            "{\"type\":\"BOOKMARK\",\"object\":{\"apiVersion\":\"kohakuriver/v1\",\"kind\":\"Task\",\"metadata\":{\"resourceVersion\":\"1\"}}}",
         ];
         let events: Vec<_> = ndjson_events::<Task, _>(chunks(&body), WATCH_IDLE)
             .collect()

@@ -124,17 +124,17 @@ async fn step<R: Resource>(st: &mut State<R>) -> Result<Event<R>, Error> {
                         revision = observed(&object, revision);
                         (Event::Deleted(object), revision)
                     }
-                    Some(Ok(WatchEvent::Bookmark { resource_version })) => {
+                    Some(Ok(WatchEvent::Bookmark { object })) => {
                         st.backoff.reset();
                         st.phase = Phase::Streaming {
                             events,
-                            revision: resource_version.max(revision),
+                            revision: object.resource_version().max(revision),
                             progressed: true,
                         };
                         continue;
                     }
-                    Some(Ok(WatchEvent::Error { status })) => {
-                        let err = Error::Api(Box::new(status));
+                    Some(Ok(WatchEvent::Error { object })) => {
+                        let err = Error::Api(Box::new(object));
                         if err.is_gone() {
                             tracing::debug!(
                                 kind = R::KIND,

@@ -255,7 +255,7 @@ async fn watch_from_before_the_history_is_gone() {
     let gone = match tasks.watch(&ListParams::default(), 1).await {
         Err(e) => e.is_gone(),
         Ok(mut events) => match next(&mut events).await {
-            Ok(WatchEvent::Error { status }) => status.code == 410,
+            Ok(WatchEvent::Error { object }) => object.code == 410,
             Err(e) => e.is_gone(),
             other => panic!("want 410, got {other:?}"),
         },

@@ -42,13 +42,18 @@ pub async fn list<R: Served>(
         });
     }
     if watch {
-        let from = params.number("resourceVersion")?;
-        let response = watch::respond::<R>(state, from, selection).await?;
+        let bookmarks = params.flag("allowWatchBookmarks")?;
+        let options = watch::WatchOptions {
+            from: params.number("resourceVersion")?,
+            bookmarks,
+            initial_events: params.optional_flag("sendInitialEvents")?,
+            timeout: params
+                .number("timeoutSeconds")?
+                .map(std::time::Duration::from_secs),
+        };
+        let response = watch::respond::<R>(state, options, selection).await?;
         return Ok(match presentation {
-            Some(options) => {
-                let bookmarks = params.flag("allowWatchBookmarks")?;
-                table::watch::<R>(response, options, bookmarks)
-            }
+            Some(options) => table::watch::<R>(response, options, bookmarks),
             None => response,
         });
     }
@@ -66,7 +71,7 @@ pub async fn list<R: Served>(
     // selector needs to look inside.
     let mut out = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 128);
     out.push_str(&format!(
-        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":{revision}}},\"items\":[",
+        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"items\":[",
         kohakuriver_api::API_VERSION,
         R::KIND
     ));

@@ -172,10 +172,21 @@ impl Server {
         body
     }
 
-    /// Opens a watch stream at `path` (which carries the query).
+    /// Opens a watch stream at `path` (which carries the query), with bookmarks
+    /// (`allowWatchBookmarks=true`) unless the path says otherwise.
     pub async fn watch(&self, path: &str) -> Watch {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let path = if path.contains("allowWatchBookmarks") {
+            path.to_string()
+        } else {
+            format!("{path}&allowWatchBookmarks=true")
+        };
+        let response = self.client.get(self.url(&path)).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "watch {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "a watch is JSON, one object per line"
+        );
         Watch {
             stream: Box::pin(response.bytes_stream()),
             buffer: Vec::new(),
@@ -222,6 +233,26 @@ impl Watch {
             }
         }
     }
+}
+
+/// A `resourceVersion` as the wire carries it (a decimal string), as a number.
+pub fn rv(value: &Value) -> u64 {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("resourceVersion {value} is a string"))
+        .parse()
+        .unwrap()
+}
+
+/// A `BOOKMARK` event of kind Task at `rv`, as the server writes it.
+pub fn bookmark(rv: u64, initial_events_end: bool) -> Value {
+    let mut metadata = serde_json::json!({"resourceVersion": rv.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = serde_json::json!({"k8s.io/initial-events-end": "true"});
+    }
+    serde_json::json!({"type": "BOOKMARK", "object": {
+        "apiVersion": "kohakuriver/v1", "kind": "Task", "metadata": metadata
+    }})
 }
 
 /// `(type, name)` of an event.
