@@ -197,10 +197,10 @@ pub async fn patch<R: Served>(
                 merge_patch(&mut doc, &patch);
             }
             // An emptied resourceVersion means "no precondition", as kubectl sends it.
-            if doc.pointer("/metadata/resourceVersion") == Some(&Value::from("")) {
-                if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("resourceVersion");
-                }
+            if doc.pointer("/metadata/resourceVersion") == Some(&Value::from(""))
+                && let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                meta.remove("resourceVersion");
             }
             let (body, warnings) = decode::<R>(&doc, validation)?;
             let new = admit_replace(&current, body)?;
