@@ -329,3 +329,44 @@ async fn json_patch_and_handing_managed_fields_over() {
     let created = managers(&created);
     assert_eq!(created, ["unknown/Update"]);
 }
+
+#[tokio::test]
+async fn duplicate_fields_are_refused_when_strict_and_reported_when_warned() {
+    let api = Api::new();
+    let body = r#"{"apiVersion":"kohakuriver/v1","kind":"Task","metadata":{"name":"d"},"spec":{"command":["x"],"priority":1,"priority":2}}"#;
+    let send_raw = |uri: String| {
+        let request = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        router(api.state.clone()).oneshot(request)
+    };
+    let response = send_raw(TASKS.to_string()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field \"spec.priority\""),
+        "{status}"
+    );
+    let response = send_raw(format!("{TASKS}?fieldValidation=Warn"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        warnings(response.headers()),
+        [r#"299 - "duplicate field \"spec.priority\"""#]
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let created: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(created["spec"]["priority"], 2, "the last one is kept");
+}

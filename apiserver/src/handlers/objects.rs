@@ -18,7 +18,8 @@ use crate::admission::{
 };
 use crate::auth::Caller;
 use crate::body::{
-    Patch, PatchKind, Payload, Warnings, decode, decode_value, merge_patch, strict_refusal, typed,
+    ObjectBody, Patch, PatchKind, Payload, Warnings, decode_value, merge_patch, strict_refusal,
+    typed,
 };
 use crate::error::AppError;
 use crate::params::Params;
@@ -93,10 +94,11 @@ pub async fn create<R: Served>(
     caller: Caller,
     params: Params,
     headers: HeaderMap,
-    Payload(value): Payload,
+    ObjectBody { value, duplicates }: ObjectBody,
 ) -> Written<R> {
     let dry_run = params.dry_run()?;
-    let (body, sent, warnings) = decode_value::<R>(&value, params.field_validation()?)?;
+    let (body, sent, warnings) =
+        decode_value::<R>(&value, &duplicates, params.field_validation()?)?;
     let manager = params.field_manager(&headers)?;
     let now = now();
     let mut object = created(&state, &caller, body, new_uid(), now)?;
@@ -142,10 +144,11 @@ pub async fn replace<R: Served>(
     Path(name): Path<String>,
     params: Params,
     headers: HeaderMap,
-    Payload(value): Payload,
+    ObjectBody { value, duplicates }: ObjectBody,
 ) -> Written<R> {
     let dry_run = params.dry_run()?;
-    let (mut body, warnings) = decode::<R>(&value, params.field_validation()?)?;
+    let (mut body, _, warnings) =
+        decode_value::<R>(&value, &duplicates, params.field_validation()?)?;
     let manager = params.field_manager(&headers)?;
     check_name(&name, &mut body)?;
     let now = now();
@@ -170,7 +173,11 @@ pub async fn patch<R: Served>(
     Path(name): Path<String>,
     params: Params,
     headers: HeaderMap,
-    Patch { kind, value: patch }: Patch,
+    Patch {
+        kind,
+        value: patch,
+        duplicates,
+    }: Patch,
 ) -> Written<R> {
     let dry_run = params.dry_run()?;
     let validation = params.field_validation()?;
@@ -202,7 +209,7 @@ pub async fn patch<R: Served>(
             {
                 meta.remove("resourceVersion");
             }
-            let (body, warnings) = decode::<R>(&doc, validation)?;
+            let (body, _, warnings) = decode_value::<R>(&doc, &duplicates, validation)?;
             let new = admit_replace(&current, body)?;
             changed(&st, &caller, &current, &new)?;
             let (change, ()) = updated(current, new, &manager, now)?;
@@ -249,7 +256,9 @@ async fn server_side_apply<R: Served>(
     let mut config = config;
     let unknown = drop_unknown_fields(&mut config, R::schema());
     let warnings = match validation {
-        FieldValidation::Strict if !unknown.is_empty() => return Err(strict_refusal(&unknown)),
+        FieldValidation::Strict if !unknown.is_empty() => {
+            return Err(strict_refusal(&unknown, &[]));
+        }
         FieldValidation::Warn => unknown.iter().map(|u| u.warning()).collect(),
         _ => Vec::new(),
     };
@@ -538,10 +547,11 @@ pub async fn apply<R: Served>(
     Path(name): Path<String>,
     params: Params,
     headers: HeaderMap,
-    Payload(value): Payload,
+    ObjectBody { value, duplicates }: ObjectBody,
 ) -> Result<(StatusCode, Warnings, Json<ApplyResult<R>>), AppError> {
     let dry_run = params.dry_run()?;
-    let (mut manifest, sent, warnings) = decode_value::<R>(&value, params.field_validation()?)?;
+    let (mut manifest, sent, warnings) =
+        decode_value::<R>(&value, &duplicates, params.field_validation()?)?;
     let manager = params.field_manager(&headers)?;
     check_name(&name, &mut manifest)?;
     let (uid, now) = (new_uid(), now());
