@@ -304,7 +304,7 @@ pub fn apply(
         }
     }
 
-    let changed = live.is_none_or(|l| field_set(l) != field_set(&object) || !same(l, &object));
+    let changed = live.is_none_or(|l| !same(l, &object));
     let mut entries = Vec::new();
     for (i, (entry, owned)) in owners.into_iter().enumerate() {
         if Some(i) == mine {
