@@ -51,6 +51,43 @@ pub struct ObjectMeta {
     /// Cleanup that must happen before the object goes away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
+    /// Which writer (field manager) set which fields of `spec`, `metadata.labels` and
+    /// `metadata.annotations`, as Kubernetes keeps it for server-side apply. Kept by the
+    /// server; a value sent in a body is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_fields: Vec<ManagedFieldsEntry>,
+}
+
+/// How a field manager last wrote its fields.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManagedOperation {
+    /// Server-side apply (`PATCH` with `application/apply-patch+yaml`).
+    Apply,
+    /// Any other write: create, replace, merge patch, our own apply endpoint.
+    Update,
+}
+
+/// The fields one manager owns, in the Kubernetes `managedFields` shape.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManagedFieldsEntry {
+    /// The writer's name (`fieldManager`, else derived from its User-Agent).
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: ManagedOperation,
+    /// The API version the fields were written through.
+    pub api_version: String,
+    /// When this manager last changed what it owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// Always `FieldsV1`.
+    pub fields_type: String,
+    /// The owned fields as a `FieldsV1` set: `{"f:spec": {"f:priority": {}}}`.
+    #[serde(rename = "fieldsV1", default)]
+    pub fields_v1: serde_json::Value,
+    /// The subresource written through; none for the main resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subresource: Option<String>,
 }
 
 impl ObjectMeta {

@@ -20,6 +20,10 @@ pub const MAX_RETRIES: u32 = 100;
 /// One invalid field.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
+    /// A word a program can switch on, as Kubernetes' `StatusCause.reason`
+    /// (`FieldManagerConflict`); absent for validation errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The field's path, e.g. `spec.resources.cpu` or `spec.mounts[1]`.
     pub field: String,
     /// What is wrong, naming the bad value and what was expected.
@@ -30,6 +34,7 @@ impl FieldError {
     /// An error on `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
+            reason: None,
             field: field.into(),
             message: message.into(),
         }

@@ -20,9 +20,11 @@ use crate::error::AppError;
 
 /// What the server needs to know of a kind beyond `Resource`: how to validate it and how its
 /// spec and status are kept apart.
-pub trait Served: Tabular {
+pub trait Served: Tabular + PartialEq {
     /// Field errors of the user-written parts (metadata and spec).
     fn validate(&self) -> Vec<FieldError>;
+    /// The kind's JSON Schema, against which unknown fields are found.
+    fn schema() -> &'static serde_json::Value;
     /// True when both specs are equal.
     fn same_spec(&self, other: &Self) -> bool;
     /// Replaces this object's spec with `from`'s.
@@ -117,9 +119,21 @@ pub trait Stored {
     fn node(&self, name: &str) -> Result<Option<Node>, AppError>;
 }
 
+/// A schema generated once, on first use.
+fn schema_once(
+    cell: &'static std::sync::OnceLock<serde_json::Value>,
+    text: fn() -> String,
+) -> &'static serde_json::Value {
+    cell.get_or_init(|| serde_json::from_str(&text()).unwrap_or_default())
+}
+
 impl Served for Task {
     fn validate(&self) -> Vec<FieldError> {
         validate_task(self)
+    }
+    fn schema() -> &'static serde_json::Value {
+        static SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+        schema_once(&SCHEMA, kohakuriver_api::schema::task_schema_json)
     }
     fn target(&self) -> Target<'_> {
         Target::Task(self)
@@ -321,6 +335,10 @@ impl Served for Node {
     fn validate(&self) -> Vec<FieldError> {
         validate_node(self)
     }
+    fn schema() -> &'static serde_json::Value {
+        static SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+        schema_once(&SCHEMA, kohakuriver_api::schema::node_schema_json)
+    }
     fn target(&self) -> Target<'_> {
         Target::Node(&self.metadata.name)
     }
@@ -436,6 +454,7 @@ pub fn admit_create<R: Served>(mut body: R, uid: String, now: Timestamp) -> Resu
     meta.generation = Some(1);
     meta.resource_version = None;
     meta.owner = None;
+    meta.managed_fields = Vec::new();
     body.start_status(now);
     Ok(body)
 }
@@ -452,6 +471,11 @@ fn keep_server_fields<R: Served>(current: &R, new: &mut R) {
     meta.resource_version = old.resource_version;
     meta.generation = Some(generation);
     meta.owner = old.owner.clone();
+    // Managed fields a write sends are taken as sent (how a client resets or hands over
+    // ownership, as in Kubernetes); a write that sends none keeps the stored ones.
+    if meta.managed_fields.is_empty() {
+        meta.managed_fields = old.managed_fields.clone();
+    }
     new.take_status(current);
 }
 

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use kohakuriver_api::field_validation::FieldValidation;
 use kohakuriver_api::{FieldSelector, LabelSelector};
 
 use crate::admission::Served;
@@ -39,6 +41,40 @@ impl Params {
                 "dryRun={other:?} is not supported; use dryRun=All"
             ))),
         }
+    }
+
+    /// `fieldValidation=Strict|Warn|Ignore`, Strict when absent.
+    pub fn field_validation(&self) -> Result<FieldValidation, AppError> {
+        FieldValidation::parse(self.get("fieldValidation")).map_err(AppError::bad_request)
+    }
+
+    /// The field manager of a write: `fieldManager`, else the User-Agent up to its first
+    /// `/` as kube-apiserver derives it (`kubectl`, `kohakuriver`), else `unknown`.
+    pub fn field_manager(&self, headers: &HeaderMap) -> Result<String, AppError> {
+        if let Some(manager) = self.get("fieldManager").filter(|m| !m.is_empty()) {
+            if manager.len() > 128 || manager.chars().any(char::is_control) {
+                return Err(AppError::bad_request(format!(
+                    "fieldManager={manager:?} is not valid: at most 128 printable characters"
+                )));
+            }
+            return Ok(manager.to_string());
+        }
+        let agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let prefix: String = agent
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(128)
+            .collect();
+        Ok(if prefix.trim().is_empty() {
+            "unknown".to_string()
+        } else {
+            prefix
+        })
     }
 
     /// A boolean flag: `true`/`1` or `false`/`0`, absent meaning false.

@@ -101,7 +101,8 @@ async fn bad_request_for_malformed_bodies() {
     let (code, body) = api.json("POST", TASKS, &unknown).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(
-        message(&body).contains("spec.resources.cpus: unknown field `cpus`"),
+        message(&body)
+            .contains("unknown field \"spec.resources.cpus\" (known there: cpu, gpus, memory)"),
         "{body}"
     );
 

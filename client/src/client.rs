@@ -76,6 +76,8 @@ impl Client {
         let http = kohakuriver_tls::http_client_builder(options.ca_pem.as_deref())?
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Duration::from_secs(30))
+            // The server names this client's field manager after it (`kohakuriver`).
+            .user_agent(concat!("kohakuriver/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .build()
             .map_err(|e| invalid(e.to_string()))?;

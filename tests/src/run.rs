@@ -72,7 +72,8 @@ impl Run {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The command, its exit code, time and output, for assertion messages.
+    pub fn describe(&self) -> String {
         format!(
             "`{} {}` exited {} after {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
             self.program,

@@ -4,9 +4,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kohakuriver_api::auth::Verb;
+use kohakuriver_api::field_manager;
+use kohakuriver_api::field_validation::{FieldValidation, drop_unknown_fields};
 use kohakuriver_api::{ApplyOutcome, ApplyResult};
 use serde_json::Value;
 
@@ -15,14 +17,21 @@ use crate::admission::{
     check_name,
 };
 use crate::auth::Caller;
-use crate::body::{Payload, merge_patch, typed};
+use crate::body::{
+    ObjectBody, Patch, PatchKind, Payload, Warnings, decode_value, merge_patch, strict_refusal,
+    typed,
+};
 use crate::error::AppError;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::store::Change;
 use crate::table::{self, Presentation};
+use kohakuriver_api::json_patch::apply_json_patch;
 
 type Answer<R> = Result<(StatusCode, Json<R>), AppError>;
+
+/// The answer of a write: the object, and warnings about dropped fields.
+type Written<R> = Result<(StatusCode, Warnings, Json<R>), AppError>;
 
 fn now() -> kohakuriver_api::Timestamp {
     chrono::Utc::now()
@@ -84,11 +93,16 @@ pub async fn create<R: Served>(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-    Payload(value): Payload,
-) -> Answer<R> {
+    headers: HeaderMap,
+    ObjectBody { value, duplicates }: ObjectBody,
+) -> Written<R> {
     let dry_run = params.dry_run()?;
-    let body: R = typed(&value)?;
-    let object = created(&state, &caller, body, new_uid(), now())?;
+    let (body, sent, warnings) =
+        decode_value::<R>(&value, &duplicates, params.field_validation()?)?;
+    let manager = params.field_manager(&headers)?;
+    let now = now();
+    let mut object = created(&state, &caller, body, new_uid(), now)?;
+    record(None, &sent, &mut object, &manager, now);
     let name = object.name().to_string();
     let (object, _, ()) = state
         .store()
@@ -99,7 +113,7 @@ pub async fn create<R: Served>(
             Ok((Change::Put(object), ()))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(object)))
+    Ok((StatusCode::CREATED, Warnings(warnings), Json(object)))
 }
 
 /// `GET /{plural}/{name}` (and `…/status`), as a `Table` of one row when the client asks
@@ -129,11 +143,15 @@ pub async fn replace<R: Served>(
     caller: Caller,
     Path(name): Path<String>,
     params: Params,
-    Payload(value): Payload,
-) -> Answer<R> {
+    headers: HeaderMap,
+    ObjectBody { value, duplicates }: ObjectBody,
+) -> Written<R> {
     let dry_run = params.dry_run()?;
-    let mut body: R = typed(&value)?;
+    let (mut body, _, warnings) =
+        decode_value::<R>(&value, &duplicates, params.field_validation()?)?;
+    let manager = params.field_manager(&headers)?;
     check_name(&name, &mut body)?;
+    let now = now();
     let st = state.clone();
     let (object, _, ()) = state
         .store()
@@ -141,36 +159,209 @@ pub async fn replace<R: Served>(
             let current = exists(current, &name)?;
             let new = admit_replace(&current, body)?;
             changed(&st, &caller, &current, &new)?;
-            Ok((Change::Put(new), ()))
+            updated(current, new, &manager, now)
         })
         .await?;
-    Ok((StatusCode::OK, Json(object)))
+    Ok((StatusCode::OK, Warnings(warnings), Json(object)))
 }
 
-/// `PATCH /{plural}/{name}`: a JSON merge patch of spec, labels, annotations and finalizers.
+/// `PATCH /{plural}/{name}`: a JSON merge patch or JSON patch of spec, labels, annotations
+/// and finalizers, or a server-side apply (`application/apply-patch+yaml`).
 pub async fn patch<R: Served>(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     params: Params,
-    Payload(patch): Payload,
-) -> Answer<R> {
+    headers: HeaderMap,
+    Patch {
+        kind,
+        value: patch,
+        duplicates,
+    }: Patch,
+) -> Written<R> {
     let dry_run = params.dry_run()?;
+    let validation = params.field_validation()?;
+    let manager = params.field_manager(&headers)?;
     check_body_name(&patch, &name)?;
+    if kind == PatchKind::Apply {
+        let force = params.flag("force")?;
+        return server_side_apply(
+            state, caller, name, patch, manager, validation, force, dry_run,
+        )
+        .await;
+    }
+    let now = now();
     let st = state.clone();
-    let (object, _, ()) = state
+    let (object, _, warnings) = state
         .store()
         .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
             let mut doc = to_value(&current)?;
-            merge_patch(&mut doc, &patch);
-            let body: R = typed(&doc)?;
+            if kind == PatchKind::Json {
+                apply_json_patch(&mut doc, &patch)
+                    .map_err(|e| AppError::new(kohakuriver_api::StatusReason::Invalid, e))?;
+            } else {
+                merge_patch(&mut doc, &patch);
+            }
+            // An emptied resourceVersion means "no precondition", as kubectl sends it.
+            if doc.pointer("/metadata/resourceVersion") == Some(&Value::from(""))
+                && let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                meta.remove("resourceVersion");
+            }
+            let (body, _, warnings) = decode_value::<R>(&doc, &duplicates, validation)?;
             let new = admit_replace(&current, body)?;
             changed(&st, &caller, &current, &new)?;
-            Ok((Change::Put(new), ()))
+            let (change, ()) = updated(current, new, &manager, now)?;
+            Ok((change, warnings))
         })
         .await?;
-    Ok((StatusCode::OK, Json(object)))
+    Ok((StatusCode::OK, Warnings(warnings), Json(object)))
+}
+
+/// A server-side apply: `field_manager::apply` decides what the manifest does to the
+/// stored object (or creates it) and who owns which field; a conflict is 409 with one
+/// `FieldManagerConflict` cause per field, as kube-apiserver answers.
+#[allow(clippy::too_many_arguments)]
+async fn server_side_apply<R: Served>(
+    state: AppState,
+    caller: Caller,
+    name: String,
+    config: Value,
+    manager: String,
+    validation: FieldValidation,
+    force: bool,
+    dry_run: bool,
+) -> Written<R> {
+    if !config.is_object() {
+        return Err(AppError::bad_request(
+            "a server-side apply body must be one object with apiVersion, kind and metadata",
+        ));
+    }
+    let api_version = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = config
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if api_version != kohakuriver_api::API_VERSION || kind != R::KIND {
+        return Err(AppError::bad_request(format!(
+            "a server-side apply body must say apiVersion: {} and kind: {}; got apiVersion {api_version:?}, kind {kind:?}",
+            kohakuriver_api::API_VERSION,
+            R::KIND
+        )));
+    }
+    let mut config = config;
+    let unknown = drop_unknown_fields(&mut config, R::schema());
+    let warnings = match validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            return Err(strict_refusal(&unknown, &[]));
+        }
+        FieldValidation::Warn => unknown.iter().map(|u| u.warning()).collect(),
+        _ => Vec::new(),
+    };
+    let (uid, now) = (new_uid(), now());
+    let st = state.clone();
+    let (object, written, ()) = state
+        .store()
+        .write(name.clone(), dry_run, move |current: Option<R>, _| {
+            let writer = field_manager::Writer {
+                manager: &manager,
+                api_version: kohakuriver_api::API_VERSION,
+                now,
+            };
+            let live = current.as_ref().map(to_value).transpose()?;
+            let managed = current
+                .as_ref()
+                .map(|c| c.metadata().managed_fields.clone())
+                .unwrap_or_default();
+            let applied = field_manager::apply(live.as_ref(), &managed, &config, writer, force)
+                .map_err(|conflicts| apply_conflict(&conflicts))?;
+            let mut body: R = typed(&applied.object)?;
+            check_name(&name, &mut body)?;
+            match current {
+                None => {
+                    let mut object = created(&st, &caller, body, uid, now)?;
+                    object.metadata_mut().managed_fields = applied.managed_fields;
+                    Ok((Change::Put(object), ()))
+                }
+                Some(current) => {
+                    let mut new = admit_replace(&current, body)?;
+                    new.metadata_mut().managed_fields = applied.managed_fields;
+                    if new == current {
+                        let policy = &st.config().auth.policy;
+                        caller.allow(Verb::Get, &current.target(), policy)?;
+                        return Ok((Change::Unchanged(current), ()));
+                    }
+                    changed(&st, &caller, &current, &new)?;
+                    Ok((Change::Put(new), ()))
+                }
+            }
+        })
+        .await?;
+    let code = if written == crate::store::Written::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Warnings(warnings), Json(object)))
+}
+
+/// The 409 of an apply that would change fields other managers own.
+fn apply_conflict(conflicts: &[field_manager::FieldConflict]) -> AppError {
+    let mut status = kohakuriver_api::Status::new(
+        kohakuriver_api::StatusReason::Conflict,
+        field_manager::conflict_message(conflicts),
+    );
+    let details = status.details.get_or_insert_with(Default::default);
+    details.causes = conflicts
+        .iter()
+        .map(|c| kohakuriver_api::FieldError {
+            reason: Some("FieldManagerConflict".to_string()),
+            field: c.field.clone(),
+            message: format!("conflict with {}", c.manager),
+        })
+        .collect();
+    AppError::from(status)
+}
+
+/// Records `manager`'s update on `object`, whose managed fields are the stored ones (or
+/// those the body sent instead): `before` and `after` are the object before and after the
+/// write (no `before` on a create, where `after` is the body as sent, so fields the server
+/// defaulted belong to no one, as in Kubernetes).
+fn record<R: Served>(
+    before: Option<&Value>,
+    after: &Value,
+    object: &mut R,
+    manager: &str,
+    now: kohakuriver_api::Timestamp,
+) {
+    let writer = field_manager::Writer {
+        manager,
+        api_version: kohakuriver_api::API_VERSION,
+        now,
+    };
+    let managed = std::mem::take(&mut object.metadata_mut().managed_fields);
+    object.metadata_mut().managed_fields =
+        field_manager::record_update(before, after, &managed, writer);
+}
+
+/// The change of an update: `new` with `manager`'s ownership recorded, or nothing when it
+/// is the stored object (no new revision, as in Kubernetes).
+fn updated<R: Served>(
+    current: R,
+    mut new: R,
+    manager: &str,
+    now: kohakuriver_api::Timestamp,
+) -> Result<(Change<R>, ()), AppError> {
+    if new == current {
+        return Ok((Change::Unchanged(current), ()));
+    }
+    let (old, after) = (to_value(&current)?, to_value(&new)?);
+    record(Some(&old), &after, &mut new, manager, now);
+    Ok((Change::Put(new), ()))
 }
 
 /// The stored object with the status and `resourceVersion` of a status write put in, so a
@@ -382,28 +573,34 @@ pub async fn apply<R: Served>(
     caller: Caller,
     Path(name): Path<String>,
     params: Params,
-    Payload(value): Payload,
-) -> Result<(StatusCode, Json<ApplyResult<R>>), AppError> {
+    headers: HeaderMap,
+    ObjectBody { value, duplicates }: ObjectBody,
+) -> Result<(StatusCode, Warnings, Json<ApplyResult<R>>), AppError> {
     let dry_run = params.dry_run()?;
-    let mut manifest: R = typed(&value)?;
+    let (mut manifest, sent, warnings) =
+        decode_value::<R>(&value, &duplicates, params.field_validation()?)?;
+    let manager = params.field_manager(&headers)?;
     check_name(&name, &mut manifest)?;
     let (uid, now) = (new_uid(), now());
     let st = state.clone();
     let (object, _, result) = state
         .store()
         .write(name, dry_run, move |current: Option<R>, _| match current {
-            None => Ok((
-                Change::Put(created(&st, &caller, manifest, uid, now)?),
-                ApplyOutcome::Created,
-            )),
+            None => {
+                let mut object = created(&st, &caller, manifest, uid, now)?;
+                record(None, &sent, &mut object, &manager, now);
+                Ok((Change::Put(object), ApplyOutcome::Created))
+            }
             Some(current) => match admit_apply(&current, &manifest)? {
                 (_, ApplyOutcome::Unchanged) => {
                     let policy = &st.config().auth.policy;
                     caller.allow(Verb::Get, &current.target(), policy)?;
                     Ok((Change::Unchanged(current), ApplyOutcome::Unchanged))
                 }
-                (new, outcome) => {
+                (mut new, outcome) => {
                     changed(&st, &caller, &current, &new)?;
+                    let (old, after) = (to_value(&current)?, to_value(&new)?);
+                    record(Some(&old), &after, &mut new, &manager, now);
                     Ok((Change::Put(new), outcome))
                 }
             },
@@ -414,5 +611,9 @@ pub async fn apply<R: Served>(
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(ApplyResult { result, object })))
+    Ok((
+        code,
+        Warnings(warnings),
+        Json(ApplyResult { result, object }),
+    ))
 }

@@ -38,6 +38,10 @@ pub struct Args {
     /// After listing, keep printing objects as they change, until Ctrl-C.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Keep `metadata.managedFields` (who set which field) in `-o yaml|json`; hidden by
+    /// default, as kubectl does.
+    #[arg(long)]
+    pub show_managed_fields: bool,
 }
 
 impl Args {
@@ -69,7 +73,7 @@ async fn get<R: Columns>(api: &Api<R>, args: &Args) -> anyhow::Result<ExitCode> 
     if args.watch {
         return watch(api, params, args).await;
     }
-    let (items, revision, single) = if args.names.is_empty() {
+    let (mut items, revision, single) = if args.names.is_empty() {
         let list = api
             .list(&params)
             .await
@@ -87,6 +91,9 @@ async fn get<R: Columns>(api: &Api<R>, args: &Args) -> anyhow::Result<ExitCode> 
             .unwrap_or(0);
         (items, revision, args.names.len() == 1)
     };
+    if !args.show_managed_fields {
+        items.iter_mut().for_each(hide_managed_fields);
+    }
     match args.format() {
         Format::Yaml if single => print!("{}", to_yaml(&items[0])?),
         Format::Json if single => print!("{}", to_json(&items[0])?),
@@ -123,6 +130,7 @@ async fn watch<R: Columns>(
     let mut printer = WatchPrinter {
         names: &args.names,
         output: args.format(),
+        show_managed_fields: args.show_managed_fields,
         widths: None,
     };
     let mut connected = false;
@@ -146,20 +154,29 @@ async fn watch<R: Columns>(
     }
 }
 
+/// Drops `metadata.managedFields` from an object about to be printed.
+fn hide_managed_fields<R: Columns>(object: &mut R) {
+    object.metadata_mut().managed_fields.clear();
+}
+
 /// Prints objects as a watch delivers them. Table rows keep the column widths of the first
 /// batch (with its header) so they line up, widening only when a cell must.
 struct WatchPrinter<'a> {
     names: &'a [String],
     output: Format,
+    show_managed_fields: bool,
     widths: Option<Vec<usize>>,
 }
 
 impl WatchPrinter<'_> {
     fn print<R: Columns>(&mut self, objs: Vec<R>) -> anyhow::Result<()> {
-        let objs: Vec<R> = objs
+        let mut objs: Vec<R> = objs
             .into_iter()
             .filter(|o| self.names.is_empty() || self.names.iter().any(|n| n == o.name()))
             .collect();
+        if !self.show_managed_fields {
+            objs.iter_mut().for_each(hide_managed_fields);
+        }
         let wide = self.output == Format::Wide;
         match self.output {
             Format::Yaml => objs.iter().try_for_each(|o| -> anyhow::Result<()> {

@@ -56,6 +56,7 @@ pub async fn run(client: &Client, command: NodeCommand) -> Result<i32> {
                 field_selector: None,
                 output: args.output,
                 watch: false,
+                show_managed_fields: false,
             };
             get::run(client, get_args).await?;
         }

@@ -862,6 +862,7 @@ async fn list(client: &Client, args: ListArgs) -> Result<i32> {
         field_selector: (!fields.is_empty()).then(|| fields.join(",")),
         output: args.output,
         watch: false,
+        show_managed_fields: false,
     };
     get::run(client, get_args).await?;
     Ok(0)
