@@ -371,6 +371,33 @@ fn validate_task_spec(spec: &TaskSpec, errors: &mut Vec<FieldError>) {
 /// The longest `spec.killGraceSeconds`: one hour.
 pub const MAX_KILL_GRACE_SECONDS: u64 = 3600;
 
+/// Why a new task that names neither `image` nor `container` could never start, when the
+/// server has no `--default-image` (pure): it is pinned to a registered node that reports
+/// no default image, or it is not pinned and no registered node reports one. A task pinned
+/// to a node that has not registered, or submitted before any node, may still find one
+/// (it waits), so it is not refused.
+pub fn unresolvable_image(pinned: Option<&str>, nodes: &[Node]) -> Option<FieldError> {
+    let advice = "give an image with --image IMAGE (spec.image) or a container environment with --container NAME (spec.container), or start the server with --default-image IMAGE";
+    let has_default = |n: &Node| n.status.default_image.is_some();
+    let message = match pinned {
+        Some(name) => {
+            let node = nodes.iter().find(|n| n.metadata.name == name)?;
+            if has_default(node) {
+                return None;
+            }
+            format!(
+                "the task names neither an image nor a container, and neither the server nor node {name:?} has a default image: {advice}"
+            )
+        }
+        None if nodes.is_empty() || nodes.iter().any(has_default) => return None,
+        None => format!(
+            "the task names neither an image nor a container, and neither the server nor any of the {} registered nodes has a default image: {advice}",
+            nodes.len()
+        ),
+    };
+    Some(FieldError::new("spec.image", message))
+}
+
 /// Validates a node as written by a user or agent.
 pub fn validate_node(node: &Node) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -620,6 +647,35 @@ mod tests {
                 "spec.killGraceSeconds",
                 "3601 is more than the 3600 allowed",
             )],
+        );
+    }
+
+    #[test]
+    fn a_task_with_no_image_anywhere_is_refused() {
+        let node = |name: &str, image: Option<&str>| {
+            let mut n = Node::new(name);
+            n.status.default_image = image.map(str::to_string);
+            n
+        };
+        let bare = [node("a", None), node("b", None)];
+        let one = [node("a", None), node("b", Some("ubuntu:22.04"))];
+        let e = unresolvable_image(None, &bare).expect("refused");
+        assert_eq!(e.field, "spec.image");
+        assert!(
+            e.message.contains("any of the 2 registered nodes"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("--image IMAGE"), "{}", e.message);
+        assert_eq!(unresolvable_image(None, &one), None);
+        assert_eq!(unresolvable_image(None, &[]), None, "no node yet: it waits");
+        let e = unresolvable_image(Some("a"), &one).expect("refused");
+        assert!(e.message.contains("node \"a\""), "{}", e.message);
+        assert_eq!(unresolvable_image(Some("b"), &one), None);
+        assert_eq!(
+            unresolvable_image(Some("late"), &bare),
+            None,
+            "not registered: it waits"
         );
     }
 

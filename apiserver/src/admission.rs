@@ -21,6 +21,9 @@ use crate::error::AppError;
 /// What the server needs to know of a kind beyond `Resource`: how to validate it and how its
 /// spec and status are kept apart.
 pub trait Served: Tabular + PartialEq {
+    /// True for kinds whose objects run in an image (tasks): a new one that names none
+    /// needs a default image somewhere (`objects::image_refusal`).
+    const RUNS_AN_IMAGE: bool = false;
     /// Field errors of the user-written parts (metadata and spec).
     fn validate(&self) -> Vec<FieldError>;
     /// The kind's JSON Schema, against which unknown fields are found.
@@ -128,6 +131,7 @@ fn schema_once(
 }
 
 impl Served for Task {
+    const RUNS_AN_IMAGE: bool = true;
     fn validate(&self) -> Vec<FieldError> {
         validate_task(self)
     }

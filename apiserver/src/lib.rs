@@ -128,11 +128,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The defaults with authentication off: every request is an admin. For in-process
-    /// tests and benchmarks that exercise other things than permissions.
+    /// The defaults with authentication off (every request is an admin) and a default
+    /// image (`busybox:latest`, so tasks may name none). For in-process tests and
+    /// benchmarks that exercise other things than permissions and images.
     pub fn insecure() -> Config {
         Config {
             auth: AuthConfig::disabled(),
+            default_image: Some("busybox:latest".to_string()),
             ..Config::default()
         }
     }

@@ -168,6 +168,8 @@ impl Fixture {
                 static_tokens,
                 ..AuthConfig::default()
             },
+            // The tasks here name no image; a server default lets them be created.
+            default_image: Some("busybox:latest".into()),
             ..Config::default()
         };
         let state = tokio::task::spawn_blocking(move || AppState::open(config))
@@ -588,6 +590,7 @@ async fn private_tasks_hide_other_users_tasks() {
             },
             ..AuthConfig::default()
         },
+        default_image: Some("busybox:latest".into()),
         ..Config::default()
     };
     let state = tokio::task::spawn_blocking(move || AppState::open(config))

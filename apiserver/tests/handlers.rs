@@ -677,3 +677,60 @@ async fn resource_version_is_a_string_and_a_bad_one_is_named() {
         (&json!("v1"), &json!("Status"), &json!("Failure"))
     );
 }
+
+/// A task naming no image, on a server with no default image, is refused at create once
+/// nodes are registered and none reports a default image, through every way of creating
+/// it (POST, our apply, server-side apply); an image, or a node with a default, lets it in.
+#[tokio::test]
+async fn a_task_with_no_image_anywhere_is_refused_on_every_create_path() {
+    let api = Api::with(Config {
+        default_image: None,
+        ..Config::insecure()
+    });
+    // No node yet: the task waits for one.
+    let (code, body) = api.json("POST", TASKS, &task_json("early")).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let node = json!({"apiVersion": "kohakuriver/v1", "kind": "Node", "metadata": {"name": "n1"}});
+    let (code, body) = api.json("POST", NODES, &node).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+
+    let refused = |(code, body): (StatusCode, Value)| {
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["details"]["causes"][0]["field"], "spec.image",
+            "{body}"
+        );
+    };
+    refused(api.json("POST", TASKS, &task_json("t1")).await);
+    refused(
+        api.json("POST", &format!("{TASKS}/t1/apply"), &task_json("t1"))
+            .await,
+    );
+    refused(
+        api.call(
+            "PATCH",
+            &format!("{TASKS}/t1?fieldManager=kubectl"),
+            Some("application/apply-patch+yaml"),
+            task_json("t1").to_string(),
+        )
+        .await,
+    );
+
+    let mut with_image = task_json("t2");
+    with_image["spec"]["image"] = json!("busybox:latest");
+    let (code, body) = api.json("POST", TASKS, &with_image).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+
+    let status = json!({"status": {"defaultImage": "busybox:latest"}});
+    let (code, body) = api
+        .call(
+            "PATCH",
+            &format!("{NODES}/n1/status"),
+            Some("application/merge-patch+json"),
+            status.to_string(),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api.json("POST", TASKS, &task_json("t3")).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}

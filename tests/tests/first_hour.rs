@@ -192,3 +192,37 @@ fn kill_says_what_happens_and_takes_a_grace() {
         .fails()
         .stderr_has("spec.killGraceSeconds: 7200 is more than the 3600 allowed");
 }
+
+/// With no image anywhere (no `--image`, no `--container`, no default on the server or
+/// the node), `task submit` is refused at once with what to do, instead of failing later
+/// on the node; naming an image works, and a task sent before any node exists waits.
+#[test]
+fn a_task_with_no_image_anywhere_is_refused_at_submit() {
+    let mut c = Cluster::start_with(kohakuriver_tests::ServerOptions {
+        default_image: None,
+        ..Default::default()
+    });
+    let early = c.submit(&["--", "true"]);
+    assert_eq!(c.phase(&early), "Pending", "no node yet: it waits");
+    let node = c.add_agent("noimage");
+    c.kr(&["task", "submit", "-t", &node, "--", "true"])
+        .fails()
+        .stderr_has("spec.image")
+        .stderr_has(&format!(
+            "neither the server nor node {node:?} has a default image"
+        ))
+        .stderr_has("--image IMAGE");
+    c.kr(&["task", "submit", "--", "true"])
+        .fails()
+        .stderr_has("--default-image IMAGE");
+    let id = c.submit(&[
+        "-t",
+        &node,
+        "--image",
+        kohakuriver_tests::IMAGE,
+        "--",
+        "true",
+    ]);
+    let done = c.wait_finished(&id, T);
+    assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
+}

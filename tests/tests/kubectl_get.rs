@@ -68,6 +68,15 @@ fn get_shows_server_side_tables_and_plain_formats() {
     assert_eq!(one.lines().count(), 2, "{one}");
     assert_eq!(row(&one, "kg-done")[1], "Succeeded");
 
+    // describe: kubectl's generic view of the object, spec and status included.
+    let described = k.run(&["describe", "task", "kg-done"]).ok().stdout.clone();
+    for line in ["Name:", "Kind:         Task", "Phase:", "Succeeded", "echo"] {
+        assert!(
+            described.contains(line),
+            "{line:?} missing from:\n{described}"
+        );
+    }
+
     let nodes = k.run(&["get", "nodes"]).ok().stdout.clone();
     assert_eq!(
         header(&nodes),

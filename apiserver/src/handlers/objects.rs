@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use kohakuriver_api::auth::Verb;
 use kohakuriver_api::field_manager;
 use kohakuriver_api::field_validation::{FieldValidation, drop_unknown_fields};
-use kohakuriver_api::{ApplyOutcome, ApplyResult};
+use kohakuriver_api::validation::unresolvable_image;
+use kohakuriver_api::{ApplyOutcome, ApplyResult, Node, Resource};
 use serde_json::Value;
 
 use crate::admission::{
@@ -76,6 +77,34 @@ fn created<R: Served>(
     Ok(object)
 }
 
+/// A new task that could never get an image, refused at once (422) rather than failing
+/// on its node: it names neither `image` nor `container`, the server has no
+/// `--default-image`, and no node it may run on reports one
+/// (`kohakuriver_api::validation::unresolvable_image`). The nodes are read only then.
+async fn image_refusal<R: Served>(
+    state: &AppState,
+    body: &Value,
+) -> Result<Option<AppError>, AppError> {
+    if !R::RUNS_AN_IMAGE || state.config().default_image.is_some() {
+        return Ok(None);
+    }
+    let named = |field: &str| body.pointer(field).is_some_and(|v| !v.is_null());
+    if named("/spec/image") || named("/spec/container") {
+        return Ok(None);
+    }
+    let pinned = body.pointer("/spec/placement/node").and_then(Value::as_str);
+    let (_, bodies) = state.store().list(Node::KIND, None, None).await?;
+    let nodes: Vec<Node> = bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect();
+    let name = body
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(unresolvable_image(pinned, &nodes).map(|e| AppError::invalid(R::KIND, name, vec![e])))
+}
+
 /// The checks of a change to a stored object's spec or metadata.
 fn changed<R: Served>(
     state: &AppState,
@@ -102,6 +131,9 @@ pub async fn create<R: Served>(
     let manager = params.field_manager(&headers)?;
     let now = now();
     let mut object = created(&state, &caller, body, new_uid(), now)?;
+    if let Some(refusal) = image_refusal::<R>(&state, &value).await? {
+        return Err(refusal);
+    }
     record(None, &sent, &mut object, &manager, now);
     let name = object.name().to_string();
     let (object, _, ()) = state
@@ -263,6 +295,7 @@ async fn server_side_apply<R: Served>(
         _ => Vec::new(),
     };
     let (uid, now) = (new_uid(), now());
+    let mut refusal = image_refusal::<R>(&state, &config).await?;
     let st = state.clone();
     let (object, written, ()) = state
         .store()
@@ -283,6 +316,9 @@ async fn server_side_apply<R: Served>(
             check_name(&name, &mut body)?;
             match current {
                 None => {
+                    if let Some(refusal) = refusal.take() {
+                        return Err(refusal);
+                    }
                     let mut object = created(&st, &caller, body, uid, now)?;
                     object.metadata_mut().managed_fields = applied.managed_fields;
                     Ok((Change::Put(object), ()))
@@ -582,11 +618,15 @@ pub async fn apply<R: Served>(
     let manager = params.field_manager(&headers)?;
     check_name(&name, &mut manifest)?;
     let (uid, now) = (new_uid(), now());
+    let mut refusal = image_refusal::<R>(&state, &value).await?;
     let st = state.clone();
     let (object, _, result) = state
         .store()
         .write(name, dry_run, move |current: Option<R>, _| match current {
             None => {
+                if let Some(refusal) = refusal.take() {
+                    return Err(refusal);
+                }
                 let mut object = created(&st, &caller, manifest, uid, now)?;
                 record(None, &sent, &mut object, &manager, now);
                 Ok((Change::Put(object), ApplyOutcome::Created))
