@@ -285,6 +285,23 @@ fn check_shared_dir(dir: &std::path::Path) -> Result<(), Error> {
     }
 }
 
+/// The data dir must be writable: task output is captured under `<data-dir>/logs`, and a
+/// read-only or missing one would fail every task at its first byte. Checked by making the
+/// logs dir and writing a probe file in it.
+fn check_data_dir(data_dir: &std::path::Path, logs_dir: &std::path::Path) -> Result<(), Error> {
+    let probe = logs_dir.join(".kohakuriver-write-probe");
+    let result = std::fs::create_dir_all(logs_dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    result.map_err(|e| {
+        Error::Config(format!(
+            "cannot write task output under {} ({e}): the data dir {} must be writable; give one with --data-dir DIR",
+            logs_dir.display(),
+            data_dir.display()
+        ))
+    })
+}
+
 /// A started agent.
 pub struct RunningAgent {
     /// Where the HTTP endpoint listens.
@@ -336,10 +353,7 @@ pub async fn start(
     let docker_version = runtime.version().await.map_err(Error::Docker)?;
 
     let logs_dir = config.data_dir.join("logs");
-    std::fs::create_dir_all(&logs_dir).map_err(|source| Error::Io {
-        what: format!("cannot create data dir {}", logs_dir.display()),
-        source,
-    })?;
+    check_data_dir(&config.data_dir, &logs_dir)?;
 
     let given = config.token.as_deref().map(|raw| {
         let mut credential = credential::split_credential(raw);

@@ -447,3 +447,26 @@ async fn agent_refuses_to_start_with_a_missing_shared_dir() {
         assert!(err.contains(want), "{err} lacks {want}");
     }
 }
+
+/// A data dir where task output cannot be written (here: below a plain file, which even
+/// root cannot write into) stops the agent at start, naming the path and the flag.
+#[tokio::test]
+async fn agent_refuses_to_start_with_an_unwritable_data_dir() {
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let data = file.join("data");
+    let mut config = kohakuriver_node_agent::AgentConfig::new(
+        support::unique_name("data"),
+        "http://127.0.0.1:9",
+        &data,
+    );
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.docker = DockerConnection::Runtime(Arc::new(FakeRuntime::new()));
+    let err = match kohakuriver_node_agent::start(config, Default::default()).await {
+        Ok(_) => panic!("started with data dir {}", data.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("--data-dir"), "{err}");
+    assert!(err.contains(&data.display().to_string()), "{err}");
+}
