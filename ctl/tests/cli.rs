@@ -323,6 +323,19 @@ fn prune_deletes_selected_tasks_missing_from_the_manifests() {
     server.run(&["apply", "-f", s(&other)]);
 
     write(dir.path(), "t.yaml", &task_yaml("a", 1, "app: demo"));
+    // diff shows no change without --prune, and the task --prune would delete with it.
+    let (code, out, _) = server.run(&["diff", "-f", s(&f)]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, out, _) = server.run(&["diff", "-f", s(&f), "--prune", "-l", "app=demo"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--- task/b (live)\n+++ task/b (pruned)\n") && out.contains("-  name: b"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("task/other") && !out.contains("task/a"),
+        "{out}"
+    );
     let (code, out, _) = server.run(&[
         "apply",
         "-f",

@@ -166,6 +166,15 @@ fn explain(e: &anyhow::Error) -> String {
     }
 }
 
+/// The tasks `--prune` deletes: those listed (by the selector) that the manifests did not
+/// name (pure; `diff --prune` shows the same ones).
+pub fn to_prune<'a>(
+    listed: &'a [Task],
+    keep: &'a BTreeSet<String>,
+) -> impl Iterator<Item = &'a Task> {
+    listed.iter().filter(|t| !keep.contains(t.name()))
+}
+
 /// Deletes tasks matching `selector` that the manifests did not name; returns how many
 /// deletions failed.
 async fn prune(
@@ -180,7 +189,7 @@ async fn prune(
         .await
         .with_context(|| format!("cannot list tasks matching {selector:?} to prune"))?;
     let mut failed = 0;
-    for task in list.items.iter().filter(|t| !keep.contains(t.name())) {
+    for task in to_prune(&list.items, keep) {
         if dry_run || task.metadata.is_deleting() {
             println!("{} pruned{suffix}", kind_name(task));
             continue;

@@ -20,12 +20,15 @@ const SERVER_METADATA: &[&str] = &[
     "generation",
     "creationTimestamp",
     "deletionTimestamp",
+    "managedFields",
+    "owner",
 ];
 
 /// Options of `kohakuriver diff`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  kohakuriver diff -f manifests/gitops/    # exit 0: no change, 1: changes, 2: error")]
+  kohakuriver diff -f manifests/gitops/    # exit 0: no change, 1: changes, 2: error
+  kohakuriver diff -f manifests/gitops/ --prune -l sweep=lr   # also what apply --prune deletes")]
 pub struct Args {
     /// Manifest file, directory or `-` for stdin; repeatable.
     #[arg(
@@ -35,6 +38,13 @@ pub struct Args {
         value_name = "FILE|DIR|-"
     )]
     pub files: Vec<PathBuf>,
+    /// Also show the tasks matching -l that are not in the manifests, which `apply --prune`
+    /// would delete.
+    #[arg(long, requires = "selector")]
+    pub prune: bool,
+    /// Label selector of the tasks --prune would delete, e.g. `app=train`.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
 }
 
 /// Prints a diff per changed object.
@@ -58,6 +68,24 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
                 failed = true;
                 eprintln!("error: {} ({origin}): {e:#}", manifest_label(manifest));
             }
+        }
+    }
+    if let (true, Some(selector)) = (args.prune, &args.selector) {
+        let keep: std::collections::BTreeSet<String> = objects
+            .iter()
+            .filter_map(|o| match &o.manifest {
+                Manifest::Task(t) => Some(t.metadata.name.clone()),
+                Manifest::Node(_) => None,
+            })
+            .collect();
+        let tasks = client.api::<Task>();
+        let listed = tasks
+            .list(&kohakuriver_client::ListParams::default().labels(selector))
+            .await
+            .with_context(|| format!("cannot list tasks matching {selector:?}"))?;
+        for task in super::apply::to_prune(&listed.items, &keep) {
+            changed = true;
+            print!("{}", pruned_diff(task)?);
         }
     }
     Ok(ExitCode::from(match (failed, changed) {
@@ -92,6 +120,20 @@ async fn diff_one<R: Resource>(api: &Api<R>, obj: &R) -> anyhow::Result<Option<S
         &format!("{label} (applied)"),
         3,
     ))
+}
+
+/// The diff of a task `apply --prune` would delete: all of it goes.
+fn pruned_diff(task: &Task) -> anyhow::Result<String> {
+    let label = kind_name(task);
+    let old = comparable_yaml(task)?;
+    Ok(unified(
+        &old,
+        "",
+        &format!("{label} (live)"),
+        &format!("{label} (pruned)"),
+        3,
+    )
+    .unwrap_or_default())
 }
 
 /// The object as YAML without status and server-owned metadata.
