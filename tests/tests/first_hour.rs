@@ -57,7 +57,7 @@ fn a_finished_task_shows_its_desired_state_as_such() {
     let status = c.kr(&["task", "status", &id]);
     status.ok();
     assert!(
-        status.stdout.contains("Desired state:"),
+        status.stdout.contains("Desired state: Running"),
         "{}",
         status.stdout
     );

@@ -67,7 +67,8 @@ impl Section {
     }
 
     fn line(&mut self, label: &str, value: impl std::fmt::Display) {
-        let pad = LABEL_WIDTH.saturating_sub(self.indent);
+        // A label longer than the column still gets a space before its value.
+        let pad = LABEL_WIDTH.saturating_sub(self.indent).max(label.len() + 2);
         let _ = writeln!(
             self.out,
             "{:indent$}{:<pad$}{value}",
