@@ -107,7 +107,7 @@ cargo() { echo "(the test skips: cargo $*; scripts/test.sh built the binary)"; }
 kohakuriver() {
   if [ "$1" != up ] && [ "$1" != server ]; then
     for _ in $(seq 1 300); do
-      curl -s -o /dev/null http://127.0.0.1:8000/healthz && break
+      (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && break
       sleep 0.1
     done
   fi
