@@ -183,10 +183,18 @@ pub(crate) async fn run(
     retention: Option<Duration>,
     shutdown: CancellationToken,
 ) {
+    // The first sweep comes as soon as the tasks are listed, so output of tasks deleted
+    // while the agent was down goes at start.
+    let mut swept = false;
     loop {
+        let pause = if swept {
+            interval(retention)
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval(retention)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let root = logs.root().to_path_buf();
         // The directories are listed before the tasks are read: a directory is made only
@@ -195,6 +203,7 @@ pub(crate) async fn run(
             .await
             .unwrap_or_default();
         let Some(tasks) = tasks() else { continue };
+        swept = true;
         let dirs: Vec<CaptureDir> = listed
             .into_iter()
             .map(|f| CaptureDir {
