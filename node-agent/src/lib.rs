@@ -11,14 +11,16 @@
 //! `fake_runtime` (recording fake), `image` (present/pull/load), `tarball_tags` (what an
 //! environment tarball would tag), `plan` (pure reconcile decision), `mount_policy` (host
 //! mounts checked on the node), `reconciler` (watch, workers, steps, status reports),
-//! `log_capture` (byte-exact capture), `endpoint` (HTTP, closed by the agent secret),
+//! `log_capture` (byte-exact capture, capped per task), `log_retention` (which capture
+//! directories go, and when), `endpoint` (HTTP, closed by the agent secret),
 //! `credential` (the node credential and the agent secret), `address` (where to listen),
 //! `heartbeat` (Node registration and usage), `fence` (stopping re-queueable tasks when
 //! cut off from the server).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
-//! Architecture Invariant: on shutdown the agent stops its loops but leaves containers
-//! running; the next start adopts them.
+//! Architecture Invariant: on shutdown the agent stops its loops, waits (at most
+//! `shutdown_timeout`) for the steps under way, and leaves containers running; the next
+//! start adopts them.
 
 pub mod address;
 pub mod container_config;

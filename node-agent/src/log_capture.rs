@@ -586,17 +586,7 @@ impl Captures {
         let (task, uid, id) = (task.to_string(), uid.to_string(), container_id.to_string());
         let captures = self.clone();
         self.tracker.spawn(async move {
-            let result = capture(
-                captures.runtime.as_ref(),
-                &captures.store,
-                &task,
-                &uid,
-                &id,
-                source,
-                captures.max_bytes,
-                &captures.shutdown,
-            )
-            .await;
+            let result = capture(&captures, &task, &uid, &id, source).await;
             captures
                 .inner
                 .lock()
@@ -637,15 +627,18 @@ impl Captures {
 /// cleanly and brings nothing new: only then do the files hold everything Docker holds, and
 /// [`judge_replay`] decides whether that is everything. A replay that breaks never counts.
 async fn capture(
-    runtime: &dyn ContainerRuntime,
-    store: &LogStore,
+    captures: &Captures,
     task: &str,
     uid: &str,
     container_id: &str,
     source: Source,
-    max_bytes: u64,
-    shutdown: &CancellationToken,
 ) -> Result<bool, CaptureError> {
+    let (runtime, store, shutdown) = (
+        captures.runtime.as_ref(),
+        &captures.store,
+        &captures.shutdown,
+    );
+    let max_bytes = captures.max_bytes;
     let record = store.begin(task, uid, container_id)?;
     let target = Target {
         store,
