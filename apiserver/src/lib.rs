@@ -157,7 +157,9 @@ pub async fn serve(
         None => "http",
     };
     tracing::info!(%address, scheme, auth = state.config().auth.enabled, "api server listening");
-    tokio::spawn(save_token_uses(state.clone(), shutdown.clone()));
+    // Tracked, so the last flush of token uses at shutdown is waited for.
+    let tracker = tokio_util::task::TaskTracker::new();
+    tracker.spawn(save_token_uses(state.clone(), shutdown.clone()));
     // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
     let server = kohakuriver_tls::serve(listener, router(state), tls, shutdown.clone());
     let grace = async {
@@ -167,6 +169,13 @@ pub async fn serve(
     tokio::select! {
         result = server => result?,
         () = grace => tracing::warn!("connections still open after the shutdown grace period; stopping anyway"),
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("token uses not saved within the shutdown grace period; stopping anyway");
     }
     tracing::info!("api server stopped");
     Ok(())

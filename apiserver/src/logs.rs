@@ -101,6 +101,8 @@ pub async fn proxy(
         let reason = match code {
             404 => StatusReason::NotFound,
             400 => StatusReason::BadRequest,
+            // The agent expired the output (--log-retention); its message says so.
+            410 => StatusReason::Gone,
             _ => StatusReason::ServiceUnavailable,
         };
         return Err(AppError::new(

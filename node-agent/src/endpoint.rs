@@ -252,6 +252,10 @@ async fn task_log(
             )
         })?,
     };
+    // Output expired by --log-retention answers why, not a bare 404.
+    if let Some(why) = crate::log_capture::read_expired(&dir) {
+        return Err(EndpointError::new(StatusReason::Gone, why));
+    }
     let path = dir.join(stream);
     let mut file = std::fs::File::open(&path).map_err(|_| {
         EndpointError::new(

@@ -11,14 +11,16 @@
 //! `fake_runtime` (recording fake), `image` (present/pull/load), `tarball_tags` (what an
 //! environment tarball would tag), `plan` (pure reconcile decision), `mount_policy` (host
 //! mounts checked on the node), `reconciler` (watch, workers, steps, status reports),
-//! `log_capture` (byte-exact capture), `endpoint` (HTTP, closed by the agent secret),
+//! `log_capture` (byte-exact capture, capped per task), `log_retention` (which capture
+//! directories go, and when), `endpoint` (HTTP, closed by the agent secret),
 //! `credential` (the node credential and the agent secret), `address` (where to listen),
 //! `heartbeat` (Node registration and usage), `fence` (stopping re-queueable tasks when
 //! cut off from the server).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
-//! Architecture Invariant: on shutdown the agent stops its loops but leaves containers
-//! running; the next start adopts them.
+//! Architecture Invariant: on shutdown the agent stops its loops, waits (at most
+//! `shutdown_timeout`) for the steps under way, and leaves containers running; the next
+//! start adopts them.
 
 pub mod address;
 pub mod container_config;
@@ -33,6 +35,7 @@ pub mod gpu;
 mod heartbeat;
 pub mod image;
 pub mod log_capture;
+pub mod log_retention;
 pub mod mount_policy;
 pub mod plan;
 mod reconciler;
@@ -146,6 +149,17 @@ pub struct AgentConfig {
     /// The engine log retention set on every task container (`--log-max-size`,
     /// `--log-max-file`), whatever the daemon's `log-opts` say.
     pub log_limits: container_config::LogLimits,
+    /// How long the captured output of a finished task is kept while the task object is
+    /// (`--log-retention`); None keeps it until the task is deleted (see [`log_retention`]).
+    pub log_retention: Option<Duration>,
+    /// The most bytes of stdout+stderr captured per task before the capture is cut with a
+    /// marker (`--max-log-bytes-per-task`, default [`DEFAULT_MAX_LOG_BYTES_PER_TASK`]; 0: no
+    /// limit).
+    pub max_log_bytes_per_task: u64,
+    /// How long shutdown waits for in-flight steps (a container being created, a status
+    /// being written) before the agent stops anyway (`--shutdown-timeout`, default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    pub shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -175,6 +189,9 @@ impl std::fmt::Debug for AgentConfig {
             .field("tls", &self.tls.is_some())
             .field("ca_pem", &self.ca_pem.is_some())
             .field("log_limits", &self.log_limits)
+            .field("log_retention", &self.log_retention)
+            .field("max_log_bytes_per_task", &self.max_log_bytes_per_task)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
 }
@@ -211,9 +228,19 @@ impl AgentConfig {
             tls: None,
             ca_pem: None,
             log_limits: container_config::LogLimits::default(),
+            log_retention: None,
+            max_log_bytes_per_task: DEFAULT_MAX_LOG_BYTES_PER_TASK,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
+
+/// The default cap on one task's captured stdout+stderr: far above what anyone reads
+/// through `task logs`, low enough that one runaway task cannot fill a node's disk.
+pub const DEFAULT_MAX_LOG_BYTES_PER_TASK: u64 = 10 << 30;
+
+/// How long the daemons wait at shutdown for in-flight steps before exiting anyway.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an agent cut off from the server waits before it stops the containers of tasks
 /// the server would re-queue (see [`fence`]).
@@ -480,6 +507,7 @@ pub async fn start(
         config.kill_grace,
         config.engine_patience,
         config.resync_interval,
+        config.max_log_bytes_per_task,
         shutdown.clone(),
     );
     let router = endpoint::router(endpoint::EndpointState {
@@ -499,6 +527,16 @@ pub async fn start(
         let interval = config.heartbeat_interval;
         async move {
             let counter = reconciler.clone();
+            let tracker = reconciler.tracker();
+            let sweeping = log_retention::run(
+                log_capture::LogStore::new(&logs_dir),
+                {
+                    let reconciler = reconciler.clone();
+                    move || reconciler.synced().then(|| reconciler.cached_tasks())
+                },
+                config.log_retention,
+                shutdown.clone(),
+            );
             let fencing = fence::run(
                 reconciler.clone(),
                 contact.clone(),
@@ -516,9 +554,23 @@ pub async fn start(
                 contact,
                 shutdown.clone(),
             );
-            let (served, _, _, _) = tokio::join!(serve, beats, reconciler.run(), fencing);
+            let (served, _, _, _, _) =
+                tokio::join!(serve, beats, reconciler.run(), fencing, sweeping);
             if let Err(err) = served {
                 tracing::warn!(error = %err, "agent endpoint failed");
+            }
+            // Steps under way (a container being created, a status being written) finish;
+            // workers take no new step once shutdown is cancelled.
+            tracker.close();
+            if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    in_flight = tracker.len(),
+                    timeout = ?config.shutdown_timeout,
+                    "steps still under way after --shutdown-timeout; stopping anyway (the next start adopts their containers)"
+                );
             }
             tracing::info!("agent stopped; containers keep running");
         }

@@ -18,7 +18,15 @@
 //! file was before this container's output began, so a retried task (a new container)
 //! appends after the earlier attempt's output.
 //!
-//! Architecture Invariant: a task's container is removed only after its capture is final.
+//! Node disks are bounded three ways: a task's captured stdout+stderr stop growing at the
+//! agent's `--max-log-bytes-per-task` (the files end with a marker line, a `truncated` note
+//! tells the status why, and the container's output is still drained so it never blocks);
+//! `--log-retention` expires the files of long-finished tasks ([`crate::log_retention`]);
+//! and a write that fails (a full disk) ends the capture with a failure the reconciler turns
+//! into the task's `LogCaptureFailed`, so one task's output never takes the agent down.
+//!
+//! Architecture Invariant: a task's container is removed only after its capture is final
+//! (or its capture failed, in which case the task failed with `LogCaptureFailed`).
 //! Architecture Invariant: a capture that cannot prove it holds everything is marked
 //! incomplete; "complete" is never claimed without proof.
 
@@ -34,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::container_config::LogLimits;
 use crate::runtime::{ContainerRuntime, LogChunk, LogStream, RuntimeError};
@@ -138,6 +147,22 @@ impl LogStore {
         std::fs::read_to_string(self.dir(task, uid).join("incomplete")).ok()
     }
 
+    /// Why the task's captured output stops early, when the per-task cap cut it.
+    pub fn truncated(&self, task: &str, uid: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(task, uid).join("truncated")).ok()
+    }
+
+    /// Why the task's captured output is gone although the task is kept, when
+    /// `--log-retention` expired it (see [`crate::log_retention`]).
+    pub fn expired(&self, task: &str, uid: &str) -> Option<String> {
+        read_expired(&self.dir(task, uid))
+    }
+
+    /// The root every task's directory is in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Removes the log directories of task `task` except the one of uid `keep`: the task
     /// they belonged to is deleted, and node disks are bounded.
     pub fn remove_except(&self, task: &str, keep: Option<&str>) -> Result<(), CaptureError> {
@@ -218,6 +243,62 @@ impl LogStore {
     }
 }
 
+/// The note an expired capture directory keeps instead of its files.
+pub(crate) fn read_expired(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(EXPIRED)).ok()
+}
+
+/// The file an expired capture directory keeps instead of its output.
+pub(crate) const EXPIRED: &str = "expired";
+
+/// How much of a chunk the per-task cap lets through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// The whole chunk.
+    All,
+    /// Only its first `n` bytes; the capture is cut after them.
+    CutAfter(usize),
+}
+
+/// How many of `incoming` bytes may still be written when the task's files hold `captured`
+/// bytes and the cap is `cap` bytes (0: no cap). Output that ends exactly at the cap is not
+/// cut; the first byte beyond it is.
+pub fn admit(captured: u64, cap: u64, incoming: usize) -> Admit {
+    if cap == 0 || captured.saturating_add(incoming as u64) <= cap {
+        return Admit::All;
+    }
+    Admit::CutAfter(cap.saturating_sub(captured).min(incoming as u64) as usize)
+}
+
+/// The line that ends a capture cut by the per-task cap of `cap` bytes.
+pub fn cut_marker(cap: u64) -> String {
+    format!(
+        "[kohakuriver: log cut at {} ({cap} bytes) by the agent's --max-log-bytes-per-task]\n",
+        kohakuriver_api::quantity::format_bytes(cap)
+    )
+}
+
+/// The status message of a capture cut by the per-task cap of `cap` bytes.
+pub fn cut_message(cap: u64) -> String {
+    format!(
+        "the task's output reached this node's limit of {} ({cap} bytes) per task; later output was drained and dropped, and the log ends with a marker line; raise the agent's --max-log-bytes-per-task (0: no limit)",
+        kohakuriver_api::quantity::format_bytes(cap)
+    )
+}
+
+/// The message a task fails with when its output could not be written.
+pub fn capture_failure_message(err: &CaptureError) -> String {
+    match err {
+        CaptureError::Io { path, source } if source.kind() == std::io::ErrorKind::StorageFull => {
+            format!(
+                "no space left on device: cannot write the task's log {}; free space on the node's data disk (the agent's --data-dir), or lower --max-log-bytes-per-task or --log-retention",
+                path.display()
+            )
+        }
+        other => format!("cannot capture the task's output: {other}"),
+    }
+}
+
 /// Returns the part of `data` left after skipping `*skip` more bytes, and lowers `*skip` by
 /// what was skipped. This is what makes a replayed log append exactly the missing bytes.
 pub fn skip_prefix<'a>(skip: &mut u64, data: &'a [u8]) -> &'a [u8] {
@@ -262,7 +343,7 @@ pub fn tail_offset(file: &mut std::fs::File, lines: u64) -> std::io::Result<u64>
 }
 
 /// True for a server-made uid (a UUID: 8-4-4-4-12 hex digits).
-fn is_uid_shaped(text: &str) -> bool {
+pub(crate) fn is_uid_shaped(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
         && groups
@@ -367,8 +448,14 @@ pub struct Captures {
     runtime: Arc<dyn ContainerRuntime>,
     store: LogStore,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// The per-task cap of captured bytes (0: none).
+    max_bytes: u64,
     // A std Mutex: held only for map lookups, never across an await.
     inner: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+    /// Containers whose capture failed (a log write failed), with the message the task
+    /// fails with. In memory: on a full disk nothing can be written to say so.
+    failed: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// Where a capture task starts.
@@ -380,18 +467,41 @@ enum Source {
 }
 
 impl Captures {
-    /// Captures into `store` from `runtime`, until `shutdown`.
+    /// Captures into `store` from `runtime`, until `shutdown`, each task's output capped at
+    /// `max_bytes` (0: no cap); the capture tasks are spawned on `tracker`.
     pub fn new(
         runtime: Arc<dyn ContainerRuntime>,
         store: LogStore,
         shutdown: CancellationToken,
+        tracker: TaskTracker,
+        max_bytes: u64,
     ) -> Captures {
         Captures {
             runtime,
             store,
             shutdown,
+            tracker,
+            max_bytes,
             inner: Arc::default(),
+            failed: Arc::default(),
         }
+    }
+
+    /// Why the capture of container `container_id` failed, if it did.
+    pub fn failure(&self, container_id: &str) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container_id)
+            .cloned()
+    }
+
+    /// Forgets the failure of a container that is gone.
+    pub fn forget_failure(&self, container_id: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(container_id);
     }
 
     /// Attaches to the streams of created container `container_id` (task `task`, uid
@@ -438,8 +548,8 @@ impl Captures {
 
     /// Makes sure the output of container `container_id` (task `task`, uid `uid`) is being
     /// captured, starting a follower of the engine's log if none runs and the capture is
-    /// not final yet. Returns a receiver that turns true once the capture is final.
-    /// `on_final` is called once then.
+    /// not final yet. Returns a receiver that turns true once the capture is final (or has
+    /// failed: see [`Captures::failure`]). `on_final` is called once then.
     pub fn ensure(
         &self,
         task: &str,
@@ -452,7 +562,9 @@ impl Captures {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(false);
-        if self.store.final_container(task, uid).as_deref() == Some(container_id) {
+        if self.store.final_container(task, uid).as_deref() == Some(container_id)
+            || self.failure(container_id).is_some()
+        {
             let _ = tx.send(true);
             return rx;
         }
@@ -473,17 +585,8 @@ impl Captures {
     ) {
         let (task, uid, id) = (task.to_string(), uid.to_string(), container_id.to_string());
         let captures = self.clone();
-        tokio::spawn(async move {
-            let result = capture(
-                captures.runtime.as_ref(),
-                &captures.store,
-                &task,
-                &uid,
-                &id,
-                source,
-                &captures.shutdown,
-            )
-            .await;
+        self.tracker.spawn(async move {
+            let result = capture(&captures, &task, &uid, &id, source).await;
             captures
                 .inner
                 .lock()
@@ -496,7 +599,16 @@ impl Captures {
                 }
                 Ok(false) => {}
                 Err(err) => {
-                    tracing::warn!(task = %task, container = %id, error = %err, "log capture failed")
+                    // The task fails with this message (the reconciler stops its container),
+                    // and the agent and every other task go on.
+                    tracing::warn!(task = %task, container = %id, error = %err, "log capture failed");
+                    captures
+                        .failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone(), capture_failure_message(&err));
+                    let _ = tx.send(true);
+                    on_final();
                 }
             }
         });
@@ -515,18 +627,29 @@ impl Captures {
 /// cleanly and brings nothing new: only then do the files hold everything Docker holds, and
 /// [`judge_replay`] decides whether that is everything. A replay that breaks never counts.
 async fn capture(
-    runtime: &dyn ContainerRuntime,
-    store: &LogStore,
+    captures: &Captures,
     task: &str,
     uid: &str,
     container_id: &str,
     source: Source,
-    shutdown: &CancellationToken,
 ) -> Result<bool, CaptureError> {
+    let (runtime, store, shutdown) = (
+        captures.runtime.as_ref(),
+        &captures.store,
+        &captures.shutdown,
+    );
+    let max_bytes = captures.max_bytes;
     let record = store.begin(task, uid, container_id)?;
+    let target = Target {
+        store,
+        task,
+        uid,
+        record: &record,
+        max_bytes,
+    };
     let completeness = match source {
         Source::Attached(stream) => {
-            match copy(store, task, uid, &record, stream, shutdown).await? {
+            match copy(&target, stream, shutdown).await? {
                 None => return Ok(false),
                 Some(pass) if pass.interrupted.is_none() => {
                     // The output is closed: the process has exited or is about to; wait for
@@ -549,14 +672,10 @@ async fn capture(
     };
     let completeness = match completeness {
         Some(c) => c,
-        None => {
-            match replay_until_complete(runtime, store, task, uid, container_id, &record, shutdown)
-                .await?
-            {
-                Some(c) => c,
-                None => return Ok(false),
-            }
-        }
+        None => match replay_until_complete(runtime, &target, container_id, shutdown).await? {
+            Some(c) => c,
+            None => return Ok(false),
+        },
     };
     let dir = store.dir(task, uid);
     if let Some(message) = completeness.message() {
@@ -596,18 +715,16 @@ async fn wait_not_alive(
 /// replays it until a clean replay adds nothing, and judges the result. None when cancelled.
 async fn replay_until_complete(
     runtime: &dyn ContainerRuntime,
-    store: &LogStore,
-    task: &str,
-    uid: &str,
+    target: &Target<'_>,
     container_id: &str,
-    record: &CaptureRecord,
     shutdown: &CancellationToken,
 ) -> Result<Option<Completeness>, CaptureError> {
+    let task = target.task;
     let mut follow = true;
     let mut failures = 0u32;
     loop {
         let stream = runtime.logs(container_id, follow);
-        let Some(pass) = copy(store, task, uid, record, stream, shutdown).await? else {
+        let Some(pass) = copy(target, stream, shutdown).await? else {
             return Ok(None);
         };
         if let Some(err) = &pass.interrupted {
@@ -687,18 +804,35 @@ impl Pass {
     }
 }
 
+/// Where one capture writes: a task's files, and the cap on them.
+struct Target<'a> {
+    store: &'a LogStore,
+    task: &'a str,
+    uid: &'a str,
+    record: &'a CaptureRecord,
+    max_bytes: u64,
+}
+
 /// Copies a stream of the container's output from its start into the files, skipping the
 /// bytes each file already holds for this container and appending the rest. `None` when
 /// cancelled. Writes are buffered and flushed whenever the stream has nothing ready, so
 /// readers see output as soon as the container pauses, and a fast writer costs few syscalls.
+///
+/// Once the task's files reach the cap (see [`admit`]) the capture is cut: a marker line
+/// ends the file the cut happened in, a `truncated` note is written, and the rest of the
+/// stream is read and dropped, so the container never blocks on a full pipe.
 async fn copy(
-    store: &LogStore,
-    task: &str,
-    uid: &str,
-    record: &CaptureRecord,
+    target: &Target<'_>,
     mut stream: BoxStream<'static, Result<LogChunk, RuntimeError>>,
     shutdown: &CancellationToken,
 ) -> Result<Option<Pass>, CaptureError> {
+    let Target {
+        store,
+        task,
+        uid,
+        record,
+        max_bytes,
+    } = *target;
     const BUFFER: usize = 1 << 20;
     let out_path = store.path(task, uid, LogStream::Stdout);
     let err_path = store.path(task, uid, LogStream::Stderr);
@@ -720,6 +854,11 @@ async fn copy(
     };
     let mut out = open(out_path.clone()).await?;
     let mut err = open(err_path.clone()).await?;
+    let len_of = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut captured = len_of(&out_path) + len_of(&err_path);
+    let mut cut = store.truncated(task, uid).is_some();
+    // The last byte written to each file, so the marker starts on a line of its own.
+    let mut ends_line = [true, true];
     let mut appended = 0u64;
     let mut json_upper = 0u64;
     let mut interrupted = None;
@@ -744,14 +883,39 @@ async fn copy(
             }
         };
         json_upper += json_entry_upper(&chunk.bytes);
-        let (file, skip, path) = match chunk.stream {
-            LogStream::Stdout => (&mut out, &mut skip_out, &out_path),
-            LogStream::Stderr => (&mut err, &mut skip_err, &err_path),
+        let (file, skip, path, ends) = match chunk.stream {
+            LogStream::Stdout => (&mut out, &mut skip_out, &out_path, &mut ends_line[0]),
+            LogStream::Stderr => (&mut err, &mut skip_err, &err_path, &mut ends_line[1]),
         };
         let rest = skip_prefix(skip, &chunk.bytes);
-        if !rest.is_empty() {
-            file.write_all(rest).await.map_err(io_err(path))?;
-            appended += rest.len() as u64;
+        if rest.is_empty() || cut {
+            continue;
+        }
+        let admitted = match admit(captured, max_bytes, rest.len()) {
+            Admit::All => rest,
+            Admit::CutAfter(n) => &rest[..n],
+        };
+        if !admitted.is_empty() {
+            file.write_all(admitted).await.map_err(io_err(path))?;
+            appended += admitted.len() as u64;
+            captured += admitted.len() as u64;
+            *ends = admitted.ends_with(b"\n");
+        }
+        if admitted.len() < rest.len() {
+            cut = true;
+            let marker = cut_marker(max_bytes);
+            let marker = if *ends { marker } else { format!("\n{marker}") };
+            file.write_all(marker.as_bytes())
+                .await
+                .map_err(io_err(path))?;
+            appended += marker.len() as u64;
+            let note = store.dir(task, uid).join("truncated");
+            std::fs::write(&note, cut_message(max_bytes)).map_err(io_err(&note))?;
+            tracing::warn!(
+                task,
+                cap = max_bytes,
+                "the task's output reached --max-log-bytes-per-task; dropping the rest"
+            );
         }
     }
     for (file, path) in [(&mut out, &out_path), (&mut err, &err_path)] {
@@ -760,7 +924,9 @@ async fn copy(
     }
     Ok(Some(Pass {
         appended,
-        unmatched: skip_out + skip_err,
+        // A cut capture holds a marker the container never wrote, and drops the rest:
+        // comparing it with the engine's log proves nothing either way.
+        unmatched: if cut { 0 } else { skip_out + skip_err },
         json_upper,
         interrupted,
     }))
@@ -897,6 +1063,116 @@ mod tests {
             certain.message().unwrap(),
             "at least 7 bytes of output are missing: x"
         );
+    }
+
+    #[test]
+    fn the_cap_admits_up_to_its_size() {
+        // (captured, cap, incoming) -> admitted
+        let cases = [
+            (0, 0, 100, Admit::All),
+            (5, 10, 5, Admit::All),
+            (5, 10, 6, Admit::CutAfter(5)),
+            (10, 10, 1, Admit::CutAfter(0)),
+            (12, 10, 3, Admit::CutAfter(0)),
+            (u64::MAX, 10, 1, Admit::CutAfter(0)),
+        ];
+        for (captured, cap, incoming, want) in cases {
+            assert_eq!(
+                admit(captured, cap, incoming),
+                want,
+                "{captured} {cap} {incoming}"
+            );
+        }
+        assert_eq!(
+            cut_marker(1 << 30),
+            "[kohakuriver: log cut at 1.1G (1073741824 bytes) by the agent's --max-log-bytes-per-task]\n"
+        );
+        assert!(cut_message(10).contains("--max-log-bytes-per-task"));
+    }
+
+    fn chunks(items: &[(LogStream, &str)]) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {
+        let items: Vec<_> = items
+            .iter()
+            .map(|(stream, text)| {
+                Ok(LogChunk {
+                    stream: *stream,
+                    bytes: bytes::Bytes::from(text.to_string()),
+                })
+            })
+            .collect();
+        futures::stream::iter(items).boxed()
+    }
+
+    async fn copy_into(
+        store: &LogStore,
+        max_bytes: u64,
+        items: &[(LogStream, &str)],
+    ) -> Result<Option<Pass>, CaptureError> {
+        let record = store.begin("t", "u", "c").unwrap();
+        let target = Target {
+            store,
+            task: "t",
+            uid: "u",
+            record: &record,
+            max_bytes,
+        };
+        copy(&target, chunks(items), &CancellationToken::new()).await
+    }
+
+    #[tokio::test]
+    async fn a_capture_is_cut_at_the_cap_with_a_marker_and_drained() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path());
+        let items = [
+            (LogStream::Stdout, "hello\n"),
+            (LogStream::Stderr, "err\n"),
+            (LogStream::Stdout, "world\n"),
+            (LogStream::Stdout, "more\n"),
+        ];
+        let pass = copy_into(&store, 12, &items).await.unwrap().unwrap();
+        assert!(pass.interrupted.is_none());
+        let read = |s| std::fs::read_to_string(store.path("t", "u", s)).unwrap();
+        assert_eq!(
+            read(LogStream::Stdout),
+            format!("hello\nwo\n{}", cut_marker(12))
+        );
+        assert_eq!(read(LogStream::Stderr), "err\n");
+        assert_eq!(store.truncated("t", "u").unwrap(), cut_message(12));
+        // A replay of the same output after a restart adds nothing to a cut capture.
+        let again = copy_into(&store, 12, &items).await.unwrap().unwrap();
+        assert!(again.complete());
+        assert_eq!(again.unmatched, 0);
+        // Without a cap, nothing is cut.
+        let other = tempfile::tempdir().unwrap();
+        let store = LogStore::new(other.path());
+        copy_into(&store, 0, &items).await.unwrap().unwrap();
+        assert!(store.truncated("t", "u").is_none());
+        assert_eq!(
+            std::fs::read_to_string(store.path("t", "u", LogStream::Stdout)).unwrap(),
+            "hello\nworld\nmore\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_capture_with_a_clear_message() {
+        // /dev/full answers every write with ENOSPC: the capture's own writer meets a full
+        // disk without filling one.
+        if !Path::new("/dev/full").exists() {
+            panic!("this test needs /dev/full to stand for a full disk");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path());
+        store.prepare("t", "u").unwrap();
+        let stdout = store.path("t", "u", LogStream::Stdout);
+        std::fs::remove_file(&stdout).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &stdout).unwrap();
+        let err = copy_into(&store, 0, &[(LogStream::Stdout, "hello\n")])
+            .await
+            .err()
+            .expect("the write fails");
+        let message = capture_failure_message(&err);
+        assert!(message.starts_with("no space left on device"), "{message}");
+        assert!(message.contains("--data-dir"), "{message}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use kohakuriver_api::{CONTAINER_FINALIZER, ConditionStatus, Task, TaskPhase, lab
 use kohakuriver_client::{Api, ListParams, watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::container_config::{
@@ -71,11 +72,16 @@ pub(crate) struct Reconciler {
     pub engine_patience: Duration,
     pub requeue: Duration,
     pub shutdown: CancellationToken,
+    /// Every task this reconciler spawns (workers, captures, orphan removal), so shutdown
+    /// can wait for the steps under way.
+    tracker: TaskTracker,
     shared: Arc<Mutex<Shared>>,
 }
 
 #[derive(Default)]
 struct Shared {
+    /// True once the first full list arrived: before that the cache is not the truth.
+    synced: bool,
     cache: HashMap<String, Task>,
     workers: HashMap<String, mpsc::Sender<()>>,
     /// The uid of each task that left the cache (deleted, or moved off this node), so its
@@ -137,9 +143,17 @@ impl Reconciler {
         kill_grace: Duration,
         engine_patience: Duration,
         requeue: Duration,
+        max_log_bytes: u64,
         shutdown: CancellationToken,
     ) -> Reconciler {
-        let captures = Captures::new(runtime.clone(), logs.clone(), shutdown.clone());
+        let tracker = TaskTracker::new();
+        let captures = Captures::new(
+            runtime.clone(),
+            logs.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+            max_log_bytes,
+        );
         Reconciler {
             tasks,
             runtime,
@@ -152,8 +166,19 @@ impl Reconciler {
             engine_patience,
             requeue,
             shutdown,
+            tracker,
             shared: Arc::default(),
         }
+    }
+
+    /// The tracker of every task this reconciler spawned.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
+    /// True once the tasks bound to this node were listed at least once.
+    pub fn synced(&self) -> bool {
+        self.shared().synced
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -265,13 +290,15 @@ impl Reconciler {
                             .into_iter()
                             .map(|t| (t.metadata.name.clone(), t))
                             .collect();
+                        shared.synced = true;
                         gone
                     };
                     for name in gone.iter().chain(names.iter()) {
                         self.trigger(name);
                     }
                     let this = self.clone();
-                    tokio::spawn(async move { this.remove_orphans().await });
+                    self.tracker
+                        .spawn(async move { this.remove_orphans().await });
                 }
                 Some(Ok(watcher::Event::Applied(task))) => {
                     let name = task.metadata.name.clone();
@@ -307,13 +334,18 @@ impl Reconciler {
         let this = self.clone();
         let name = name.to_string();
         let span = tracing::info_span!("task", task = %name, node = %self.settings.node_name);
-        tokio::spawn(async move { this.worker(name, rx).await }.instrument(span));
+        self.tracker
+            .spawn(async move { this.worker(name, rx).await }.instrument(span));
     }
 
     async fn worker(self, name: String, mut wake: mpsc::Receiver<()>) {
         let mut failures = 0u32;
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
+            // No new step once shutting down; the step under way (if any) has finished.
+            if self.shutdown.is_cancelled() {
+                return;
+            }
             let task = {
                 let mut shared = self.shared();
                 let task = shared.cache.get(&name).cloned();
@@ -418,6 +450,9 @@ impl Reconciler {
             let actual = self.runtime.inspect(&cname).await?;
             if let Some(c) = &actual {
                 self.follow_logs(&task, c);
+                if self.capture_failed(&mut task, c).await? {
+                    continue;
+                }
             }
             let steps = plan(&task, actual.as_ref());
             if steps.is_empty() {
@@ -434,6 +469,56 @@ impl Reconciler {
             }
         }
         Ok(Outcome::Soon)
+    }
+
+    /// When the capture of this attempt's container failed (its log could not be written,
+    /// e.g. a full disk), stops the container and fails the task with `LogCaptureFailed`:
+    /// output that cannot be kept must not be produced unseen, and the agent and every
+    /// other task go on. True when it did (plan again).
+    async fn capture_failed(
+        &self,
+        task: &mut Task,
+        c: &ContainerState,
+    ) -> Result<bool, ReconcileError> {
+        let uid = task.metadata.uid.clone().unwrap_or_default();
+        if task.status.phase.is_terminal() || !c.is_attempt(&uid, task.status.binding) {
+            return Ok(false);
+        }
+        let Some(message) = self.captures.failure(&c.id) else {
+            return Ok(false);
+        };
+        if c.status.is_alive() {
+            tracing::warn!(container = %c.id, "stopping a container whose output cannot be captured");
+            match self
+                .runtime
+                .stop(&c.id, kill_grace(task, self.kill_grace))
+                .await
+            {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let c = c.clone();
+        *task = self
+            .update_status(task, |t, now| {
+                apply_container_facts(t, &c);
+                t.status.phase = TaskPhase::Failed;
+                t.status.reason = Some("LogCaptureFailed".into());
+                t.status.message = Some(message.clone());
+                t.status.finished_at = Some(now);
+                set_condition(
+                    &mut t.status.conditions,
+                    "Failed",
+                    ConditionStatus::True,
+                    Some("LogCaptureFailed"),
+                    Some(&message),
+                    t.metadata.generation,
+                    now,
+                );
+            })
+            .await?;
+        tracing::warn!(message, "task failed: its output cannot be captured");
+        Ok(true)
     }
 
     /// Makes sure a started container of this task has its output captured.
@@ -684,6 +769,7 @@ impl Reconciler {
                 let c = actual.cloned();
                 let (exit_code, oom) = (*exit_code, *oom_killed);
                 let incomplete = self.logs.incomplete(&name, &uid);
+                let truncated = self.logs.truncated(&name, &uid);
                 let fenced = self.fenced_after(task);
                 let node = self.settings.node_name.clone();
                 *task = self
@@ -692,6 +778,7 @@ impl Reconciler {
                             apply_container_facts(t, c);
                         }
                         mark_logs_incomplete(t, incomplete.as_deref(), now);
+                        mark_logs_truncated(t, truncated.as_deref(), now);
                         t.status.exit_code = Some(exit_code);
                         t.status.finished_at =
                             Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
@@ -767,6 +854,7 @@ impl Reconciler {
                 }
                 let c = actual.cloned();
                 let incomplete = self.logs.incomplete(&name, &uid);
+                let truncated = self.logs.truncated(&name, &uid);
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
@@ -774,6 +862,7 @@ impl Reconciler {
                             t.status.exit_code = c.exit_code;
                         }
                         mark_logs_incomplete(t, incomplete.as_deref(), now);
+                        mark_logs_truncated(t, truncated.as_deref(), now);
                         t.status.phase = TaskPhase::Killed;
                         t.status.reason = Some("Killed".to_string());
                         t.status.message = Some("killed on request".to_string());
@@ -813,6 +902,7 @@ impl Reconciler {
                     return Ok(StepResult::Wait);
                 }
                 self.runtime.remove(&c.id).await?;
+                self.captures.forget_failure(&c.id);
                 tracing::info!(container = %c.id, "container removed");
             }
             Step::RemoveFinalizer => {
@@ -1131,6 +1221,22 @@ fn mark_logs_incomplete(t: &mut Task, message: Option<&str>, now: kohakuriver_ap
             "LogsIncomplete",
             ConditionStatus::True,
             Some("OutputLost"),
+            Some(message),
+            t.metadata.generation,
+            now,
+        );
+    }
+}
+
+/// Records in the status that the captured output was cut by the agent's per-task cap
+/// (`message` says at what size and which flag raises it).
+fn mark_logs_truncated(t: &mut Task, message: Option<&str>, now: kohakuriver_api::Timestamp) {
+    if let Some(message) = message {
+        set_condition(
+            &mut t.status.conditions,
+            "LogsTruncated",
+            ConditionStatus::True,
+            Some("LogLimit"),
             Some(message),
             t.metadata.generation,
             now,

@@ -435,6 +435,18 @@ impl Cluster {
         }
     }
 
+    /// SIGTERMs the agent; its exit status when it exited within `timeout`.
+    pub fn stop_agent_status(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        self.agent_slot(name)
+            .proc
+            .take()
+            .and_then(|mut p| p.terminate_status(timeout))
+    }
+
     /// (Re)starts the agent on the same name, data dir and port, and waits until its
     /// endpoint answers and the node is Ready.
     pub fn restart_agent(&mut self, name: &str) {

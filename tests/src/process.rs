@@ -112,22 +112,26 @@ impl Proc {
     /// SIGTERM (a graceful stop), waiting up to `timeout` for the exit, then SIGKILL.
     /// Returns whether it stopped by itself.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
+        self.child.is_none() || self.terminate_status(timeout).is_some()
+    }
+
+    /// SIGTERM, waiting up to `timeout` for the exit, then SIGKILL. Returns the exit status
+    /// when it stopped by itself (None when it had to be killed, or was not running).
+    pub fn terminate_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
-        false
+        None
     }
 
     /// Everything the process printed on stdout so far.

@@ -101,6 +101,20 @@ pub struct AgentFlags {
     /// restart that nothing was rotated away).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..))]
     pub log_max_file: u32,
+    /// Remove the captured output of tasks that finished longer ago than this, even while
+    /// the task object is kept (reading it then answers why); e.g. 7d [default: keep it
+    /// until the task is deleted, by `delete` or its ttlSecondsAfterFinished].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub log_retention: Option<Duration>,
+    /// Most bytes of stdout+stderr captured per task; beyond it the log ends with a marker
+    /// line, the rest of the output is dropped, and the task's status carries condition
+    /// LogsTruncated. 0: no limit.
+    #[arg(long, value_name = "SIZE", default_value = "10Gi", value_parser = kohakuriver_api::quantity::parse_bytes)]
+    pub max_log_bytes_per_task: u64,
+    /// How long Ctrl-C/SIGTERM waits for steps under way (a container being created, a
+    /// status being written) before the agent exits anyway; containers keep running.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 /// Parses `--log-max-size` (512M, 1Gi, bytes).
@@ -143,6 +157,9 @@ impl AgentFlags {
             max_size: self.log_max_size,
             max_file: self.log_max_file,
         };
+        config.log_retention = self.log_retention;
+        config.max_log_bytes_per_task = self.max_log_bytes_per_task;
+        config.shutdown_timeout = self.shutdown_timeout;
         config
     }
 

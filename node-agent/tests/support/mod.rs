@@ -99,7 +99,11 @@ pub struct Cluster {
     pub log_limits: Option<kohakuriver_node_agent::container_config::LogLimits>,
     pull_timeout: Option<Duration>,
     fence_after: Option<Duration>,
+    configure: Option<Configure>,
 }
+
+/// A change to the agent's config, made at every (re)start.
+pub type Configure = std::sync::Arc<dyn Fn(&mut AgentConfig) + Send + Sync>;
 
 /// Options for [`Cluster::start`].
 #[derive(Default)]
@@ -124,6 +128,8 @@ pub struct Options {
     pub pull_timeout: Option<Duration>,
     /// The agent's `--fence-after` (default: the agent's).
     pub fence_after: Option<Duration>,
+    /// Any other change to the agent's config.
+    pub configure: Option<Configure>,
 }
 
 impl Cluster {
@@ -179,6 +185,7 @@ impl Cluster {
             log_limits: options.log_limits,
             pull_timeout: options.pull_timeout,
             fence_after: options.fence_after,
+            configure: options.configure,
         };
         cluster.kill_grace = options.kill_grace;
         if options.join {
@@ -211,6 +218,9 @@ impl Cluster {
         }
         if let Some(after) = self.fence_after {
             config.fence_after = after;
+        }
+        if let Some(configure) = &self.configure {
+            configure(&mut config);
         }
         config
     }
@@ -339,6 +349,13 @@ impl Cluster {
     /// Reads the agent's endpoint for the task's log, as the server would (with the agent
     /// secret).
     pub async fn endpoint_log(&self, t: &Task, query: &str) -> String {
+        let (status, body) = self.endpoint_get(t, query).await;
+        assert!(status.is_success(), "{}: {status}: {body}", t.metadata.name);
+        body
+    }
+
+    /// Reads the agent's endpoint for the task's log: the status and the body.
+    pub async fn endpoint_get(&self, t: &Task, query: &str) -> (reqwest::StatusCode, String) {
         let addr = self.agent.as_ref().unwrap().local_addr;
         let url = format!(
             "http://{addr}/v1/tasks/{}/log?uid={}&{query}",
@@ -358,8 +375,8 @@ impl Cluster {
             .send()
             .await
             .expect("endpoint reachable");
-        assert!(resp.status().is_success(), "{url}: {}", resp.status());
-        resp.text().await.unwrap()
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
     }
 }
 
