@@ -28,7 +28,11 @@ const BOB: &str = "krv_bob00000_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 impl Server {
     fn start() -> Server {
         let admin = kohakuriver_apiserver::generate_token();
-        let mut config = kohakuriver_apiserver::Config::default();
+        let mut config = kohakuriver_apiserver::Config {
+            // The tasks here name no image.
+            default_image: Some("busybox:latest".into()),
+            ..Default::default()
+        };
         config.auth.static_tokens = vec![
             (admin.clone(), Identity::new("admin", Role::Admin)),
             (ALICE.to_string(), Identity::new("alice", Role::User)),

@@ -290,7 +290,10 @@ impl Server {
                 .arg("--data-dir")
                 .arg(dir.path())
                 .arg("--db")
-                .arg(dir.path().join("kr.db"));
+                .arg(dir.path().join("kr.db"))
+                // The tasks here name no image; what is refused is something else.
+                .arg("--default-image")
+                .arg(kohakuriver_tests::IMAGE);
             if !controllers {
                 cmd.arg("--no-controllers");
             }
