@@ -37,6 +37,7 @@ async fn serve(tls: Option<ServerTls>, ca_pem: Vec<u8>) -> Server {
         listener,
         router,
         tls,
+        kohakuriver_tls::HttpLimits::server(),
         shutdown.clone(),
     ));
     Server {

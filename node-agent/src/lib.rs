@@ -146,6 +146,9 @@ pub struct AgentConfig {
     /// The engine log retention set on every task container (`--log-max-size`,
     /// `--log-max-file`), whatever the daemon's `log-opts` say.
     pub log_limits: container_config::LogLimits,
+    /// Header and body timeouts and the connection cap of the endpoint
+    /// (`--agent-max-connections`; default `HttpLimits::agent()`).
+    pub http_limits: kohakuriver_tls::HttpLimits,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -175,6 +178,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("tls", &self.tls.is_some())
             .field("ca_pem", &self.ca_pem.is_some())
             .field("log_limits", &self.log_limits)
+            .field("http_limits", &self.http_limits)
             .finish()
     }
 }
@@ -211,6 +215,7 @@ impl AgentConfig {
             tls: None,
             ca_pem: None,
             log_limits: container_config::LogLimits::default(),
+            http_limits: kohakuriver_tls::HttpLimits::agent(),
         }
     }
 }
@@ -492,7 +497,13 @@ pub async fn start(
                 shutdown.clone(),
             );
             // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
-            let serve = kohakuriver_tls::serve(listener, router, config.tls, shutdown.clone());
+            let serve = kohakuriver_tls::serve(
+                listener,
+                router,
+                config.tls,
+                config.http_limits,
+                shutdown.clone(),
+            );
             let beats = heartbeat::run(
                 nodes,
                 facts,

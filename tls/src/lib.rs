@@ -2,7 +2,9 @@
 //! agent, the CLI and the log proxy.
 //!
 //! - [`ServerTls`]: a certificate and key (`--tls-cert`, `--tls-key`) as a rustls server
-//!   config; [`serve`] serves an axum router over it (or over plain HTTP without one).
+//!   config; [`serve`] serves an axum router over it (or over plain HTTP without one),
+//!   holding every connection to the [`HttpLimits`] (header and body timeouts, a
+//!   connection cap).
 //! - [`self_signed`] and [`issue`]: a cluster CA kept in a directory (`--tls-self-signed`),
 //!   with the server's and agents' certificates signed by it.
 //! - [`client_config`]: the client side, trusting one cluster CA (`--ca`) or the system's
@@ -24,6 +26,7 @@ mod authority;
 mod config;
 mod error;
 mod fingerprint;
+mod limits;
 mod serve;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use authority::{Issued, SelfSigned, issue, self_signed};
 pub use config::{ServerTls, client_config, unverified_client_config};
 pub use error::Error;
 pub use fingerprint::{check_pinned, fingerprint, split_credential};
+pub use limits::{BodyTimeout, HttpLimits};
 pub use serve::serve;
 
 /// Re-exported so users name the same rustls version as this crate.
