@@ -57,6 +57,7 @@ fn client(url: &str, ca_pem: Option<&[u8]>) -> Client {
         ClientOptions {
             token: Some("krv_test".to_string()),
             ca_pem: ca_pem.map(<[u8]>::to_vec),
+            ..Default::default()
         },
     )
     .unwrap()

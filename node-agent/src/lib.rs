@@ -382,6 +382,7 @@ pub async fn start(
         ClientOptions {
             token: credential.map(|c| c.token),
             ca_pem,
+            ..Default::default()
         },
     )?;
     if client.plaintext_token_risk() {

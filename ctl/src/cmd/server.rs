@@ -336,6 +336,7 @@ pub async fn start(
     let options = ClientOptions {
         token: auth_on.then_some(controllers_token),
         ca_pem: settings.tls.ca_pem.clone(),
+        ..Default::default()
     };
     let client = Client::with_options(&url, options)?;
     let daemons = wait_answering(daemons, &client).await?;

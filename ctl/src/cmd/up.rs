@@ -121,6 +121,7 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
     let options = ClientOptions {
         token: auth_on.then_some(node_token),
         ca_pem: tls.ca_pem.clone(),
+        ..Default::default()
     };
     let node = match Client::with_options(&url, options) {
         Ok(client) => client.api::<Node>().get(&node_name).await.ok(),
