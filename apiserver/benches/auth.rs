@@ -36,6 +36,11 @@ async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
                 static_tokens: vec![(token.clone(), Identity::new("bench", Role::User))],
                 ..AuthConfig::default()
             },
+            // This measures throughput: the per-identity rate limit would measure itself.
+            limits: kohakuriver_apiserver::Limits {
+                rate_per_second: 0,
+                ..Default::default()
+            },
             ..Config::default()
         }
     } else {
