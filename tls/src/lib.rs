@@ -49,9 +49,14 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A reqwest client builder whose TLS is rustls on ring: trusting only `ca_pem` when given,
 /// else the platform's verifier and roots. Use it instead of `reqwest::Client::builder()`,
 /// which panics on its first build in a process where no provider is installed.
+///
+/// Idle pooled connections are dropped after [`CLIENT_POOL_IDLE`], before our servers
+/// close them ([`HttpLimits::header_timeout`] also bounds how long a keep-alive connection
+/// may wait for its next request), so a request is rarely sent on a connection the server
+/// is closing.
 pub fn http_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, Error> {
     #[allow(clippy::disallowed_methods)] // This is the one place that may.
-    let builder = reqwest::Client::builder();
+    let builder = reqwest::Client::builder().pool_idle_timeout(CLIENT_POOL_IDLE);
     match ca_pem {
         Some(pem) => Ok(builder.tls_backend_preconfigured(client_config(Some(pem))?)),
         None => {
@@ -60,6 +65,10 @@ pub fn http_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuild
         }
     }
 }
+
+/// How long a client keeps an idle connection for reuse: below the servers' default
+/// header timeout (10 s), which closes idle keep-alive connections too.
+pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A default reqwest client (see [`http_client_builder`]); the replacement for
 /// `reqwest::Client::new()`, and like it, panics if the TLS backend cannot start.

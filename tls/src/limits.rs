@@ -16,8 +16,9 @@ use tokio::time::Sleep;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     /// A request's head (request line and headers) must arrive within this long of the
-    /// connection's first byte (hyper's `header_read_timeout`); else the connection is
-    /// closed. Flag `--header-timeout`.
+    /// server starting to wait for it (hyper's `header_read_timeout`), else the connection
+    /// is closed: on a new connection, and between requests on a keep-alive one, so it is
+    /// also the idle keep-alive timeout. Flag `--header-timeout`.
     pub header_timeout: Duration,
     /// A request's whole body must arrive within this long of its head; else reading it
     /// fails (the handler answers an error) and the connection is closed. A deadline, not
