@@ -31,6 +31,10 @@ pub enum StatusReason {
     RequestEntityTooLarge,
     /// 415: the body is neither JSON nor YAML.
     UnsupportedMediaType,
+    /// 429: a limit on this caller (its request rate, its open watches) or on the whole
+    /// server is reached; retry after `details.retryAfterSeconds` (also the `Retry-After`
+    /// header).
+    TooManyRequests,
     /// 422: the object is well-formed but not valid.
     Invalid,
     /// 500: the server failed.
@@ -54,6 +58,7 @@ impl StatusReason {
             StatusReason::Gone => 410,
             StatusReason::RequestEntityTooLarge => 413,
             StatusReason::UnsupportedMediaType => 415,
+            StatusReason::TooManyRequests => 429,
             StatusReason::Invalid => 422,
             StatusReason::InternalError => 500,
             StatusReason::ServiceUnavailable => 503,
@@ -75,6 +80,10 @@ pub struct StatusDetails {
     /// Field-level causes (for `Invalid`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<Cause>,
+    /// For `TooManyRequests`: how many seconds to wait before trying again, as the
+    /// `Retry-After` header says (Kubernetes' field of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u32>,
 }
 
 /// A failed request, as the server answers it: `{"kind":"Status","code":422,…}`.
@@ -139,6 +148,17 @@ impl Status {
         )
         .with_object(kind, name)
         .with_causes(causes)
+    }
+
+    /// A 429: a limit is reached; the message says which, with its value and flag. The
+    /// caller should retry after `retry_after_seconds`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u32) -> Status {
+        let mut status = Status::new(StatusReason::TooManyRequests, message);
+        status
+            .details
+            .get_or_insert_with(StatusDetails::default)
+            .retry_after_seconds = Some(retry_after_seconds);
+        status
     }
 
     /// A 404 for a missing object.

@@ -107,6 +107,31 @@ fn check_labels(
     }
 }
 
+/// The most bytes an object's labels and annotations may hold together (keys and values),
+/// 256 KiB as Kubernetes allows for annotations: they are stored with every version of the
+/// object and sent to every watcher.
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+
+fn check_metadata_size(
+    errors: &mut Vec<FieldError>,
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) {
+    let size: usize = labels
+        .iter()
+        .chain(annotations)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if size > MAX_METADATA_BYTES {
+        errors.push(FieldError::new(
+            "metadata.annotations",
+            format!(
+                "labels and annotations hold {size} bytes together, over the limit of {MAX_METADATA_BYTES} bytes (256 KiB); keep large data elsewhere (a file under the shared dir, say)"
+            ),
+        ));
+    }
+}
+
 fn check_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -217,6 +242,11 @@ pub fn validate_task(task: &Task) -> Vec<FieldError> {
         "metadata.annotations",
         &task.metadata.annotations,
         false,
+    );
+    check_metadata_size(
+        &mut errors,
+        &task.metadata.labels,
+        &task.metadata.annotations,
     );
     validate_task_spec(&task.spec, &mut errors);
     errors
@@ -427,6 +457,11 @@ pub fn validate_node(node: &Node) -> Vec<FieldError> {
         &node.metadata.annotations,
         false,
     );
+    check_metadata_size(
+        &mut errors,
+        &node.metadata.labels,
+        &node.metadata.annotations,
+    );
     errors
 }
 
@@ -490,6 +525,23 @@ mod tests {
 
     fn task() -> Task {
         Task::new("train", vec!["echo".into(), "hi".into()])
+    }
+
+    #[test]
+    fn labels_and_annotations_are_bounded_together() {
+        let mut t = task();
+        t.metadata.labels.insert("a".into(), "b".into());
+        // Exactly at the limit with the label's two bytes and the key's one.
+        t.metadata
+            .annotations
+            .insert("n".into(), "x".repeat(MAX_METADATA_BYTES - 3));
+        assert!(validate_task(&t).is_empty());
+        t.metadata.annotations.insert("m".into(), String::new());
+        let e = validate_task(&t);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "metadata.annotations");
+        assert!(e[0].message.contains("262145 bytes"), "{}", e[0].message);
+        assert!(e[0].message.contains("262144"), "{}", e[0].message);
     }
 
     fn check(edit: impl FnOnce(&mut Task), want: &[(&str, &str)]) {

@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo bench -p kohakuriver-apiserver --bench auth`
 //! Knobs: `KR_BENCH_CREATES` per round (default 4,000), `KR_BENCH_CLIENTS` (default 16),
-//! `KR_BENCH_ROUNDS` (default 3).
+//! `KR_BENCH_ROUNDS` (default 3), `KR_BENCH_RATE_LIMIT` (the auth-on server's per-identity
+//! rate, default 0 = off: set it far above the load, e.g. 1000000, to measure what the
+//! limiter's bookkeeping costs).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,12 @@ async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
             auth: AuthConfig {
                 static_tokens: vec![(token.clone(), Identity::new("bench", Role::User))],
                 ..AuthConfig::default()
+            },
+            // This measures throughput: a rate limit below the load would measure itself.
+            limits: kohakuriver_apiserver::Limits {
+                rate_per_second: env("KR_BENCH_RATE_LIMIT", 0) as u32,
+                rate_burst: env("KR_BENCH_RATE_LIMIT", 0) as u32,
+                ..Default::default()
             },
             ..Config::default()
         }

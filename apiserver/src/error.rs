@@ -102,6 +102,14 @@ impl AppError {
         AppError::new(StatusReason::InternalError, message)
     }
 
+    /// 429: a limit is reached; answered with `Retry-After: {retry_after_seconds}`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u32) -> AppError {
+        AppError(Box::new(Status::too_many_requests(
+            message,
+            retry_after_seconds,
+        )))
+    }
+
     /// 503: something the server relies on is not available.
     pub fn unavailable(message: impl Into<String>) -> AppError {
         AppError::new(StatusReason::ServiceUnavailable, message)
@@ -125,6 +133,7 @@ impl IntoResponse for AppError {
             tracing::warn!(code = self.0.code, message = %self.0.message, "request failed");
         }
         let too_large = self.0.code == 413;
+        let retry_after = self.0.details.as_ref().and_then(|d| d.retry_after_seconds);
         let mut response = (self.status_code(), axum::Json(*self.0)).into_response();
         if too_large {
             // The unread rest of the body is still on the connection; closing it is the only
@@ -133,6 +142,11 @@ impl IntoResponse for AppError {
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
             );
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -12,13 +12,15 @@
 //! pragmas), `admission` (pure write rules), `body` (content types, size, merge patch),
 //! `params` (query parameters and selectors), `watch` (watch streams), `table` (answers as
 //! a `meta.k8s.io` `Table` for kubectl), `handlers` (routes),
-//! `logs` (log proxy), `error` (`AppError`, the `Status` answer).
+//! `logs` (log proxy), `error` (`AppError`, the `Status` answer), `limits` (request rate
+//! and watch limits per identity).
 
 mod admission;
 mod auth;
 mod body;
 mod error;
 mod handlers;
+mod limits;
 mod logs;
 mod params;
 mod schema;
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{generate_token, write_secret_file};
 pub use error::{AppError, Error};
 pub use handlers::{route_table, router};
+pub use limits::{Limits, TokenBucket};
 pub use schema::SyncMode;
 pub use state::AppState;
 
@@ -71,6 +74,8 @@ pub struct Config {
     /// The controllers' node grace, told to agents in `ServerInfo` so they can check their
     /// fencing timing against it; `None` when this process runs no controllers.
     pub node_grace: Option<Duration>,
+    /// Request rate, watch and HTTP limits (see `limits`).
+    pub limits: Limits,
 }
 
 /// Who may use the server, and how the first credential comes to be.
@@ -123,6 +128,7 @@ impl Default for Config {
             tls: None,
             ca_pem: None,
             node_grace: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -148,6 +154,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let tls = config.tls.clone();
+    let http_limits = config.limits.http;
     let state = tokio::task::spawn_blocking(move || AppState::open(config)).await??;
     let state = state.with_shutdown(shutdown.clone());
     let address = listener.local_addr()?;
@@ -161,7 +168,8 @@ pub async fn serve(
     let tracker = tokio_util::task::TaskTracker::new();
     tracker.spawn(save_token_uses(state.clone(), shutdown.clone()));
     // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
-    let server = kohakuriver_tls::serve(listener, router(state), tls, shutdown.clone());
+    let server =
+        kohakuriver_tls::serve(listener, router(state), tls, http_limits, shutdown.clone());
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -106,15 +106,33 @@ impl Params {
         }
     }
 
-    /// The label and field selectors for kind `R`.
+    /// The label and field selectors for kind `R`, each at most [`MAX_SELECTOR_BYTES`].
     pub fn selection<R: Served>(&self) -> Result<Selection, AppError> {
-        let labels = LabelSelector::parse(self.get("labelSelector").unwrap_or_default())
-            .map_err(AppError::bad_request)?;
-        let fields = FieldSelector::parse::<R>(self.get("fieldSelector").unwrap_or_default())
-            .map_err(AppError::bad_request)?;
+        let labels = self.selector("labelSelector")?;
+        let fields = self.selector("fieldSelector")?;
+        let labels = LabelSelector::parse(labels).map_err(AppError::bad_request)?;
+        let fields = FieldSelector::parse::<R>(fields).map_err(AppError::bad_request)?;
         Ok(Selection { labels, fields })
     }
 }
+
+impl Params {
+    /// A selector parameter's text, refused (400) past [`MAX_SELECTOR_BYTES`]: every
+    /// watcher evaluates its selector on every event, so its size is work for the server.
+    fn selector(&self, key: &str) -> Result<&str, AppError> {
+        let text = self.get(key).unwrap_or_default();
+        if text.len() > MAX_SELECTOR_BYTES {
+            return Err(AppError::bad_request(format!(
+                "{key} is {} bytes, over the limit of {MAX_SELECTOR_BYTES} bytes; select with fewer or shorter requirements",
+                text.len()
+            )));
+        }
+        Ok(text)
+    }
+}
+
+/// The longest accepted `labelSelector` or `fieldSelector`, in bytes (4 KiB).
+pub const MAX_SELECTOR_BYTES: usize = 4096;
 
 /// Which objects a list or watch wants.
 #[derive(Clone, Debug, Default)]

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::auth::{Authenticator, bootstrap, new_key};
 use crate::error::Error;
+use crate::limits::{RateLimiter, WatchCounter};
 use crate::store::Store;
 
 /// Shared server state; cloning is cheap.
@@ -21,6 +22,10 @@ pub struct AppState {
     authenticator: Authenticator,
     /// The key agent credentials are derived from (`auth::agent_secret`).
     agent_key: Arc<Vec<u8>>,
+    /// Request budgets per identity.
+    rate: RateLimiter,
+    /// Open watches, per identity and in total.
+    watches: WatchCounter,
 }
 
 impl AppState {
@@ -38,7 +43,10 @@ impl AppState {
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let limits = config.limits;
         Ok(AppState {
+            rate: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+            watches: WatchCounter::new(limits.watches_per_identity, limits.watches_total),
             store,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
@@ -77,6 +85,16 @@ impl AppState {
     /// The secret the server presents to node `node`'s agent.
     pub fn agent_secret(&self, node: &str) -> String {
         crate::auth::agent_secret(&self.agent_key, node)
+    }
+
+    /// Each identity's request budget.
+    pub fn rate(&self) -> &RateLimiter {
+        &self.rate
+    }
+
+    /// Open watches, and their limits.
+    pub fn watches(&self) -> &WatchCounter {
+        &self.watches
     }
 
     /// The HTTP client used to reach agents.

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Served;
 use crate::error::AppError;
+use crate::limits::WatchGuard;
 use crate::params::Selection;
 use crate::state::AppState;
 use crate::store::{Event, Store, Subscription};
@@ -79,6 +80,7 @@ pub async fn respond<R: Served>(
     state: AppState,
     options: WatchOptions,
     selection: Selection,
+    guard: WatchGuard,
 ) -> Result<Response, AppError> {
     let store = state.store().clone();
     let (node, phase) = selection.index_hints();
@@ -117,6 +119,7 @@ pub async fn respond<R: Served>(
         cursor,
         tx,
         shutdown: state.shutdown().clone(),
+        _guard: guard,
         _kind: std::marker::PhantomData,
     };
     let bookmarks = options
@@ -159,6 +162,8 @@ struct Watcher<R> {
     cursor: u64,
     tx: mpsc::Sender<Bytes>,
     shutdown: CancellationToken,
+    /// This watch's place under the watch limits, freed when the watcher ends.
+    _guard: WatchGuard,
     _kind: std::marker::PhantomData<fn() -> R>,
 }
 

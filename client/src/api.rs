@@ -277,7 +277,7 @@ impl<R: Resource> Api<R> {
         query.push(("allowWatchBookmarks", "true".to_string()));
         let req = self
             .client
-            .request(Method::GET, self.collection())
+            .stream_request(Method::GET, self.collection())
             .query(&query);
         let resp = self.client.send(req).await?;
         Ok(ndjson_events(resp.bytes_stream(), WATCH_IDLE))
@@ -329,7 +329,13 @@ where
                     st.done = true;
                     return Some((Err(Error::Idle(idle)), st));
                 }
-                Ok(Some(Ok(chunk))) => st.ready.extend(st.splitter.push(&chunk)),
+                Ok(Some(Ok(chunk))) => match st.splitter.push(&chunk) {
+                    Ok(lines) => st.ready.extend(lines),
+                    Err(too_long) => {
+                        st.done = true;
+                        return Some((Err(Error::LineTooLong(too_long.0)), st));
+                    }
+                },
                 Ok(Some(Err(e))) => {
                     st.done = true;
                     return Some((Err(Error::Http(e)), st));
@@ -395,6 +401,21 @@ mod tests {
             .await;
         assert!(matches!(events[0], Err(Error::Decode(_))));
         assert!(matches!(events[1], Ok(WatchEvent::Bookmark { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_ends_the_stream_with_a_clear_error() {
+        let chunk = bytes::Bytes::from(vec![b'x'; 1024 * 1024]);
+        let endless = stream::repeat_with(move || Ok(chunk.clone())).take(17);
+        let events: Vec<_> = ndjson_events::<Task, _>(endless, WATCH_IDLE)
+            .collect()
+            .await;
+        assert_eq!(events.len(), 1);
+        let Err(err) = &events[0] else {
+            panic!("an event from a line over the limit")
+        };
+        assert!(matches!(err, Error::LineTooLong(n) if *n == crate::MAX_LINE_BYTES));
+        assert!(err.to_string().contains("16777216 bytes"), "{err}");
     }
 
     #[tokio::test]

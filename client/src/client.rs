@@ -21,7 +21,23 @@ pub struct ClientOptions {
     /// PEM of the CA that signed the server's certificate (`--ca`, `KOHAKURIVER_CA`); without
     /// it, an `https://` server is checked against the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// How long a request may take, answer included (default [`DEFAULT_REQUEST_TIMEOUT`],
+    /// 30 s). Watches and log reads are streams and have none: a watch ends when no byte
+    /// (the server sends a bookmark at least every 30 s) came for 90 s, and a log read,
+    /// which may rightly stay quiet for hours, relies on TCP keepalive to notice a dead
+    /// server.
+    pub request_timeout: Option<Duration>,
 }
+
+/// How long a request may take when [`ClientOptions::request_timeout`] is not set.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest single wait a 429's `Retry-After` makes the client take before it tries again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How long in all the client waits out 429s for one request before it gives the 429 to
+/// its caller.
+const MAX_THROTTLED: Duration = Duration::from_secs(60);
 
 /// A handle on one KohakuRiver API server. Cheap to clone: clones share one connection pool.
 #[derive(Clone, Debug)]
@@ -38,6 +54,8 @@ struct Inner {
     http: reqwest::Client,
     /// Whether requests carry a credential.
     has_token: bool,
+    /// Every request but a stream's must be answered within this long.
+    request_timeout: Duration,
 }
 
 impl Client {
@@ -59,8 +77,9 @@ impl Client {
         };
         let root =
             Url::parse(&format!("{base}{API_PREFIX}")).map_err(|e| invalid(e.to_string()))?;
-        // No overall timeout: watches and followed logs stay open for hours. Dead peers are
-        // found by TCP keepalive and, for watches, by the bookmark idle check.
+        // No overall timeout: watches and followed logs stay open for hours. Each request
+        // gets its own (`request`); dead peers of streams are found by TCP keepalive and,
+        // for watches, by the bookmark idle check.
         let mut headers = reqwest::header::HeaderMap::new();
         let token = match options.token.as_deref() {
             Some(credential) => Some(kohakuriver_tls::split_credential(credential)?.0),
@@ -87,6 +106,7 @@ impl Client {
                 root,
                 http,
                 has_token: token.is_some_and(|t| !t.is_empty()),
+                request_timeout: options.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             }),
         })
     }
@@ -115,7 +135,7 @@ impl Client {
     /// What the server says about itself (`GET /info`).
     pub async fn info(&self) -> Result<ServerInfo, Error> {
         let url = self.url(&["info"]);
-        self.request_json(self.inner.http.get(url)).await
+        self.request_json(self.request(Method::GET, url)).await
     }
 
     /// The server's CA (`GET /cacerts`, PEM), or `None` when it has none (404).
@@ -125,8 +145,13 @@ impl Client {
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        match self.send(self.inner.http.get(url)).await {
-            Ok(resp) => Ok(Some(resp.bytes().await.map_err(Error::Http)?.to_vec())),
+        match self.send(self.request(Method::GET, url)).await {
+            Ok(resp) => Ok(Some(
+                resp.bytes()
+                    .await
+                    .map_err(|e| self.map_send_error(e))?
+                    .to_vec(),
+            )),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -141,7 +166,7 @@ impl Client {
     ) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
         let url = self.url(&[Task::PLURAL, name, "log"]);
         let resp = self
-            .send(self.inner.http.get(url).query(&params.query()))
+            .send(self.stream_request(Method::GET, url).query(&params.query()))
             .await?;
         Ok(resp.bytes_stream().map_err(Error::Http).boxed())
     }
@@ -156,20 +181,47 @@ impl Client {
         url
     }
 
-    /// A request builder on the shared pool.
+    /// A request builder on the shared pool, answered within the request timeout.
     pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.inner
+            .http
+            .request(method, url)
+            .timeout(self.inner.request_timeout)
+    }
+
+    /// A request whose answer is a stream (a watch, a log): no overall timeout.
+    pub(crate) fn stream_request(&self, method: Method, url: Url) -> RequestBuilder {
         self.inner.http.request(method, url)
     }
 
-    /// Sends a request; a non-2xx answer becomes an error.
+    /// Sends a request; a non-2xx answer becomes an error. A 429 (a server limit) is
+    /// waited out as its `Retry-After` says and sent again, for up to a minute in all,
+    /// since a refused request did nothing.
     pub(crate) async fn send(&self, req: RequestBuilder) -> Result<Response, Error> {
-        let resp = req.send().await.map_err(|e| self.map_send_error(e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
+        let mut req = req;
+        let mut throttled = Duration::ZERO;
+        loop {
+            let again = req.try_clone();
+            let resp = req.send().await.map_err(|e| self.map_send_error(e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                && let Some(again) = again
+            {
+                let wait = retry_after(resp.headers()).min(MAX_RETRY_AFTER);
+                if throttled + wait <= MAX_THROTTLED {
+                    tracing::debug!(wait = ?wait, "throttled by the server; waiting");
+                    tokio::time::sleep(wait).await;
+                    throttled += wait;
+                    req = again;
+                    continue;
+                }
+            }
+            let body = resp.bytes().await.map_err(|e| self.map_send_error(e))?;
+            return Err(from_error_body(status.as_u16(), &body));
         }
-        let body = resp.bytes().await.map_err(Error::Http)?;
-        Err(from_error_body(status.as_u16(), &body))
     }
 
     /// Sends a request and reads a JSON answer.
@@ -178,11 +230,14 @@ impl Client {
         req: RequestBuilder,
     ) -> Result<T, Error> {
         let resp = self.send(req).await?;
-        read_json(resp).await
+        let body = resp.bytes().await.map_err(|e| self.map_send_error(e))?;
+        decode(&body)
     }
 
     fn map_send_error(&self, e: reqwest::Error) -> Error {
-        if let Some(reason) = tls_reason(&e) {
+        if e.is_timeout() {
+            Error::Timeout(self.inner.request_timeout)
+        } else if let Some(reason) = tls_reason(&e) {
             Error::Tls {
                 url: self.inner.base.clone(),
                 reason,
@@ -203,6 +258,16 @@ impl Client {
             Error::Http(e)
         }
     }
+}
+
+/// A 429's `Retry-After` in seconds (at least one second; one when absent or unreadable).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    let seconds = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds.max(1))
 }
 
 /// Parses a server URL: `http://` or `https://`, a host, no query; a bare `host:port` is
@@ -379,6 +444,7 @@ mod tests {
             ClientOptions {
                 token: Some(format!("krv_x@sha256:{pin}")),
                 ca_pem: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -388,6 +454,7 @@ mod tests {
             ClientOptions {
                 token: Some("krv_x@sha256:zz".to_string()),
                 ca_pem: None,
+                ..Default::default()
             },
         )
         .unwrap_err();

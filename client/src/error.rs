@@ -61,6 +61,17 @@ pub enum Error {
         /// Why it is not usable.
         reason: String,
     },
+    /// The server did not answer a request within the client's request timeout.
+    #[error(
+        "the KohakuRiver server did not answer within {}s; it may be overloaded or unreachable (the client's request timeout is ClientOptions::request_timeout)",
+        .0.as_secs_f64()
+    )]
+    Timeout(std::time::Duration),
+    /// A watch stream sent a line longer than the client accepts.
+    #[error(
+        "the server sent a watch line longer than {0} bytes, the client's limit; the stream was dropped"
+    )]
+    LineTooLong(usize),
     /// A watch stream stayed silent for longer than the server's bookmark interval allows.
     #[error("watch stream was silent for {0:?}; reconnecting")]
     Idle(std::time::Duration),

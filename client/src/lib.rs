@@ -17,8 +17,11 @@ pub mod watcher;
 
 pub use api::{Api, Deleted};
 pub use backoff::Backoff;
-pub use client::{Client, ClientOptions, fetch_pinned_ca, plaintext_token_risk};
+pub use client::{
+    Client, ClientOptions, DEFAULT_REQUEST_TIMEOUT, fetch_pinned_ca, plaintext_token_risk,
+};
 pub use error::Error;
+pub use ndjson::MAX_LINE_BYTES;
 pub use params::{ApplyOptions, ListParams, LogParams, LogStream};
 
 /// Re-exported so users of the client need not depend on `futures` to name watch streams.

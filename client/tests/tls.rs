@@ -37,6 +37,7 @@ async fn serve(tls: Option<ServerTls>, ca_pem: Vec<u8>) -> Server {
         listener,
         router,
         tls,
+        kohakuriver_tls::HttpLimits::server(),
         shutdown.clone(),
     ));
     Server {
@@ -56,6 +57,7 @@ fn client(url: &str, ca_pem: Option<&[u8]>) -> Client {
         ClientOptions {
             token: Some("krv_test".to_string()),
             ca_pem: ca_pem.map(<[u8]>::to_vec),
+            ..Default::default()
         },
     )
     .unwrap()

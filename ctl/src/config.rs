@@ -141,6 +141,7 @@ impl Connection {
         let options = ClientOptions {
             token: self.token.as_ref().map(|(t, _)| t.clone()),
             ca_pem,
+            ..Default::default()
         };
         let client = Client::with_options(&self.url, options)
             .with_context(|| format!("cannot use server address {:?}", self.url))?;

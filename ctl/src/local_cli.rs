@@ -204,6 +204,7 @@ async fn whoami(url: &str, ca: Option<&Path>, token: &str) -> Option<String> {
     let options = ClientOptions {
         token: Some(token.to_string()),
         ca_pem: ca.and_then(|path| std::fs::read(path).ok()),
+        ..Default::default()
     };
     let me = Client::with_options(url, options)
         .ok()?

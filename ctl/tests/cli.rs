@@ -93,6 +93,7 @@ impl Server {
         let options = kohakuriver_client::ClientOptions {
             token: Some(self.admin.clone()),
             ca_pem: None,
+            ..Default::default()
         };
         kohakuriver_client::Client::with_options(&self.url, options).unwrap()
     }

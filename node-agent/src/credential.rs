@@ -163,6 +163,7 @@ fn client(
     let options = ClientOptions {
         token: token.map(str::to_string),
         ca_pem: ca_pem.map(<[u8]>::to_vec),
+        ..Default::default()
     };
     Ok(Client::with_options(server_url, options)?)
 }
@@ -178,6 +179,7 @@ async fn whoami(
         ClientOptions {
             token: token.map(str::to_string),
             ca_pem: ca_pem.map(<[u8]>::to_vec),
+            ..Default::default()
         },
     )?;
     match client.whoami().await {

@@ -160,6 +160,9 @@ pub struct AgentConfig {
     /// being written) before the agent stops anyway (`--shutdown-timeout`, default
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`]).
     pub shutdown_timeout: Duration,
+    /// Header and body timeouts and the connection cap of the endpoint
+    /// (`--agent-max-connections`; default `HttpLimits::agent()`).
+    pub http_limits: kohakuriver_tls::HttpLimits,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -192,6 +195,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("log_retention", &self.log_retention)
             .field("max_log_bytes_per_task", &self.max_log_bytes_per_task)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("http_limits", &self.http_limits)
             .finish()
     }
 }
@@ -231,6 +235,7 @@ impl AgentConfig {
             log_retention: None,
             max_log_bytes_per_task: DEFAULT_MAX_LOG_BYTES_PER_TASK,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            http_limits: kohakuriver_tls::HttpLimits::agent(),
         }
     }
 }
@@ -418,6 +423,7 @@ pub async fn start(
         ClientOptions {
             token: credential.map(|c| c.token),
             ca_pem,
+            ..Default::default()
         },
     )?;
     if client.plaintext_token_risk() {
@@ -544,7 +550,13 @@ pub async fn start(
                 shutdown.clone(),
             );
             // Requests carry the peer's `ConnectInfo<SocketAddr>`, with TLS or without.
-            let serve = kohakuriver_tls::serve(listener, router, config.tls, shutdown.clone());
+            let serve = kohakuriver_tls::serve(
+                listener,
+                router,
+                config.tls,
+                config.http_limits,
+                shutdown.clone(),
+            );
             let beats = heartbeat::run(
                 nodes,
                 facts,

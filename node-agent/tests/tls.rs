@@ -121,6 +121,7 @@ async fn a_pinned_agent_verifies_the_server_and_serves_logs_over_https() {
         ClientOptions {
             token: None,
             ca_pem: Some(s.ca_pem.clone()),
+            ..Default::default()
         },
     )
     .unwrap();

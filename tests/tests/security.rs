@@ -21,6 +21,7 @@ fn client_as(c: &Cluster, token: &str) -> Client {
     let options = ClientOptions {
         token: Some(token.to_string()),
         ca_pem: None,
+        ..Default::default()
     };
     Client::with_options(c.url(), options).unwrap()
 }

@@ -2,7 +2,9 @@
 //! agent, the CLI and the log proxy.
 //!
 //! - [`ServerTls`]: a certificate and key (`--tls-cert`, `--tls-key`) as a rustls server
-//!   config; [`serve`] serves an axum router over it (or over plain HTTP without one).
+//!   config; [`serve`] serves an axum router over it (or over plain HTTP without one),
+//!   holding every connection to the [`HttpLimits`] (header and body timeouts, a
+//!   connection cap).
 //! - [`self_signed`] and [`issue`]: a cluster CA kept in a directory (`--tls-self-signed`),
 //!   with the server's and agents' certificates signed by it.
 //! - [`client_config`]: the client side, trusting one cluster CA (`--ca`) or the system's
@@ -24,6 +26,7 @@ mod authority;
 mod config;
 mod error;
 mod fingerprint;
+mod limits;
 mod serve;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use authority::{Issued, SelfSigned, issue, self_signed};
 pub use config::{ServerTls, client_config, unverified_client_config};
 pub use error::Error;
 pub use fingerprint::{check_pinned, fingerprint, split_credential};
+pub use limits::{BodyTimeout, HttpLimits};
 pub use serve::serve;
 
 /// Re-exported so users name the same rustls version as this crate.
@@ -45,9 +49,14 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A reqwest client builder whose TLS is rustls on ring: trusting only `ca_pem` when given,
 /// else the platform's verifier and roots. Use it instead of `reqwest::Client::builder()`,
 /// which panics on its first build in a process where no provider is installed.
+///
+/// Idle pooled connections are dropped after [`CLIENT_POOL_IDLE`], before our servers
+/// close them ([`HttpLimits::header_timeout`] also bounds how long a keep-alive connection
+/// may wait for its next request), so a request is rarely sent on a connection the server
+/// is closing.
 pub fn http_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, Error> {
     #[allow(clippy::disallowed_methods)] // This is the one place that may.
-    let builder = reqwest::Client::builder();
+    let builder = reqwest::Client::builder().pool_idle_timeout(CLIENT_POOL_IDLE);
     match ca_pem {
         Some(pem) => Ok(builder.tls_backend_preconfigured(client_config(Some(pem))?)),
         None => {
@@ -56,6 +65,10 @@ pub fn http_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuild
         }
     }
 }
+
+/// How long a client keeps an idle connection for reuse: below the servers' default
+/// header timeout (10 s), which closes idle keep-alive connections too.
+pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A default reqwest client (see [`http_client_builder`]); the replacement for
 /// `reqwest::Client::new()`, and like it, panics if the TLS backend cannot start.

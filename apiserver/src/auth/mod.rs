@@ -411,7 +411,12 @@ pub async fn authenticate(
             Some(token) => state.authenticator().identify(token, chrono::Utc::now()),
         };
         match identified {
-            Ok((identity, id)) => Caller::checked(identity, id),
+            Ok((identity, id)) => {
+                if let Err(e) = state.rate().check(&identity) {
+                    return e.into_response();
+                }
+                Caller::checked(identity, id)
+            }
             Err(e) => {
                 let from = request
                     .extensions()

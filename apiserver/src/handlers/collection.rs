@@ -50,7 +50,10 @@ pub async fn list<R: Served>(
                 .number("timeoutSeconds")?
                 .map(std::time::Duration::from_secs),
         };
-        let response = watch::respond::<R>(state, options, selection).await?;
+        // Counted before any work; the guard goes with the stream and frees the slot when
+        // the stream ends.
+        let guard = state.watches().open(caller.owner().as_deref())?;
+        let response = watch::respond::<R>(state, options, selection, guard).await?;
         return Ok(match presentation {
             Some(options) => table::watch::<R>(response, options),
             None => response,

@@ -11,6 +11,51 @@ use kohakuriver_node_agent::gpu::StaticGpuSource;
 
 use crate::wait::parse_duration;
 
+/// The API server's limits (see ARCHITECTURE.md, Limits).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitFlags {
+    /// Most connections open at once; one more is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A request's headers must arrive within this long, or its connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this long, or it is refused and its
+    /// connection closed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Requests per second each identity (token) may make, past its burst; 429 with
+    /// Retry-After above it. Controllers and nodes are not limited; 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub rate_limit: u32,
+    /// Requests an identity may make at once above --rate-limit.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub rate_burst: u32,
+    /// Most open watches per identity (agents hold one or two); 429 above it.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_watches_per_identity: usize,
+    /// Most open watches in all; 429 above it.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub max_watches: usize,
+}
+
+impl LimitFlags {
+    /// The server's limits.
+    pub fn limits(&self) -> kohakuriver_apiserver::Limits {
+        kohakuriver_apiserver::Limits {
+            http: kohakuriver_tls::HttpLimits {
+                header_timeout: self.header_timeout,
+                body_timeout: self.body_timeout,
+                max_connections: self.max_connections as usize,
+            },
+            rate_per_second: self.rate_limit,
+            rate_burst: self.rate_burst,
+            watches_per_identity: self.max_watches_per_identity,
+            watches_total: self.max_watches,
+        }
+    }
+}
+
 /// Controller settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerFlags {
@@ -115,6 +160,10 @@ pub struct AgentFlags {
     /// status being written) before the agent exits anyway; containers keep running.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Most connections open at once on the agent's endpoint (the server's log proxy opens
+    /// one per log being read); one more is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub agent_max_connections: u32,
 }
 
 /// Parses `--log-max-size` (512M, 1Gi, bytes).
@@ -160,6 +209,7 @@ impl AgentFlags {
         config.log_retention = self.log_retention;
         config.max_log_bytes_per_task = self.max_log_bytes_per_task;
         config.shutdown_timeout = self.shutdown_timeout;
+        config.http_limits.max_connections = self.agent_max_connections as usize;
         config
     }
 

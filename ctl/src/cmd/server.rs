@@ -11,7 +11,7 @@ use kohakuriver_api::{Identity, Role};
 use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::daemon::{ControllerFlags, default_data_dir};
+use super::daemon::{ControllerFlags, LimitFlags, default_data_dir};
 use crate::auth_flags::{AuthFlags, admin_token_file};
 use crate::local_cli;
 use crate::tls_flags::{CaFlag, ServerTlsFlags, ServerTlsSetup};
@@ -53,6 +53,8 @@ pub struct Args {
     #[command(flatten)]
     pub auth: AuthFlags,
     #[command(flatten)]
+    pub limits: LimitFlags,
+    #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
     pub tls: ServerTlsFlags,
@@ -72,6 +74,7 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
         db,
         default_image: args.default_image,
         watch_history: args.watch_history,
+        limits: args.limits.limits(),
         auth: args.auth,
         default_mount_prefixes: Vec::new(),
         static_tokens: Vec::new(),
@@ -121,6 +124,8 @@ pub struct ServerSettings {
     pub default_image: Option<String>,
     /// Watch history length, if not the default.
     pub watch_history: Option<u64>,
+    /// Request, watch and connection limits.
+    pub limits: kohakuriver_apiserver::Limits,
     /// Authentication and admission flags.
     pub auth: AuthFlags,
     /// Host path prefixes users may mount when `--user-mount-prefixes` is not given.
@@ -290,6 +295,7 @@ pub async fn start(
             settings.tls.fingerprint()?
         },
         node_grace: settings.controllers.as_ref().map(|c| c.node_grace),
+        limits: settings.limits,
         ..Default::default()
     };
     if let Some(n) = settings.watch_history {
@@ -330,6 +336,7 @@ pub async fn start(
     let options = ClientOptions {
         token: auth_on.then_some(controllers_token),
         ca_pem: settings.tls.ca_pem.clone(),
+        ..Default::default()
     };
     let client = Client::with_options(&url, options)?;
     let daemons = wait_answering(daemons, &client).await?;
