@@ -465,21 +465,29 @@ pub fn validate_node(node: &Node) -> Vec<FieldError> {
     errors
 }
 
-/// Spec fields that may still change once a task is bound to a node: the desired state,
-/// priority, retries, the deadline, the TTL and the kill grace. Everything else is fixed by
-/// then.
-pub const MUTABLE_AFTER_SCHEDULING: &[&str] = &[
-    "spec.state",
-    "spec.priority",
-    "spec.retries",
-    "spec.timeoutSeconds",
-    "spec.ttlSecondsAfterFinished",
-    "spec.killGraceSeconds",
-];
-
 /// The spec fields that differ between `old` and `new` but may not change once the task is
-/// scheduled; each names the field.
+/// scheduled; each names the field. Only the desired state, priority, retries, the
+/// deadline, the TTL and the kill grace may still change. `new` is taken apart field by
+/// field, so a field added to `TaskSpec` must be placed on one side or the other here.
 pub fn immutable_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<FieldError> {
+    let TaskSpec {
+        command,
+        image,
+        container,
+        env,
+        working_dir,
+        resources,
+        placement,
+        mounts,
+        privileged,
+        // May change once bound:
+        state: _,
+        priority: _,
+        retries: _,
+        timeout_seconds: _,
+        ttl_seconds_after_finished: _,
+        kill_grace_seconds: _,
+    } = new;
     let mut errors = Vec::new();
     let mut check = |field: &str, same: bool| {
         if !same {
@@ -489,15 +497,15 @@ pub fn immutable_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<FieldError> {
             ));
         }
     };
-    check("spec.command", old.command == new.command);
-    check("spec.image", old.image == new.image);
-    check("spec.container", old.container == new.container);
-    check("spec.env", old.env == new.env);
-    check("spec.workingDir", old.working_dir == new.working_dir);
-    check("spec.resources", old.resources == new.resources);
-    check("spec.placement", old.placement == new.placement);
-    check("spec.mounts", old.mounts == new.mounts);
-    check("spec.privileged", old.privileged == new.privileged);
+    check("spec.command", &old.command == command);
+    check("spec.image", &old.image == image);
+    check("spec.container", &old.container == container);
+    check("spec.env", &old.env == env);
+    check("spec.workingDir", &old.working_dir == working_dir);
+    check("spec.resources", &old.resources == resources);
+    check("spec.placement", &old.placement == placement);
+    check("spec.mounts", &old.mounts == mounts);
+    check("spec.privileged", &old.privileged == privileged);
     errors
 }
 

@@ -560,7 +560,6 @@ async fn status_write_throughput() {
         "status writes through http: {rate:.0}/s ({} in {elapsed:?})",
         writers * per_writer
     );
-    assert!(rate > 100.0, "{rate:.0} writes/s");
 
     // A list of many tasks is fast.
     let bodies: Vec<_> = (0..2000).map(|i| task_json(&format!("l{i}"))).collect();

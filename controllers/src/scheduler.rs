@@ -3,7 +3,7 @@
 //! Each round (on every cache change, at the next `retryAfter`, and every `resync` as a
 //! safety net) takes the queued tasks in queue order, builds a [`Cluster`] from the cached
 //! nodes, the tasks holding allocations and this scheduler's bindings still in flight, runs
-//! [`queue::schedule`] and turns the decisions into status writes. The round itself is
+//! [`crate::queue::schedule`] and turns the decisions into status writes. The round itself is
 //! synchronous and runs on the blocking pool, so a large queue does not stall the runtime.
 //!
 //! Writes are pipelined: up to `max_in_flight` run concurrently. A binding in flight counts

@@ -2,7 +2,7 @@
 //! tasks, and conditions kept true for GitOps health checks.
 //!
 //! [`plan_task`] is the decision, a pure function of (task, now, policy); the loop in
-//! [`crate::reconcile`] acts on it. Rules, in order:
+//! in `lifecycle.rs` acts on it. Rules, in order:
 //! - Being deleted: an unbound task that still carries the container finalizer (it was
 //!   bound once, then requeued) has no container any agent tracks, so the finalizer goes.
 //! - Pending, unbound, desired state Killed: phase Killed at once (no agent will see it).

@@ -14,7 +14,7 @@
 //! container is gone before the server re-queues its task (checked at start, see
 //! [`check_timing`]).
 //!
-//! [`to_fence`] is the pure decision; [`run`] is the loop around it.
+//! [`to_fence`] is the pure decision; `run` is the loop around it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! read of that log answers 410 saying why, instead of a puzzling 404.
 //!
 //! [`sweep`] decides, from each directory's task as the agent last saw it and `now`; the
-//! async [`run`] lists, decides and acts.
+//! async `run` lists, decides and acts.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

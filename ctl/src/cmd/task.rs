@@ -69,6 +69,7 @@ Examples:
 /// Flags of `task submit`.
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Target node: hostname[:numa][::gpu,gpu], e.g. mynode, mynode::0,1, mynode:0::0,1.
     /// Without it the scheduler picks a node.
     #[arg(short = 't', long = "target", value_name = "TARGET", value_parser = parse_target)]
