@@ -299,20 +299,7 @@ pub fn snowflake_id() -> String {
 }
 
 fn rand_bits() -> u64 {
-    // The standard library's hasher is seeded randomly per process; mixing in the time and a
-    // counter gives distinct values within one process too.
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
+    rand::random()
 }
 
 async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
