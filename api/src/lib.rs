@@ -21,6 +21,7 @@ pub mod media;
 pub mod meta;
 pub mod node;
 pub mod openapi;
+pub mod outcome;
 pub mod precondition;
 pub mod quantity;
 pub mod resource;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kohakuriver_api::meta::set_condition;
+use kohakuriver_api::outcome::{self, Exit, Outcome as Ending};
 use kohakuriver_api::{CONTAINER_FINALIZER, ConditionStatus, Task, TaskPhase, labels};
 use kohakuriver_client::{Api, ListParams, watcher};
 use tokio::sync::mpsc;
@@ -502,19 +503,8 @@ impl Reconciler {
         *task = self
             .update_status(task, |t, now| {
                 apply_container_facts(t, &c);
-                t.status.phase = TaskPhase::Failed;
-                t.status.reason = Some("LogCaptureFailed".into());
-                t.status.message = Some(message.clone());
-                t.status.finished_at = Some(now);
-                set_condition(
-                    &mut t.status.conditions,
-                    "Failed",
-                    ConditionStatus::True,
-                    Some("LogCaptureFailed"),
-                    Some(&message),
-                    t.metadata.generation,
-                    now,
-                );
+                let ending = Ending::failed("LogCaptureFailed", message.clone());
+                outcome::finish(t, &ending, now, now);
             })
             .await?;
         tracing::warn!(message, "task failed: its output cannot be captured");
@@ -770,8 +760,15 @@ impl Reconciler {
                 let (exit_code, oom) = (*exit_code, *oom_killed);
                 let incomplete = self.logs.incomplete(&name, &uid);
                 let truncated = self.logs.truncated(&name, &uid);
-                let fenced = self.fenced_after(task);
-                let node = self.settings.node_name.clone();
+                let exit = Exit {
+                    code: exit_code,
+                    oom_killed: oom,
+                    fenced: self
+                        .fenced_after(task)
+                        .map(|secs| (secs, self.settings.node_name.clone())),
+                    engine_error: c.as_ref().and_then(|c| c.error.clone()),
+                };
+                let ending = outcome::exited(&exit);
                 *task = self
                     .update_status(task, |t, now| {
                         if let Some(c) = &c {
@@ -780,67 +777,9 @@ impl Reconciler {
                         mark_logs_incomplete(t, incomplete.as_deref(), now);
                         mark_logs_truncated(t, truncated.as_deref(), now);
                         t.status.exit_code = Some(exit_code);
-                        t.status.finished_at =
-                            Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
-                        let generation = t.metadata.generation;
-                        set_condition(
-                            &mut t.status.conditions,
-                            "Running",
-                            ConditionStatus::False,
-                            Some("Exited"),
-                            None,
-                            generation,
-                            now,
-                        );
-                        if exit_code == 0 && !oom {
-                            t.status.phase = TaskPhase::Succeeded;
-                            t.status.reason = None;
-                            t.status.message = None;
-                            set_condition(
-                                &mut t.status.conditions,
-                                "Succeeded",
-                                ConditionStatus::True,
-                                Some("Completed"),
-                                None,
-                                generation,
-                                now,
-                            );
-                        } else {
-                            let (reason, message) = if oom {
-                                (
-                                    "OOMKilled",
-                                    format!(
-                                        "killed by the out-of-memory killer (exit code {exit_code}); raise resources.memory"
-                                    ),
-                                )
-                            } else if let Some(secs) = fenced {
-                                (
-                                    "Fenced",
-                                    format!(
-                                        "stopped by the agent of node {node} after {secs}s without contact with the server (--fence-after), so that it never runs in two places (exit code {exit_code})"
-                                    ),
-                                )
-                            } else {
-                                let engine = c
-                                    .as_ref()
-                                    .and_then(|c| c.error.clone())
-                                    .map(|e| format!(": {e}"))
-                                    .unwrap_or_default();
-                                ("Error", format!("exited with code {exit_code}{engine}"))
-                            };
-                            t.status.phase = TaskPhase::Failed;
-                            t.status.reason = Some(reason.to_string());
-                            t.status.message = Some(message.clone());
-                            set_condition(
-                                &mut t.status.conditions,
-                                "Failed",
-                                ConditionStatus::True,
-                                Some(reason),
-                                Some(&message),
-                                generation,
-                                now,
-                            );
-                        }
+                        let finished_at = c.as_ref().and_then(|c| c.finished_at).unwrap_or(now);
+                        outcome::stop_running(t, "Exited", now);
+                        outcome::finish(t, &ending, finished_at, now);
                     })
                     .await?;
                 tracing::info!(phase = %task.status.phase, exit_code, "reported exit");
@@ -863,20 +802,9 @@ impl Reconciler {
                         }
                         mark_logs_incomplete(t, incomplete.as_deref(), now);
                         mark_logs_truncated(t, truncated.as_deref(), now);
-                        t.status.phase = TaskPhase::Killed;
-                        t.status.reason = Some("Killed".to_string());
-                        t.status.message = Some("killed on request".to_string());
-                        t.status.finished_at =
-                            Some(c.as_ref().and_then(|c| c.finished_at).unwrap_or(now));
-                        set_condition(
-                            &mut t.status.conditions,
-                            "Running",
-                            ConditionStatus::False,
-                            Some("Killed"),
-                            None,
-                            t.metadata.generation,
-                            now,
-                        );
+                        let finished_at = c.as_ref().and_then(|c| c.finished_at).unwrap_or(now);
+                        outcome::finish(t, &Ending::Killed, finished_at, now);
+                        outcome::stop_running(t, "Killed", now);
                     })
                     .await?;
                 if actual.is_none() || actual.is_some_and(|c| c.status == ContainerStatus::Created)
@@ -1021,19 +949,7 @@ impl Reconciler {
         tracing::warn!(reason, message, "task failed");
         *task = self
             .update_status(task, |t, now| {
-                t.status.phase = TaskPhase::Failed;
-                t.status.reason = Some(reason.to_string());
-                t.status.message = Some(message.to_string());
-                t.status.finished_at = Some(now);
-                set_condition(
-                    &mut t.status.conditions,
-                    "Failed",
-                    ConditionStatus::True,
-                    Some(reason),
-                    Some(message),
-                    t.metadata.generation,
-                    now,
-                );
+                outcome::finish(t, &Ending::failed(reason, message), now, now);
             })
             .await?;
         if let Some(uid) = &task.metadata.uid {
