@@ -27,6 +27,10 @@ pub struct Continue {
     /// The last name served; the next page starts after it.
     #[serde(rename = "after")]
     pub after: String,
+    /// How many items the later pages hold, when the list counted them (no selector):
+    /// each page subtracts what it served instead of counting again.
+    #[serde(rename = "left", default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
 }
 
 impl Continue {
@@ -178,6 +182,7 @@ mod tests {
         let token = Continue {
             revision: 42,
             after: "task-é/1".into(),
+            remaining: Some(7),
         };
         let text = token.encode();
         assert!(

@@ -283,3 +283,25 @@ async fn nodes_and_tables_page_too() {
         BTreeMap::from([("t0".into(), 1), ("t1".into(), 1), ("t2".into(), 1)])
     );
 }
+
+#[tokio::test]
+async fn the_remaining_count_follows_the_pages_of_one_list() {
+    let api = Api::new();
+    for i in 0..10 {
+        create(&api, &format!("t{i}"), "a").await;
+    }
+    let mut uri = format!("{TASKS}?limit=3");
+    let mut counts = Vec::new();
+    loop {
+        let (_, page) = api.get(&uri).await;
+        counts.push(page["metadata"]["remainingItemCount"].as_u64());
+        // Writes between pages change neither the list nor its count.
+        create(&api, &format!("s{}", counts.len()), "a").await;
+        delete(&api, &format!("t{}", 9 - counts.len())).await;
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => uri = format!("{TASKS}?limit=3&continue={}", continue_query(token)),
+            None => break,
+        }
+    }
+    assert_eq!(counts, [Some(7), Some(4), Some(1), None]);
+}

@@ -188,8 +188,8 @@ impl Store {
         count: bool,
     ) -> Result<ListPage, AppError> {
         self.blocking(move |_, db| {
-            let (revision, after) = match from {
-                None => (db.revision, String::new()),
+            let (revision, after, known) = match from {
+                None => (db.revision, String::new(), None),
                 Some(from) => {
                     if from.revision < db.compacted || from.revision > db.revision {
                         return Err(AppError::new(
@@ -200,10 +200,12 @@ impl Store {
                             ),
                         ));
                     }
-                    (from.revision, from.after)
+                    (from.revision, from.after, from.remaining)
                 }
             };
-            let (page, remaining) = db.page(
+            // What the previous page left is what this one and the later ones hold, so only
+            // a list's first page counts.
+            let (page, counted) = db.page(
                 kind,
                 node.as_deref(),
                 phase.as_deref(),
@@ -211,12 +213,21 @@ impl Store {
                 &after,
                 limit,
                 &matches,
-                count,
+                count && known.is_none(),
             )?;
+            let remaining = match known {
+                Some(known) if count => Some(known.saturating_sub(page.bodies.len() as u64)),
+                _ => counted,
+            }
+            .filter(|_| page.more_after.is_some());
             Ok(ListPage {
                 revision,
                 bodies: page.bodies,
-                next: page.more_after.map(|after| Continue { revision, after }),
+                next: page.more_after.map(|after| Continue {
+                    revision,
+                    after,
+                    remaining,
+                }),
                 remaining,
             })
         })
