@@ -46,7 +46,11 @@ async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) ->
         .oneshot(request.body(body).unwrap())
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{method} {uri}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "{method} {uri}: {}",
+        response.status()
+    );
     axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap()
@@ -55,11 +59,7 @@ async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) ->
 
 /// Reads the whole list page by page, making `changes` writes after the first page;
 /// answers (items, pages, largest body, time spent reading).
-async fn paged(
-    state: &AppState,
-    page: usize,
-    changes: usize,
-) -> (usize, usize, usize, Duration) {
+async fn paged(state: &AppState, page: usize, changes: usize) -> (usize, usize, usize, Duration) {
     let (mut items, mut pages, mut peak) = (0, 0, 0);
     // Only the requests are timed, not the bench's own parse of each page.
     let mut reading = Duration::ZERO;
@@ -75,8 +75,13 @@ async fn paged(
         if pages == 1 {
             for i in 0..changes {
                 let patch = json!({"metadata": {"labels": {"round": format!("{i}")}}});
-                call(state, "PATCH", &format!("{TASKS}/t{:06}", i * 7 % 20_000), Some(patch))
-                    .await;
+                call(
+                    state,
+                    "PATCH",
+                    &format!("{TASKS}/t{:06}", i * 7 % 20_000),
+                    Some(patch),
+                )
+                .await;
             }
         }
         match list["metadata"]["continue"].as_str() {
