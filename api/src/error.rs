@@ -27,6 +27,9 @@ pub enum StatusReason {
     Conflict,
     /// 410: the asked watch history is no longer kept; list again.
     Gone,
+    /// 410: a paged list's `continue` token is older than the kept history; list again
+    /// from the start.
+    Expired,
     /// 413: the body is over the size limit.
     RequestEntityTooLarge,
     /// 415: the body is neither JSON nor YAML.
@@ -55,7 +58,7 @@ impl StatusReason {
             StatusReason::NotFound => 404,
             StatusReason::MethodNotAllowed => 405,
             StatusReason::AlreadyExists | StatusReason::Conflict => 409,
-            StatusReason::Gone => 410,
+            StatusReason::Gone | StatusReason::Expired => 410,
             StatusReason::RequestEntityTooLarge => 413,
             StatusReason::UnsupportedMediaType => 415,
             StatusReason::TooManyRequests => 429,

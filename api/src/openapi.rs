@@ -283,6 +283,16 @@ fn list_parameters() -> Vec<Value> {
             "Only objects whose fields match, e.g. `status.phase=Running`.",
         ),
         query(
+            "limit",
+            "integer",
+            "At most this many objects; `metadata.continue` then asks for the next page (0: all).",
+        ),
+        query(
+            "continue",
+            "string",
+            "The `metadata.continue` token of the previous page: the next page, read at the same revision.",
+        ),
+        query(
             "watch",
             "boolean",
             "Stream changes as watch events instead of answering a list.",

@@ -101,6 +101,12 @@ pub struct TableMeta {
     /// Kubernetes clients expect; `kubectl get -w` watches from it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource_version: String,
+    /// The list's `continue` token when it was cut short by `limit`.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+    /// How many rows the later pages hold, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_item_count: Option<u64>,
 }
 
 /// One row: its cells, one per column definition, and the object it shows.
@@ -192,6 +198,7 @@ pub fn table<R: Tabular>(
         kind: "Table".to_string(),
         metadata: TableMeta {
             resource_version: resource_version.to_string(),
+            ..TableMeta::default()
         },
         column_definitions: if options.headers {
             column_definitions::<R>()

@@ -15,6 +15,24 @@ pub struct ListMeta {
     #[serde(with = "crate::meta::resource_version")]
     #[schemars(with = "String")]
     pub resource_version: u64,
+    /// When the list was cut short by `limit`: the opaque token that asks for the next page
+    /// (`continue=TOKEN`), read at the same revision.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+    /// When the list was cut short and no selector was given: how many items the later pages
+    /// hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_item_count: Option<u64>,
+}
+
+impl ListMeta {
+    /// The metadata of a whole list read at `resource_version`.
+    pub fn at(resource_version: u64) -> ListMeta {
+        ListMeta {
+            resource_version,
+            ..ListMeta::default()
+        }
+    }
 }
 
 /// A list of objects: `{"kind":"TaskList","metadata":{"resourceVersion":"N"},"items":[…]}`.
@@ -197,6 +215,7 @@ mod tests {
             kind: "TaskList".into(),
             metadata: ListMeta {
                 resource_version: 7,
+                ..ListMeta::default()
             },
             items: vec![],
         };

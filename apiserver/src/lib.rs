@@ -10,7 +10,7 @@
 //!
 //! Module map: `store` (SQLite, revisions, history, live broadcast), `schema` (migrations and
 //! pragmas), `admission` (pure write rules), `body` (content types, size, merge patch),
-//! `params` (query parameters and selectors), `watch` (watch streams), `table` (answers as
+//! `params` (query parameters and selectors), `pages` (paged lists as of one revision), `watch` (watch streams), `table` (answers as
 //! a `meta.k8s.io` `Table` for kubectl), `handlers` (routes),
 //! `logs` (log proxy), `error` (`AppError`, the `Status` answer), `limits` (request rate
 //! and watch limits per identity).
@@ -22,6 +22,7 @@ mod error;
 mod handlers;
 mod limits;
 mod logs;
+mod pages;
 mod params;
 mod schema;
 mod state;

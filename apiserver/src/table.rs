@@ -62,10 +62,11 @@ fn json(value: &impl serde::Serialize) -> Response {
     }
 }
 
-/// A list as a table, from the stored bodies that matched.
+/// A list (or a page of one) as a table, from the stored bodies that matched; the table
+/// carries the list's `continue` token and remaining count.
 pub fn list<R: Served>(
     bodies: &[&str],
-    revision: u64,
+    meta: kohakuriver_api::ListMeta,
     options: TableOptions,
 ) -> Result<Response, AppError> {
     let objects = bodies
@@ -73,7 +74,10 @@ pub fn list<R: Served>(
         .map(|b| serde_json::from_str::<R>(b))
         .collect::<Result<Vec<R>, _>>()
         .map_err(|e| AppError::internal(format!("a stored {} is unreadable: {e}", R::SINGULAR)))?;
-    Ok(json(&table(&objects, revision, options, now())))
+    let mut rows = table(&objects, meta.resource_version, options, now());
+    rows.metadata.continue_token = meta.continue_token;
+    rows.metadata.remaining_item_count = meta.remaining_item_count;
+    Ok(json(&rows))
 }
 
 /// One object as a table of one row, at the object's own revision.

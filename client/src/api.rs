@@ -101,6 +101,43 @@ impl<R: Resource> Api<R> {
         self.client.request_json(req).await
     }
 
+    /// The list a page at a time (at most `page_size` items each, 0 for one page of
+    /// everything), following `metadata.continue` until the last page. Every page is read at
+    /// the first page's revision, so together they are one consistent list; a page whose
+    /// revision the server no longer keeps ends the stream with a 410
+    /// ([`Error::is_gone`]): list again from the start.
+    pub fn list_pages(
+        &self,
+        params: &ListParams,
+        page_size: u64,
+    ) -> BoxStream<'static, Result<List<R>, Error>> {
+        let api = self.clone();
+        let first = ListParams {
+            limit: Some(page_size),
+            continue_token: None,
+            ..params.clone()
+        };
+        stream::try_unfold(Some(first), move |next| {
+            let api = api.clone();
+            async move {
+                let Some(params) = next else {
+                    return Ok(None);
+                };
+                let page = api.list(&params).await?;
+                let after = page
+                    .metadata
+                    .continue_token
+                    .clone()
+                    .map(|token| ListParams {
+                        continue_token: Some(token),
+                        ..params
+                    });
+                Ok(Some((page, after)))
+            }
+        })
+        .boxed()
+    }
+
     /// One object; 404 is an error ([`Error::is_not_found`]).
     pub async fn get(&self, name: &str) -> Result<R, Error> {
         let req = self.client.request(Method::GET, self.item(name));

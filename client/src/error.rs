@@ -106,9 +106,13 @@ impl Error {
         self.reason() == Some(StatusReason::AlreadyExists)
     }
 
-    /// 410 Gone: the watch history no longer reaches back that far; list again.
+    /// 410 Gone (or Expired, for a paged list's `continue` token): the history no longer
+    /// reaches back that far; list again.
     pub fn is_gone(&self) -> bool {
-        self.reason() == Some(StatusReason::Gone)
+        matches!(
+            self.reason(),
+            Some(StatusReason::Gone | StatusReason::Expired)
+        )
     }
 
     /// True for 401: no credential, or one the server does not accept.

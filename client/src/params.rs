@@ -7,6 +7,11 @@ pub struct ListParams {
     pub label_selector: Option<String>,
     /// A field selector such as `status.node=n1,status.phase=Running`.
     pub field_selector: Option<String>,
+    /// At most this many items (a page); the answer's `metadata.continue` asks for the
+    /// next. `None` or 0: all of them. [`crate::Api::list_pages`] follows the pages.
+    pub limit: Option<u64>,
+    /// The `metadata.continue` token of the previous page.
+    pub continue_token: Option<String>,
 }
 
 impl ListParams {
@@ -22,7 +27,13 @@ impl ListParams {
         self
     }
 
-    /// The selectors as query pairs; empty selectors are left out.
+    /// Pages of at most `limit` items.
+    pub fn limit(mut self, limit: u64) -> ListParams {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The selectors (and page) as query pairs; empty ones are left out.
     pub(crate) fn query(&self) -> Vec<(&'static str, String)> {
         let mut q = Vec::new();
         if let Some(s) = self.label_selector.as_deref().filter(|s| !s.is_empty()) {
@@ -30,6 +41,12 @@ impl ListParams {
         }
         if let Some(s) = self.field_selector.as_deref().filter(|s| !s.is_empty()) {
             q.push(("fieldSelector", s.to_string()));
+        }
+        if let Some(limit) = self.limit.filter(|l| *l > 0) {
+            q.push(("limit", limit.to_string()));
+        }
+        if let Some(token) = self.continue_token.as_deref().filter(|t| !t.is_empty()) {
+            q.push(("continue", token.to_string()));
         }
         q
     }
@@ -77,6 +94,16 @@ mod tests {
         assert!(ListParams::default().query().is_empty());
         let q = ListParams::default().labels("a=b").fields("").query();
         assert_eq!(q, vec![("labelSelector", "a=b".to_string())]);
+        let q = ListParams {
+            continue_token: Some("abc".into()),
+            ..ListParams::default().limit(5)
+        }
+        .query();
+        assert_eq!(
+            q,
+            vec![("limit", "5".to_string()), ("continue", "abc".to_string())]
+        );
+        assert!(ListParams::default().limit(0).query().is_empty());
     }
 
     #[test]

@@ -281,3 +281,30 @@ async fn unreachable_server_is_a_connect_error() {
         )
     );
 }
+
+#[tokio::test]
+async fn list_pages_follows_continue_at_one_revision() {
+    let s = server().await;
+    let tasks = s.client.api::<Task>();
+    for i in 0..7 {
+        tasks.create(&Task::test(&format!("p{i}"))).await.unwrap();
+    }
+    let mut pages = tasks.list_pages(&ListParams::default(), 3);
+    let mut sizes = Vec::new();
+    let mut names = Vec::new();
+    let mut revisions = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap();
+        if sizes.is_empty() {
+            // Changes after the first page are not in this list.
+            tasks.create(&Task::test("p00")).await.unwrap();
+            tasks.delete("p6").await.unwrap();
+        }
+        sizes.push(page.items.len());
+        revisions.push(page.metadata.resource_version);
+        names.extend(page.items.into_iter().map(|t| t.metadata.name));
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+    assert!(revisions.iter().all(|r| *r == 7), "{revisions:?}");
+}

@@ -5,19 +5,22 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use kohakuriver_api::ListMeta;
 use kohakuriver_api::auth::Verb;
 use kohakuriver_api::selector::FieldRequirement;
+use kohakuriver_api::table::TableOptions;
 
 use crate::admission::Served;
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::pages::Continue;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::table::{self, Presentation};
 use crate::watch;
 
 /// Lists the objects of a kind that match the selectors, ordered by name, with the revision
-/// they were read at; or streams a watch. A node may only ask for the tasks bound to it
+/// they were read at, whole or a page at a time (`limit`, `continue`); or streams a watch. A node may only ask for the tasks bound to it
 /// (`fieldSelector=status.node=NAME`); a user on a `--private-tasks` server sees only their
 /// own tasks, as if they had asked for `metadata.owner=NAME`.
 pub async fn list<R: Served>(
@@ -60,25 +63,65 @@ pub async fn list<R: Served>(
         });
     }
     let (node, phase) = selection.index_hints();
-    let (revision, bodies) = state.store().list(R::KIND, node, phase).await?;
-    if let Some(options) = presentation {
-        let matched: Vec<&str> = bodies
+    let limit = params.number("limit")?.unwrap_or(0);
+    let from = params
+        .get("continue")
+        .filter(|token| !token.is_empty())
+        .map(Continue::decode)
+        .transpose()
+        .map_err(AppError::bad_request)?;
+    if limit == 0 && from.is_none() {
+        // The whole list: read under the store lock, filtered outside it.
+        let (revision, bodies) = state.store().list(R::KIND, node, phase).await?;
+        let matched = bodies
             .iter()
             .map(String::as_str)
-            .filter(|b| selection.matches::<R>(b))
-            .collect();
-        return table::list::<R>(&matched, revision, options);
+            .filter(|b| selection.matches::<R>(b));
+        return answer::<R>(matched, ListMeta::at(revision), presentation);
     }
-    // The stored JSON is spliced in as it is: no parse, no re-serialisation, unless a
-    // selector needs to look inside.
-    let mut out = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 128);
-    out.push_str(&format!(
-        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"items\":[",
+    // A page: the selection is applied while reading (to each object as of the list's
+    // revision), so the page fills up to `limit` matches. Like Kubernetes, the remaining count
+    // is given only without a selector.
+    let count = selection.is_everything();
+    let page = state
+        .store()
+        .list_page(
+            R::KIND,
+            node,
+            phase,
+            from,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+            move |body| selection.matches::<R>(body),
+            count,
+        )
+        .await?;
+    let meta = ListMeta {
+        resource_version: page.revision,
+        continue_token: page.next.map(|next| next.encode()),
+        remaining_item_count: page.remaining,
+    };
+    answer::<R>(page.bodies.iter().map(String::as_str), meta, presentation)
+}
+
+/// The list answer: a `Table`, or the stored JSON spliced in as it is (no parse, no
+/// re-serialisation).
+fn answer<'a, R: Served>(
+    bodies: impl Iterator<Item = &'a str>,
+    meta: ListMeta,
+    presentation: Option<TableOptions>,
+) -> Result<Response, AppError> {
+    if let Some(options) = presentation {
+        let bodies: Vec<&str> = bodies.collect();
+        return table::list::<R>(&bodies, meta, options);
+    }
+    let meta = serde_json::to_string(&meta).map_err(|e| AppError::internal(e.to_string()))?;
+    let mut out = format!(
+        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{meta},\"items\":[",
         kohakuriver_api::API_VERSION,
         R::KIND
-    ));
+    );
     let mut first = true;
-    for body in bodies.iter().filter(|b| selection.matches::<R>(b)) {
+    for body in bodies {
         if !first {
             out.push(',');
         }

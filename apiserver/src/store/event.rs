@@ -41,9 +41,14 @@ pub struct Event {
     pub event_type: EventType,
     /// The object as stored (for deletes, as last stored), JSON.
     pub body: String,
-    /// For a modification that changed the object's labels or selectable fields: the object
-    /// before it, JSON. None otherwise (then it matched a selector exactly when `body` does).
+    /// For a modification or a removal: the object before it, JSON, which is its state as
+    /// of any revision between its previous write and `rv` (paged lists read it). None for a
+    /// creation, and in events stored before every change kept it.
     pub prev: Option<String>,
+    /// The change may have moved the object into or out of a selection (its labels or
+    /// selectable fields changed), so a filtered watcher must look at `prev`. When false,
+    /// `prev` matches a selector exactly when `body` does, and is not parsed.
+    pub selection_changed: bool,
 }
 
 impl Event {
@@ -59,7 +64,10 @@ impl Event {
         let now = matches(&self.body);
         let event_type = match self.event_type {
             EventType::Modified => {
-                let before = self.prev.as_deref().map_or(now, &matches);
+                let before = match self.prev.as_deref() {
+                    Some(prev) if self.selection_changed => matches(prev),
+                    _ => now,
+                };
                 match (before, now) {
                     (true, true) => EventType::Modified,
                     (false, true) => EventType::Added,
@@ -93,6 +101,7 @@ mod tests {
             event_type,
             body: body.into(),
             prev: prev.map(str::to_string),
+            selection_changed: prev.is_some(),
         }
     }
 
@@ -120,5 +129,9 @@ mod tests {
         check(EventType::Added, "b", None, None);
         check(EventType::Deleted, "a", None, Some("DELETED"));
         check(EventType::Deleted, "b", None, None);
+        // A change that kept the labels and fields keeps its selection without parsing prev.
+        let mut kept = event(EventType::Modified, "a", Some("b"));
+        kept.selection_changed = false;
+        assert_eq!(kind_of(kept.line_for(on_a)).as_deref(), Some("MODIFIED"));
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::admission::{Served, finalized};
 use crate::error::{AppError, Error};
+use crate::pages::Continue;
 use crate::schema::{self, SyncMode};
 pub use credentials::TokenRecord;
 use db::{Db, read_failed};
@@ -65,6 +66,19 @@ pub struct Store {
 struct Inner {
     db: Mutex<Db>,
     live: broadcast::Sender<Arc<Event>>,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The revision every page of the list is read at.
+    pub revision: u64,
+    /// The objects' JSON, ordered by name.
+    pub bodies: Vec<String>,
+    /// Where the next page starts, when items remain.
+    pub next: Option<Continue>,
+    /// How many items remain after this page, when asked for and items remain.
+    pub remaining: Option<u64>,
 }
 
 /// A live subscription opened at a known revision.
@@ -157,6 +171,69 @@ impl Store {
         .await
     }
 
+    /// One page of a paged list (`limit`, 0 for all), at the current revision or, with a
+    /// `continue` token, at the token's revision after its name (see `crate::pages`); 410
+    /// Expired when the history no longer reaches back to that revision. `matches` is the
+    /// selection, applied to each object as of the list's revision; `count` asks for how
+    /// many items remain after the page.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_page(
+        &self,
+        kind: &'static str,
+        node: Option<String>,
+        phase: Option<String>,
+        from: Option<Continue>,
+        limit: usize,
+        matches: impl Fn(&str) -> bool + Send + 'static,
+        count: bool,
+    ) -> Result<ListPage, AppError> {
+        self.blocking(move |_, db| {
+            let (revision, after, known) = match from {
+                None => (db.revision, String::new(), None),
+                Some(from) => {
+                    if from.revision < db.compacted || from.revision > db.revision {
+                        return Err(AppError::new(
+                            kohakuriver_api::StatusReason::Expired,
+                            format!(
+                                "the continue token's resourceVersion {} is not kept: the history holds {} to {}; list again from the start without continue",
+                                from.revision, db.compacted, db.revision
+                            ),
+                        ));
+                    }
+                    (from.revision, from.after, from.remaining)
+                }
+            };
+            // What the previous page left is what this one and the later ones hold, so only
+            // a list's first page counts.
+            let (page, counted) = db.page(
+                kind,
+                node.as_deref(),
+                phase.as_deref(),
+                revision,
+                &after,
+                limit,
+                &matches,
+                count && known.is_none(),
+            )?;
+            let remaining = match known {
+                Some(known) if count => Some(known.saturating_sub(page.bodies.len() as u64)),
+                _ => counted,
+            }
+            .filter(|_| page.more_after.is_some());
+            Ok(ListPage {
+                revision,
+                bodies: page.bodies,
+                next: page.more_after.map(|after| Continue {
+                    revision,
+                    after,
+                    remaining,
+                }),
+                remaining,
+            })
+        })
+        .await
+    }
+
     /// Reads every object of a kind and opens a live subscription at the same revision, so
     /// a fresh watch misses nothing between its initial list and its live events.
     pub async fn snapshot(
@@ -228,6 +305,7 @@ impl Store {
                             kind: kind.to_string(),
                             event_type: EventType::parse(&row.get::<_, String>(1)?),
                             body: row.get(2)?,
+                            selection_changed: row.get::<_, Option<String>>(3)?.is_some(),
                             prev: row.get(3)?,
                         })
                     },
@@ -290,12 +368,18 @@ impl Store {
             if dry_run {
                 return Ok((object, written, extra));
             }
-            // Kept only when a selector could see the change, so filtered watches learn that an
-            // object left or entered their selection.
+            // The state before every change is kept: filtered watches learn from it that an
+            // object left or entered their selection, and later pages of a paged list read
+            // the object as of their revision from it.
+            let selection_changed = previous.as_ref().is_some_and(|p| {
+                written == Written::Updated && selectable(p) != selectable(&object)
+            });
             let prev = previous
-                .filter(|p| written == Written::Updated && selectable(p) != selectable(&object))
-                .and_then(|p| serde_json::to_string(&p).ok());
-            let event = db.commit(&mut object, written, prev)?;
+                .filter(|_| matches!(written, Written::Updated | Written::Removed))
+                .map(|p| serde_json::to_string(&p))
+                .transpose()
+                .map_err(|e| AppError::internal(format!("database write failed: {e}")))?;
+            let event = db.commit(&mut object, written, prev, selection_changed)?;
             // Sent while the lock is held so live events leave in revision order. A send
             // fails only when nobody watches, which is fine.
             let _ = store.inner.live.send(Arc::new(event));

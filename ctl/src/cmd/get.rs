@@ -42,7 +42,14 @@ pub struct Args {
     /// default, as kubectl does.
     #[arg(long)]
     pub show_managed_fields: bool,
+    /// Read a long list in pages of this many objects (0: all in one answer), as kubectl's
+    /// `--chunk-size`; tables and names print each page as it arrives.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u64,
 }
+
+/// How many objects `get` and `task list` ask for at a time (kubectl's default too).
+pub const DEFAULT_CHUNK_SIZE: u64 = 500;
 
 impl Args {
     fn format(&self) -> Format {
@@ -69,28 +76,24 @@ async fn get<R: Columns>(api: &Api<R>, args: &Args) -> anyhow::Result<ExitCode> 
     let params = ListParams {
         label_selector: args.selector.clone(),
         field_selector: args.field_selector.clone(),
+        ..ListParams::default()
     };
     if args.watch {
         return watch(api, params, args).await;
     }
-    let (mut items, revision, single) = if args.names.is_empty() {
-        let list = api
-            .list(&params)
-            .await
-            .with_context(|| format!("cannot list {}", R::PLURAL))?;
-        (list.items, list.metadata.resource_version, false)
-    } else {
-        let mut items = Vec::new();
-        for name in &args.names {
-            items.push(api.get(name).await?);
-        }
-        let revision = items
-            .iter()
-            .map(|o| o.resource_version())
-            .max()
-            .unwrap_or(0);
-        (items, revision, args.names.len() == 1)
-    };
+    if args.names.is_empty() {
+        return list(api, params, args).await;
+    }
+    let mut items = Vec::new();
+    for name in &args.names {
+        items.push(api.get(name).await?);
+    }
+    let revision = items
+        .iter()
+        .map(|o| o.resource_version())
+        .max()
+        .unwrap_or(0);
+    let single = args.names.len() == 1;
     if !args.show_managed_fields {
         items.iter_mut().for_each(hide_managed_fields);
     }
@@ -105,6 +108,58 @@ async fn get<R: Columns>(api: &Api<R>, args: &Args) -> anyhow::Result<ExitCode> 
                 eprintln!("no {} found", R::PLURAL);
             } else {
                 print!("{}", table(&items, args.format() == Format::Wide).render());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the whole list, read a page at a time: tables and names print each page as it
+/// arrives (the first page's columns widen when a later cell must), so memory holds one
+/// page; YAML and JSON are one `List` document, so they gather every page first.
+async fn list<R: Columns>(
+    api: &Api<R>,
+    params: ListParams,
+    args: &Args,
+) -> anyhow::Result<ExitCode> {
+    let mut pages = api.list_pages(&params, args.chunk_size);
+    let context = || format!("cannot list {}", R::PLURAL);
+    match args.format() {
+        Format::Yaml | Format::Json => {
+            let mut items = Vec::new();
+            let mut revision = None;
+            while let Some(page) = pages.next().await {
+                let page = page.with_context(context)?;
+                revision.get_or_insert(page.metadata.resource_version);
+                items.extend(page.items);
+            }
+            if !args.show_managed_fields {
+                items.iter_mut().for_each(hide_managed_fields);
+            }
+            let list = list_of(items, revision.unwrap_or(0));
+            if args.format() == Format::Yaml {
+                print!("{}", to_yaml(&list)?);
+            } else {
+                print!("{}", to_json(&list)?);
+            }
+        }
+        output => {
+            let mut printer = WatchPrinter {
+                names: &[],
+                output,
+                show_managed_fields: args.show_managed_fields,
+                widths: None,
+            };
+            let mut printed = false;
+            while let Some(page) = pages.next().await {
+                let page = page.with_context(context)?;
+                if !page.items.is_empty() {
+                    printed = true;
+                    printer.print(page.items)?;
+                }
+            }
+            if !printed {
+                eprintln!("no {} found", R::PLURAL);
             }
         }
     }

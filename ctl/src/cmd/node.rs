@@ -57,6 +57,7 @@ pub async fn run(client: &Client, command: NodeCommand) -> Result<i32> {
                 output: args.output,
                 watch: false,
                 show_managed_fields: false,
+                chunk_size: get::DEFAULT_CHUNK_SIZE,
             };
             get::run(client, get_args).await?;
         }

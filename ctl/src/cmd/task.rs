@@ -851,6 +851,7 @@ async fn list(client: &Client, args: ListArgs) -> Result<i32> {
         output: args.output,
         watch: false,
         show_managed_fields: false,
+        chunk_size: get::DEFAULT_CHUNK_SIZE,
     };
     get::run(client, get_args).await?;
     Ok(0)
