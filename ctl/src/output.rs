@@ -106,7 +106,10 @@ pub fn list_of<R: Resource>(items: Vec<R>, resource_version: u64) -> List<R> {
     List {
         api_version: kohakuriver_api::API_VERSION.to_string(),
         kind: format!("{}List", R::KIND),
-        metadata: ListMeta { resource_version },
+        metadata: ListMeta {
+            resource_version,
+            ..ListMeta::default()
+        },
         items,
     }
 }

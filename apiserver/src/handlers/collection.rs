@@ -49,6 +49,7 @@ pub async fn list<R: Served>(
             timeout: params
                 .number("timeoutSeconds")?
                 .map(std::time::Duration::from_secs),
+            store_id: params.get("storeId").map(str::to_string),
         };
         // Counted before any work; the guard goes with the stream and frees the slot when
         // the stream ends.
@@ -73,9 +74,10 @@ pub async fn list<R: Served>(
     // selector needs to look inside.
     let mut out = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 128);
     out.push_str(&format!(
-        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"items\":[",
+        "{{\"apiVersion\":\"{}\",\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{revision}\",\"storeId\":\"{}\"}},\"items\":[",
         kohakuriver_api::API_VERSION,
-        R::KIND
+        R::KIND,
+        state.store().id()
     ));
     let mut first = true;
     for body in bodies.iter().filter(|b| selection.matches::<R>(b)) {
