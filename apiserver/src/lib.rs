@@ -40,7 +40,7 @@ pub use handlers::{route_table, router};
 pub use limits::{Limits, TokenBucket};
 pub use schema::SyncMode;
 pub use state::AppState;
-pub use store::restore;
+pub use store::{check_backup, restore};
 
 /// How long a shutdown waits for open connections (say, a client that stopped reading a
 /// watch) before the server stops anyway.

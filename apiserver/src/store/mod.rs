@@ -29,7 +29,7 @@ use crate::schema::{self, SyncMode};
 pub use credentials::TokenRecord;
 use db::{Db, read_failed};
 pub use event::{Event, EventType};
-pub use restore::restore;
+pub use restore::{check as check_backup, restore};
 
 /// How many live events a watcher may fall behind before it re-reads from SQLite.
 const LIVE_BUFFER: usize = 4096;

@@ -61,8 +61,20 @@ pub fn restore(backup: &Path, db: &Path) -> Result<String, Error> {
     made
 }
 
-/// Why `conn` cannot be restored, if it cannot.
-fn check_backup(conn: &Connection) -> Result<(), String> {
+/// Checks that `backup` is a store this server can restore; answers its revision.
+pub fn check(backup: &Path) -> Result<u64, Error> {
+    let shown = backup.display();
+    let conn = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(failed(format!("opening the backup {shown}")))?;
+    check_backup(&conn).map_err(|why| {
+        Error::Corrupt(format!(
+            "{shown} is not a kohakuriver backup this server can restore: {why}"
+        ))
+    })
+}
+
+/// Why `conn` cannot be restored, if it cannot; else its revision.
+fn check_backup(conn: &Connection) -> Result<u64, String> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
@@ -80,11 +92,12 @@ fn check_backup(conn: &Connection) -> Result<(), String> {
     if check != "ok" {
         return Err(format!("PRAGMA quick_check says {check}"));
     }
-    conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map_err(|e| format!("no revision counter ({e})"))?;
-    Ok(())
+    let revision = conn
+        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| format!("no revision counter ({e})"))?;
+    Ok(revision as u64)
 }
 
 fn temp_beside(db: &Path) -> PathBuf {
