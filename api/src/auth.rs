@@ -198,6 +198,8 @@ pub enum Verb {
     Join,
     /// Read the secret the server uses to call a node's agent.
     NodeCredentials,
+    /// Copy the whole store (`GET /backup`).
+    Backup,
 }
 
 impl Verb {
@@ -219,6 +221,7 @@ impl Verb {
             Verb::ManageTokens => "manage",
             Verb::Join => "join as",
             Verb::NodeCredentials => "read the agent credentials of",
+            Verb::Backup => "back up",
         }
     }
 
@@ -249,6 +252,8 @@ pub enum Target<'a> {
     Node(&'a str),
     /// The token store.
     Tokens,
+    /// The whole store: every object, the watch history, token hashes and the server's keys.
+    Store,
 }
 
 impl Target<'_> {
@@ -269,6 +274,7 @@ impl Target<'_> {
             Target::Nodes => "nodes".to_string(),
             Target::Node(n) => format!("node {n}"),
             Target::Tokens => "tokens".to_string(),
+            Target::Store => "the store".to_string(),
         }
     }
 }
@@ -375,7 +381,7 @@ pub fn authorize(
                 _ => refuse("a node may only read the tasks bound to it and write their status"),
             },
             Target::Task(_) => refuse("the task is not bound to this node"),
-            Target::Tokens | Target::Server | Target::Discovery => refuse(""),
+            Target::Tokens | Target::Store | Target::Server | Target::Discovery => refuse(""),
         },
         Role::Controllers => match (verb, target) {
             (Get | List | Watch, Target::Tasks { .. } | Target::Task(_))
@@ -406,6 +412,14 @@ fn authorize_person(
                 Ok(())
             } else {
                 refuse("only an admin manages tokens")
+            }
+        }
+        // A backup holds every token hash and the server's own keys.
+        Target::Store => {
+            if role == Role::Admin && verb == Backup {
+                Ok(())
+            } else {
+                refuse("only an admin backs up the store")
             }
         }
         Target::Nodes | Target::Node(_) => match verb {

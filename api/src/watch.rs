@@ -23,6 +23,11 @@ pub struct ListMeta {
     /// hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_item_count: Option<u64>,
+    /// The id of the store the list was read from (see ARCHITECTURE.md "Store identity").
+    /// A watch from this list's `resourceVersion` names it (`storeId=`), so it gets 410 Gone
+    /// instead of resuming into another store's history. Absent from other servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
 }
 
 impl ListMeta {
@@ -215,12 +220,14 @@ mod tests {
             kind: "TaskList".into(),
             metadata: ListMeta {
                 resource_version: 7,
+                store_id: Some("ab12".into()),
                 ..ListMeta::default()
             },
             items: vec![],
         };
         let value = serde_json::to_value(&list).unwrap();
         assert_eq!(value["metadata"]["resourceVersion"], json!("7"));
+        assert_eq!(value["metadata"]["storeId"], json!("ab12"));
         let back: List<Task> = serde_json::from_value(value).unwrap();
         assert_eq!(back.metadata.resource_version, 7);
         let old: List<Task> = serde_json::from_value(

@@ -6,12 +6,14 @@
 //! Knobs: `KR_BENCH_CREATES` per round (default 4,000), `KR_BENCH_CLIENTS` (default 16),
 //! `KR_BENCH_ROUNDS` (default 3), `KR_BENCH_RATE_LIMIT` (the auth-on server's per-identity
 //! rate, default 0 = off: set it far above the load, e.g. 1000000, to measure what the
-//! limiter's bookkeeping costs).
+//! limiter's bookkeeping costs), `KR_BENCH_SYNC` (`full` or `normal`: both servers keep
+//! a database file in a temp dir with that `--sync` mode; unset, they keep it in memory,
+//! where the sync mode does nothing).
 
 use std::time::{Duration, Instant};
 
 use kohakuriver_api::auth::{Identity, Role};
-use kohakuriver_apiserver::{AuthConfig, Config, generate_token, serve};
+use kohakuriver_apiserver::{AuthConfig, Config, SyncMode, generate_token, serve};
 use tokio_util::sync::CancellationToken;
 
 fn env(name: &str, default: usize) -> usize {
@@ -29,10 +31,20 @@ fn main() {
     runtime.block_on(bench());
 }
 
-/// A server on 127.0.0.1:0 (in-memory store); its URL, the token to use, and its stopper.
-async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
+/// The store's file and sync mode from `KR_BENCH_SYNC`, or `None` for in memory.
+fn file_store() -> Option<SyncMode> {
+    match std::env::var("KR_BENCH_SYNC").ok()?.as_str() {
+        "full" => Some(SyncMode::Full),
+        "normal" => Some(SyncMode::Normal),
+        other => panic!("KR_BENCH_SYNC={other}: give full or normal"),
+    }
+}
+
+/// A server on 127.0.0.1:0 (in-memory store, or a file in `dir` per `KR_BENCH_SYNC`); its
+/// URL, the token to use, and its stopper.
+async fn start(auth: bool, dir: &std::path::Path) -> (String, Option<String>, CancellationToken) {
     let token = generate_token();
-    let config = if auth {
+    let mut config = if auth {
         Config {
             auth: AuthConfig {
                 static_tokens: vec![(token.clone(), Identity::new("bench", Role::User))],
@@ -49,6 +61,10 @@ async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
     } else {
         Config::insecure()
     };
+    if let Some(sync) = file_store() {
+        config.sync = sync;
+        config.db_path = Some(dir.join(format!("{}.db", generate_token())));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -65,7 +81,8 @@ async fn start(auth: bool) -> (String, Option<String>, CancellationToken) {
 /// Creates `creates` tasks from `clients` concurrent clients; answers creates/s and the
 /// sorted latencies.
 async fn round(auth: bool, creates: usize, clients: usize, tag: &str) -> (f64, Vec<Duration>) {
-    let (url, token, stop) = start(auth).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (url, token, stop) = start(auth, dir.path()).await;
     let started = Instant::now();
     let mut workers = Vec::new();
     for c in 0..clients {
@@ -118,7 +135,11 @@ async fn bench() {
     let creates = env("KR_BENCH_CREATES", 4000);
     let clients = env("KR_BENCH_CLIENTS", 16);
     let rounds = env("KR_BENCH_ROUNDS", 3);
-    println!("creates/s through HTTP, {creates} creates per round, {clients} clients");
+    let store = match file_store() {
+        Some(sync) => format!("database file, synchronous={}", sync.pragma()),
+        None => "in-memory database".to_string(),
+    };
+    println!("creates/s through HTTP, {creates} creates per round, {clients} clients, {store}");
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let (rate_off, lat_off) = round(false, creates, clients, &format!("off{r}")).await;

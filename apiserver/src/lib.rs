@@ -41,6 +41,7 @@ pub use handlers::{route_table, router};
 pub use limits::{Limits, TokenBucket};
 pub use schema::SyncMode;
 pub use state::AppState;
+pub use store::{check_backup, restore};
 
 /// How long a shutdown waits for open connections (say, a client that stopped reading a
 /// watch) before the server stops anyway.
@@ -60,7 +61,7 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// The image for tasks that name neither `image` nor `container`, told to clients.
     pub default_image: Option<String>,
-    /// SQLite durability (default `Normal`).
+    /// SQLite durability (default `Full`: an acknowledged write survives a power cut).
     pub sync: SyncMode,
     /// Authentication and authorization.
     pub auth: AuthConfig,
@@ -123,7 +124,7 @@ impl Default for Config {
             watch_history: 100_000,
             bookmark_interval: Duration::from_secs(30),
             default_image: None,
-            sync: SyncMode::Normal,
+            sync: SyncMode::default(),
             auth: AuthConfig::default(),
             ca_fingerprint: None,
             tls: None,

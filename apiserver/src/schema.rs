@@ -12,11 +12,24 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncMode {
     /// `synchronous=NORMAL`: in WAL mode a commit survives a process crash (kill -9); only an
-    /// OS crash or power cut may lose the last commits. Fast.
-    #[default]
+    /// OS crash or power cut may lose the last commits. Faster. The store takes a new id at
+    /// every open in this mode, since revisions lost on a power cut would otherwise be
+    /// reused (see `Store::open`).
     Normal,
-    /// `synchronous=FULL`: every commit is fsynced; survives power cuts. Slower.
+    /// `synchronous=FULL`: every commit is fsynced before it is acknowledged; survives power
+    /// cuts. The default.
+    #[default]
     Full,
+}
+
+impl SyncMode {
+    /// The value of `PRAGMA synchronous` for this mode.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Full => "FULL",
+        }
+    }
 }
 
 /// The migrations, in order; migration `i` brings the database to `user_version = i + 1`.
@@ -77,7 +90,33 @@ const MIGRATIONS: &[&str] = &[
      UPDATE events SET prev = json_set(prev, '$.metadata.resourceVersion',
          CAST(json_extract(prev, '$.metadata.resourceVersion') AS TEXT))
      WHERE prev IS NOT NULL AND json_type(prev, '$.metadata.resourceVersion') = 'integer';",
+    // 5: the store's identity, a random id made when the database is (or, for an older
+    // database, when it migrates). Lists carry it and a watch may name it, so a watcher
+    // never resumes against another store (a restored backup, a replaced file) by
+    // revision number alone.
+    "INSERT INTO secrets (key, value) VALUES ('store_id', lower(hex(randomblob(16))));",
 ];
+
+/// Gives the store a new random id: after a restore, or when revisions may have been lost.
+pub fn new_store_id(conn: &Connection) -> Result<String, Error> {
+    conn.query_row(
+        "INSERT INTO secrets (key, value) VALUES ('store_id', lower(hex(randomblob(16))))
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING value",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(db("making a new store id"))
+}
+
+/// The store's id.
+pub fn store_id(conn: &Connection) -> Result<String, Error> {
+    conn.query_row(
+        "SELECT value FROM secrets WHERE key = 'store_id'",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(db("reading the store id"))
+}
 
 /// The schema version this server writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -97,10 +136,7 @@ pub fn configure(conn: &Connection, sync: SyncMode) -> Result<(), Error> {
         .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
         .map_err(db("setting journal_mode=WAL"))?;
     tracing::debug!(journal_mode = %mode, "sqlite journal mode");
-    let sync = match sync {
-        SyncMode::Normal => "NORMAL",
-        SyncMode::Full => "FULL",
-    };
+    let sync = sync.pragma();
     conn.execute_batch(&format!(
         "PRAGMA synchronous={sync};
          PRAGMA busy_timeout=5000;
@@ -149,6 +185,32 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         assert!(matches!(migrate(&mut conn), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn the_sync_mode_reaches_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, want) in [(SyncMode::Full, 2), (SyncMode::Normal, 1)] {
+            let conn = Connection::open(dir.path().join("db")).unwrap();
+            configure(&conn, mode).unwrap();
+            let got: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(got, want, "{mode:?}");
+        }
+        assert_eq!(SyncMode::default(), SyncMode::Full);
+    }
+
+    #[test]
+    fn a_store_has_an_id_until_it_gets_a_new_one() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let id = store_id(&conn).unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert_eq!(store_id(&conn).unwrap(), id);
+        let new = new_store_id(&conn).unwrap();
+        assert_ne!(new, id);
+        assert_eq!(store_id(&conn).unwrap(), new);
     }
 
     #[test]

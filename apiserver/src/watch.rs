@@ -56,6 +56,9 @@ pub struct WatchOptions {
     pub initial_events: Option<bool>,
     /// `timeoutSeconds`: the watch ends (cleanly) after this long.
     pub timeout: Option<std::time::Duration>,
+    /// `storeId`: the store the client's `resourceVersion` came from (a list's
+    /// `metadata.storeId`); another store answers 410 Gone.
+    pub store_id: Option<String>,
 }
 
 fn bookmark_line<R: Served>(rv: u64, initial_events_end: bool) -> String {
@@ -74,6 +77,21 @@ fn error_line<R: Served>(error: AppError) -> String {
     line
 }
 
+/// 410 Gone unless the watch's `storeId` names this store: its revisions came from another
+/// (a restored backup, a replaced file, a run that may have lost commits), so resuming by
+/// number could skip events.
+fn check_store_id(asked: &str, ours: &str) -> Result<(), AppError> {
+    if asked == ours {
+        return Ok(());
+    }
+    Err(AppError::new(
+        kohakuriver_api::StatusReason::Gone,
+        format!(
+            "storeId {asked:?} is not this server's store ({ours:?}): the store was restored or replaced since you listed; list again and watch from the list's resourceVersion"
+        ),
+    ))
+}
+
 /// Starts a watch of kind `R`. Errors found before streaming starts (410 Gone, a database
 /// failure) are answered as plain HTTP errors.
 pub async fn respond<R: Served>(
@@ -83,6 +101,9 @@ pub async fn respond<R: Served>(
     guard: WatchGuard,
 ) -> Result<Response, AppError> {
     let store = state.store().clone();
+    if let Some(asked) = &options.store_id {
+        check_store_id(asked, store.id())?;
+    }
     let (node, phase) = selection.index_hints();
     let from = match (options.initial_events, options.from) {
         (Some(true), _) => None,

@@ -132,6 +132,49 @@ async fn gone_after_compaction_over_http() {
     server.stop().await;
 }
 
+/// A resume the store cannot vouch for is 410, so the watcher lists again: a revision the
+/// store never reached (it is another, or a rolled-back one), or another store's id.
+#[tokio::test]
+async fn a_resume_from_the_future_or_another_store_is_gone() {
+    let server = Server::start(Config::insecure()).await;
+    server.create_task("a").await;
+    let (_, list) = server.send(Method::GET, TASKS, None).await;
+    let at = rv(&list["metadata"]["resourceVersion"]);
+    let id = list["metadata"]["storeId"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{list}");
+    let resume = |from: u64, store: &str| {
+        format!("{TASKS}?watch=true&resourceVersion={from}&storeId={store}")
+    };
+    let (code, body) = server.send(Method::GET, &resume(at + 5, &id), None).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (410, Some("Gone")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("is newer than the store's revision"),
+        "{body}"
+    );
+    let (code, body) = server
+        .send(Method::GET, &resume(at, "0123abcd"), None)
+        .await;
+    assert_eq!(code, 410, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("storeId \"0123abcd\" is not this server's store"),
+        "{body}"
+    );
+    let mut watch = server.watch(&resume(at, &id)).await;
+    server.create_task("b").await;
+    assert_eq!(summary(&watch.next_change().await).1, "b");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn everything_survives_a_restart_on_the_same_file() {
     let dir = tempfile::tempdir().unwrap();

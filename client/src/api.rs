@@ -300,15 +300,21 @@ impl<R: Resource> Api<R> {
     /// One raw watch connection: every event after `resource_version` (or, from 0, an
     /// `ADDED` for every current object first). The stream ends when the server closes the
     /// connection; an `ERROR` event carries a 410 when the history no longer reaches back to
-    /// `resource_version`.
+    /// `resource_version`. `store_id` is the list's `metadata.storeId` that
+    /// `resource_version` came from: a server now serving another store (restored, replaced)
+    /// answers 410 Gone rather than resume by revision number into another history.
     pub async fn watch(
         &self,
         params: &ListParams,
         resource_version: u64,
+        store_id: Option<&str>,
     ) -> Result<BoxStream<'static, Result<WatchEvent<R>, Error>>, Error> {
         let mut query = params.query();
         query.push(("watch", "true".to_string()));
         query.push(("resourceVersion", resource_version.to_string()));
+        if let Some(id) = store_id {
+            query.push(("storeId", id.to_string()));
+        }
         // Bookmarks keep an idle stream alive within `WATCH_IDLE` and tell the watcher how
         // far it got; Kubernetes (and this server) send them only when asked.
         query.push(("allowWatchBookmarks", "true".to_string()));

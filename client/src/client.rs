@@ -171,6 +171,14 @@ impl Client {
         Ok(resp.bytes_stream().map_err(Error::Http).boxed())
     }
 
+    /// A consistent copy of the server's whole store (`GET /backup`, admin), an SQLite file,
+    /// as a byte stream: no overall timeout, since a large store takes a while.
+    pub async fn backup(&self) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
+        let url = self.url(&["backup"]);
+        let resp = self.send(self.stream_request(Method::GET, url)).await?;
+        Ok(resp.bytes_stream().map_err(Error::Http).boxed())
+    }
+
     /// `{root}/{segments…}`, each segment percent-encoded.
     pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.inner.root.clone();

@@ -3,7 +3,10 @@
 //! It lists, then watches from the list's revision, and keeps the last revision it has seen
 //! (bookmarks count) so that after a disconnect it resumes exactly where it was. When the
 //! server no longer keeps history that far back (410 Gone) it lists again and reports the
-//! whole state as [`Event::Restarted`]. Errors are yielded (so callers can log them) and
+//! whole state as [`Event::Restarted`]. Each watch names the store its list came from
+//! (`storeId`), so a server restored from a backup or otherwise serving another store
+//! answers 410 too, and the watcher lists again instead of resuming by a revision number
+//! that means something else there. Errors are yielded (so callers can log them) and
 //! followed by a jittered exponential backoff; the stream itself only ends when dropped.
 
 use std::time::Duration;
@@ -50,6 +53,8 @@ struct State<R: Resource> {
     backoff: Backoff,
     /// Wait this long before the next step (set after an error).
     delay: Option<Duration>,
+    /// The store the last list came from (its `metadata.storeId`), named by every watch.
+    store_id: Option<String>,
 }
 
 pub(crate) fn watcher<R: Resource>(
@@ -62,6 +67,7 @@ pub(crate) fn watcher<R: Resource>(
         phase: Phase::List,
         backoff: Backoff::watch(),
         delay: None,
+        store_id: None,
     };
     stream::unfold(state, |mut st| async move {
         let item = step(&mut st).await;
@@ -80,6 +86,7 @@ async fn step<R: Resource>(st: &mut State<R>) -> Result<Event<R>, Error> {
             Phase::List => match st.api.list(&st.params).await {
                 Ok(list) => {
                     st.phase = Phase::Watch(list.metadata.resource_version);
+                    st.store_id = list.metadata.store_id;
                     return Ok(Event::Restarted(list.items));
                 }
                 Err(e) => {
@@ -87,7 +94,11 @@ async fn step<R: Resource>(st: &mut State<R>) -> Result<Event<R>, Error> {
                     return Err(e);
                 }
             },
-            Phase::Watch(revision) => match st.api.watch(&st.params, revision).await {
+            Phase::Watch(revision) => match st
+                .api
+                .watch(&st.params, revision, st.store_id.as_deref())
+                .await
+            {
                 Ok(events) => {
                     st.phase = Phase::Streaming {
                         events,

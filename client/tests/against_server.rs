@@ -194,7 +194,7 @@ async fn raw_watch_streams_events_after_a_revision() {
     let tasks = s.client.api::<Task>();
     let a = tasks.create(&Task::test("w1")).await.unwrap();
     let mut events = tasks
-        .watch(&ListParams::default(), a.resource_version())
+        .watch(&ListParams::default(), a.resource_version(), None)
         .await
         .unwrap();
     tasks.create(&Task::test("w2")).await.unwrap();
@@ -252,7 +252,7 @@ async fn watch_from_before_the_history_is_gone() {
     for i in 0..6 {
         tasks.create(&Task::test(&format!("g{i}"))).await.unwrap();
     }
-    let gone = match tasks.watch(&ListParams::default(), 1).await {
+    let gone = match tasks.watch(&ListParams::default(), 1, None).await {
         Err(e) => e.is_gone(),
         Ok(mut events) => match next(&mut events).await {
             Ok(WatchEvent::Error { object }) => object.code == 410,
@@ -261,6 +261,30 @@ async fn watch_from_before_the_history_is_gone() {
         },
     };
     assert!(gone);
+}
+
+/// The list names its store; a watch naming another store (the server was restored from a
+/// backup since) is 410, which the watcher answers by listing again.
+#[tokio::test]
+async fn a_watch_naming_another_store_is_gone() {
+    let s = server_with(kohakuriver_apiserver::Config::insecure()).await;
+    let tasks = s.client.api::<Task>();
+    tasks.create(&Task::test("s0")).await.unwrap();
+    let list = tasks.list(&ListParams::default()).await.unwrap();
+    let id = list.metadata.store_id.clone().expect("a store id");
+    let at = list.metadata.resource_version;
+    assert!(
+        tasks
+            .watch(&ListParams::default(), at, Some(&id))
+            .await
+            .is_ok()
+    );
+    let e = tasks
+        .watch(&ListParams::default(), at, Some("another"))
+        .await
+        .err()
+        .expect("another store is 410");
+    assert!(e.is_gone(), "{e}");
 }
 
 #[tokio::test]

@@ -74,6 +74,8 @@ enum Command {
     Token(cmd::token::TokenCommand),
     /// Print or write a kubeconfig for this server and credential, for kubectl.
     Kubeconfig(cmd::kubeconfig::Args),
+    /// Copy the server's whole store to a file while it serves (admin).
+    Backup(cmd::backup::Args),
 }
 
 impl Command {
@@ -140,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Whoami(args) => cmd::whoami::run(&cli.server.client()?, args).await,
         Command::Token(c) => cmd::token::run(&cli.server.client()?, c).await,
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&cli.server, args).await,
+        Command::Backup(args) => cmd::backup::run(&cli.server.client()?, args).await,
     }
 }
 

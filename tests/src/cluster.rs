@@ -346,6 +346,15 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::restart_server`] with `extra` arguments for this one start (say,
+    /// `--restore FILE --force`).
+    pub fn restart_server_with(&mut self, extra: &[&str]) {
+        let plain = self.server_args.clone();
+        self.server_args.extend(extra.iter().map(|a| a.to_string()));
+        self.restart_server();
+        self.server_args = plain;
+    }
+
     /// Starts an agent with a unique node name made from `prefix` and default options, and a
     /// node token made through the CLI (`token create --role node`); returns the node name
     /// once the node is Ready.

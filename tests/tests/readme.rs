@@ -54,6 +54,9 @@ fn plan(heading: &str, first_line: &str) -> Plan {
         ("Using kubectl", _) => Plan::Run {
             expected_failures: &[],
         },
+        ("Backup and restore", _) => Plan::Skip(
+            "restores into the default data dir of a running server; tests/tests/backup.rs runs both commands",
+        ),
         ("Test", _) => Plan::Skip("this test is part of it"),
         ("Benchmarks", _) => Plan::Skip("benchmarks take minutes and are not part of the test run"),
         (other, line) => panic!(

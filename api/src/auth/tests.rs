@@ -82,8 +82,11 @@ fn authorize_table() {
         (&op, Delete, Target::Node("node-a"), &open, false),
         (&op, UpdateStatus, t, &open, false),
         (&op, ManageTokens, Target::Tokens, &open, false),
+        (&op, Backup, Target::Store, &open, false),
         // Admins also manage tokens and nodes.
         (&admin, ManageTokens, Target::Tokens, &open, true),
+        (&admin, Backup, Target::Store, &open, true),
+        (&admin, ManageTokens, Target::Store, &open, false),
         (&admin, Delete, Target::Node("node-a"), &open, true),
         (
             &admin,
@@ -140,6 +143,7 @@ fn authorize_table() {
         (&node_b, UpdateStatus, tb, &open, false),
         (&node_a, Create, t, &open, false),
         (&node_a, ManageTokens, Target::Tokens, &open, false),
+        (&node_a, Backup, Target::Store, &open, false),
         // The controllers read everything and write lifecycle status.
         (&ctl, Watch, Target::Tasks { node: None }, &open, true),
         (&ctl, UpdateStatus, t, &open, true),
@@ -150,6 +154,7 @@ fn authorize_table() {
         (&ctl, Create, t, &open, false),
         (&ctl, Update, t, &open, false),
         (&ctl, ManageTokens, Target::Tokens, &open, false),
+        (&ctl, Backup, Target::Store, &open, false),
         // A join credential does nothing else.
         (&join, Get, t, &open, false),
         (&join, Create, Target::Node("rack-1"), &open, false),

@@ -52,6 +52,7 @@ pub async fn list<R: Served>(
             timeout: params
                 .number("timeoutSeconds")?
                 .map(std::time::Duration::from_secs),
+            store_id: params.get("storeId").map(str::to_string),
         };
         // Counted before any work; the guard goes with the stream and frees the slot when
         // the stream ends.
@@ -77,7 +78,11 @@ pub async fn list<R: Served>(
             .iter()
             .map(String::as_str)
             .filter(|b| selection.matches::<R>(b));
-        return answer::<R>(matched, ListMeta::at(revision), presentation);
+        let meta = ListMeta {
+            store_id: Some(state.store().id().to_string()),
+            ..ListMeta::at(revision)
+        };
+        return answer::<R>(matched, meta, presentation);
     }
     // A page: the selection is applied while reading (to each object as of the list's
     // revision), so the page fills up to `limit` matches. Like Kubernetes, the remaining count
@@ -99,6 +104,7 @@ pub async fn list<R: Served>(
         resource_version: page.revision,
         continue_token: page.next.map(|next| next.encode()),
         remaining_item_count: page.remaining,
+        store_id: Some(state.store().id().to_string()),
     };
     answer::<R>(page.bodies.iter().map(String::as_str), meta, presentation)
 }

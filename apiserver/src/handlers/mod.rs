@@ -6,6 +6,7 @@
 //! from that list, and so is [`route_table`], which the authorization tests walk so a new
 //! route cannot go untested. Every request passes `auth::authenticate` first.
 
+mod backup;
 mod collection;
 mod credentials;
 mod discovery;
@@ -93,6 +94,7 @@ fn routes() -> Vec<Route> {
             get(credentials::node_credentials),
         ),
         route(api("tasks/{name}/log"), &[Method::GET], get(logs::proxy)),
+        route(api("backup"), &[Method::GET], get(backup::backup)),
     ];
     all.extend(kind_routes::<Task>());
     all.extend(kind_routes::<Node>());

@@ -15,8 +15,9 @@
 mod credentials;
 mod db;
 mod event;
+mod restore;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, params};
@@ -29,6 +30,7 @@ use crate::schema::{self, SyncMode};
 pub use credentials::TokenRecord;
 use db::{Db, read_failed};
 pub use event::{Event, EventType};
+pub use restore::{check as check_backup, restore};
 
 /// How many live events a watcher may fall behind before it re-reads from SQLite.
 const LIVE_BUFFER: usize = 4096;
@@ -66,6 +68,10 @@ pub struct Store {
 struct Inner {
     db: Mutex<Db>,
     live: broadcast::Sender<Arc<Event>>,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
+    /// The store's identity (see [`Store::id`]).
+    id: String,
 }
 
 /// One page of a list.
@@ -91,6 +97,12 @@ pub struct Subscription {
 
 impl Store {
     /// Opens (creating and migrating if needed) the database; `None` is in-memory.
+    ///
+    /// Under `SyncMode::Normal` a power cut may lose the last commits, and their revision
+    /// numbers would then be handed out again for other writes; a watcher that saw the lost
+    /// ones could resume past the reused ones without noticing. So a file opened in that
+    /// mode takes a new store id, which sends every watcher of the previous run back to a
+    /// list (410). Under `Full` no acknowledged commit is lost and the id stays.
     pub fn open(path: Option<&Path>, sync: SyncMode, watch_history: u64) -> Result<Store, Error> {
         let db_err = |context: &str| {
             let context = context.to_string();
@@ -110,7 +122,11 @@ impl Store {
         };
         let revision = meta("revision")?;
         let compacted = meta("compacted")?;
-        tracing::info!(revision, compacted, "opened store");
+        let id = match (path, sync) {
+            (Some(_), SyncMode::Normal) => schema::new_store_id(&conn)?,
+            _ => schema::store_id(&conn)?,
+        };
+        tracing::info!(revision, compacted, store_id = %id, sync = sync.pragma(), "opened store");
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -121,8 +137,52 @@ impl Store {
                     watch_history,
                 }),
                 live,
+                path: path.map(Path::to_path_buf),
+                id,
             }),
         })
+    }
+
+    /// The store's identity: a random id made with the database and made anew by a restore
+    /// (and by every open under `SyncMode::Normal`). Lists carry it as
+    /// `metadata.storeId`; a watch naming another one (`storeId=`) is 410 Gone, so a
+    /// watcher never resumes by revision number into another store's history.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Writes a consistent copy of the whole database to `to`, a file that must not exist
+    /// yet (`VACUUM INTO`). A file-backed store copies through a connection of its own, a
+    /// read transaction that WAL lets run beside the writer, so writes go on meanwhile; an
+    /// in-memory store copies under the store lock.
+    pub async fn backup(&self, to: PathBuf) -> Result<(), AppError> {
+        let backup_failed =
+            |e: rusqlite::Error| AppError::internal(format!("backing up the store failed: {e}"));
+        let Some(path) = self.inner.path.clone() else {
+            return self
+                .blocking(move |_, db| {
+                    db.conn
+                        .execute("VACUUM INTO ?1", [to.to_string_lossy()])
+                        .map_err(backup_failed)?;
+                    Ok(())
+                })
+                .await;
+        };
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(backup_failed)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(backup_failed)?;
+            conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])
+                .map_err(backup_failed)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("backup task failed: {e}")))?
     }
 
     fn lock(&self) -> MutexGuard<'_, Db> {
@@ -441,6 +501,36 @@ mod tests {
         assert_eq!(reached, 2);
         let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
         assert_eq!(types, [EventType::Added, EventType::Modified]);
+    }
+
+    #[tokio::test]
+    async fn a_resume_from_a_revision_the_store_never_reached_is_gone() {
+        let store = Store::open(None, SyncMode::Normal, 100).unwrap();
+        store
+            .write("a".into(), false, put(Task::test("a")))
+            .await
+            .unwrap();
+        assert!(store.subscribe_after(1).await.is_ok());
+        let e = store.subscribe_after(5).await.err().unwrap();
+        assert_eq!(e.0.code, 410);
+        assert!(e.0.message.contains("resourceVersion 5 is newer"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_file_store_keeps_its_id_when_durable_and_changes_it_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let id = |sync| {
+            Store::open(Some(&path), sync, 100)
+                .unwrap()
+                .id()
+                .to_string()
+        };
+        let first = id(SyncMode::Full);
+        assert_eq!(id(SyncMode::Full), first);
+        let normal = id(SyncMode::Normal);
+        assert_ne!(normal, first);
+        assert_eq!(id(SyncMode::Full), normal);
     }
 
     #[tokio::test]

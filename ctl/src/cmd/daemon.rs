@@ -56,6 +56,84 @@ impl LimitFlags {
     }
 }
 
+/// How the API server keeps its store, and whether it starts from a backup.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreFlags {
+    /// full: every acknowledged write is on disk (fsync) and survives a power cut. normal:
+    /// faster; an acknowledged write survives a crash of this process, but a power cut or
+    /// OS crash may lose the last ones (watchers then list again after every restart).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SyncFlag::Full)]
+    pub sync: SyncFlag,
+    /// Start from this backup (`kohakuriver backup --to FILE`). Refused when the database
+    /// already exists, unless --force. The restored store gets a new store id, so watchers
+    /// of the old one list again.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+    /// With --restore: move an existing database aside (to DB.before-restore-TIME) instead
+    /// of refusing. Stop any server using it first.
+    #[arg(long, requires = "restore")]
+    pub force: bool,
+}
+
+/// `--sync`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFlag {
+    /// synchronous=FULL.
+    Full,
+    /// synchronous=NORMAL.
+    Normal,
+}
+
+impl StoreFlags {
+    /// The SQLite sync mode.
+    pub fn sync_mode(&self) -> kohakuriver_apiserver::SyncMode {
+        match self.sync {
+            SyncFlag::Full => kohakuriver_apiserver::SyncMode::Full,
+            SyncFlag::Normal => kohakuriver_apiserver::SyncMode::Normal,
+        }
+    }
+
+    /// Makes `db` from `--restore`, if given. An existing database is refused, or with
+    /// `--force` renamed aside (with its WAL files), never overwritten.
+    pub fn restore_into(&self, db: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::{Context, bail};
+        let Some(backup) = &self.restore else {
+            return Ok(());
+        };
+        if db.as_os_str() == ":memory:" {
+            bail!("--restore needs a database file; drop --db :memory:");
+        }
+        if db.exists() {
+            if !self.force {
+                bail!(
+                    "{} already exists: --restore never replaces a database silently; stop the server using it and add --force to move it aside, or choose another --data-dir",
+                    db.display()
+                );
+            }
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            for suffix in ["", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", db.display()));
+                if from.exists() {
+                    let to =
+                        PathBuf::from(format!("{}.before-restore-{stamp}{suffix}", db.display()));
+                    std::fs::rename(&from, &to).with_context(|| {
+                        format!("cannot move {} aside to {}", from.display(), to.display())
+                    })?;
+                    eprintln!("moved {} aside to {}", from.display(), to.display());
+                }
+            }
+        }
+        let id = kohakuriver_apiserver::restore(backup, db)
+            .with_context(|| format!("cannot restore {}", backup.display()))?;
+        eprintln!(
+            "restored {} into {} (new store id {id})",
+            backup.display(),
+            db.display()
+        );
+        Ok(())
+    }
+}
+
 /// Controller settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerFlags {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod backup;
 pub mod controllers;
 pub mod daemon;
 pub mod delete;

@@ -11,7 +11,7 @@ use kohakuriver_api::{Identity, Role};
 use kohakuriver_client::{Client, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::daemon::{ControllerFlags, LimitFlags, default_data_dir};
+use super::daemon::{ControllerFlags, LimitFlags, StoreFlags, default_data_dir};
 use crate::auth_flags::{AuthFlags, admin_token_file};
 use crate::local_cli;
 use crate::tls_flags::{CaFlag, ServerTlsFlags, ServerTlsSetup};
@@ -53,6 +53,8 @@ pub struct Args {
     #[command(flatten)]
     pub auth: AuthFlags,
     #[command(flatten)]
+    pub store: StoreFlags,
+    #[command(flatten)]
     pub limits: LimitFlags,
     #[command(flatten)]
     pub controllers: ControllerFlags,
@@ -75,6 +77,7 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
         default_image: args.default_image,
         watch_history: args.watch_history,
         limits: args.limits.limits(),
+        store: args.store.clone(),
         auth: args.auth,
         default_mount_prefixes: Vec::new(),
         static_tokens: Vec::new(),
@@ -126,6 +129,8 @@ pub struct ServerSettings {
     pub watch_history: Option<u64>,
     /// Request, watch and connection limits.
     pub limits: kohakuriver_apiserver::Limits,
+    /// The sync mode, and a backup to start from.
+    pub store: StoreFlags,
     /// Authentication and admission flags.
     pub auth: AuthFlags,
     /// Host path prefixes users may mount when `--user-mount-prefixes` is not given.
@@ -277,8 +282,10 @@ pub async fn start(
         ));
     }
     let admin_token_file = admin_token_file(&settings.data_dir);
+    settings.store.restore_into(&settings.db)?;
     let mut config = kohakuriver_apiserver::Config {
         db_path: (settings.db.as_os_str() != ":memory:").then(|| settings.db.clone()),
+        sync: settings.store.sync_mode(),
         default_image: settings.default_image.clone(),
         auth: settings.auth.auth_config(
             &settings.default_mount_prefixes,

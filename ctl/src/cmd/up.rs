@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 
-use super::daemon::{AgentFlags, ControllerFlags, LimitFlags, host_name};
+use super::daemon::{AgentFlags, ControllerFlags, LimitFlags, StoreFlags, host_name};
 use super::server::{Daemons, ServerSettings, cancel_on_signal, data_paths, init_tracing, start};
 use crate::auth_flags::AuthFlags;
 use crate::local_cli;
@@ -42,6 +42,8 @@ pub struct Args {
     pub default_image: Option<String>,
     #[command(flatten)]
     pub auth: AuthFlags,
+    #[command(flatten)]
+    pub store: StoreFlags,
     #[command(flatten)]
     pub limits: LimitFlags,
     #[command(flatten)]
@@ -82,6 +84,7 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
         default_image: args.default_image.clone(),
         watch_history: None,
         limits: args.limits.limits(),
+        store: args.store.clone(),
         auth: args.auth.clone(),
         default_mount_prefixes: shared_prefix,
         static_tokens: vec![(node_token.clone(), Identity::new(&node_name, Role::Node))],
