@@ -335,6 +335,30 @@ impl<R: Resource> Api<R> {
     ) -> BoxStream<'static, Result<crate::watcher::Event<R>, Error>> {
         crate::watcher::watcher(self.clone(), params)
     }
+
+    /// One object's state as it changes, as kube-runtime's `watch_object`: `Some(object)`
+    /// for its first state and every change, `None` whenever it does not exist (at the
+    /// start, or once deleted; it may come back). Built on [`Api::watcher`] with a
+    /// `metadata.name` field selector, so it resumes and re-lists by itself; errors are
+    /// passed on (the watcher retries after each), for callers to report or give up on.
+    pub fn watch_object(&self, name: &str) -> BoxStream<'static, Result<Option<R>, Error>> {
+        use crate::watcher::Event;
+        let wanted = name.to_string();
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        self.watcher(params)
+            .filter_map(move |event| {
+                let state = match event {
+                    Ok(Event::Restarted(items)) => {
+                        Some(Ok(items.into_iter().find(|o| o.name() == wanted)))
+                    }
+                    Ok(Event::Applied(o)) => (o.name() == wanted).then_some(Ok(Some(o))),
+                    Ok(Event::Deleted(o)) => (o.name() == wanted).then_some(Ok(None)),
+                    Err(e) => Some(Err(e)),
+                };
+                std::future::ready(state)
+            })
+            .boxed()
+    }
 }
 
 /// Turns a chunked NDJSON body into watch events. A chunk gap longer than `idle` ends the

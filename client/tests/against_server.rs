@@ -332,3 +332,31 @@ async fn list_pages_follows_continue_at_one_revision() {
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
     assert!(revisions.iter().all(|r| *r == 7), "{revisions:?}");
 }
+
+/// `watch_object` follows one object by name: absent, created, changed, deleted, created
+/// again; other objects' changes do not show.
+#[tokio::test]
+async fn watch_object_follows_one_object_through_its_life() {
+    let s = server().await;
+    let tasks = s.client.api::<Task>();
+    let mut states = tasks.watch_object("w");
+    assert!(
+        next(&mut states).await.unwrap().is_none(),
+        "absent at first"
+    );
+    tasks.create(&Task::test("other")).await.unwrap();
+    tasks.create(&Task::test("w").cpu(2)).await.unwrap();
+    let created = next(&mut states).await.unwrap().expect("created");
+    assert_eq!(created.spec.resources.cpu, 2);
+    tasks
+        .patch("w", &serde_json::json!({"spec": {"priority": 7}}))
+        .await
+        .unwrap();
+    let changed = next(&mut states).await.unwrap().expect("changed");
+    assert_eq!(changed.spec.priority, 7);
+    tasks.delete("w").await.unwrap();
+    assert!(next(&mut states).await.unwrap().is_none(), "deleted");
+    tasks.create(&Task::test("w")).await.unwrap();
+    let again = next(&mut states).await.unwrap().expect("created again");
+    assert_eq!(again.spec.resources.cpu, 1);
+}

@@ -5,8 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use kohakuriver_api::Resource;
-use kohakuriver_client::watcher::Event;
-use kohakuriver_client::{Api, ListParams};
+use kohakuriver_client::Api;
 
 /// Waits until the object named `name` no longer exists, or fails after `timeout`.
 pub async fn until_deleted<R: Resource>(
@@ -14,16 +13,12 @@ pub async fn until_deleted<R: Resource>(
     name: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let params = ListParams::default().fields(&format!("metadata.name={name}"));
-    let mut events = api.watcher(params);
+    let mut states = api.watch_object(name);
     let gone = async {
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(Event::Restarted(items)) if items.iter().all(|o| o.name() != name) => {
-                    return Ok(());
-                }
-                Ok(Event::Deleted(obj)) if obj.name() == name => return Ok(()),
-                Ok(_) => {}
+        while let Some(state) = states.next().await {
+            match state {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => {}
                 // The watcher retries by itself; an unreachable server is worth failing on.
                 Err(e) if e.is_connect() => return Err(anyhow::Error::new(e)),
                 Err(e) => tracing::debug!(error = %e, "watch error while waiting; retrying"),

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use kohakuriver_api::{DesiredState, Memory, Target, Task, TaskPhase};
-use kohakuriver_client::{Client, ListParams, LogParams, LogStream, watcher};
+use kohakuriver_client::{Client, LogParams, LogStream};
 
 use crate::cmd::describe::describe_task;
 use crate::cmd::get;
@@ -434,20 +434,13 @@ pub fn signal_meaning(code: i64) -> Option<String> {
 /// Watches one task until it reaches a terminal phase; with `progress`, prints each phase
 /// change on stderr.
 async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Task> {
-    let params = ListParams::default().fields(&format!("metadata.name={name}"));
-    let mut events = client.api::<Task>().watcher(params);
+    let mut states = client.api::<Task>().watch_object(name);
     let mut last_phase: Option<TaskPhase> = None;
     let mut last_reason: Option<String> = None;
-    while let Some(event) = events.next().await {
-        let current = match event {
-            Ok(watcher::Event::Restarted(items)) => match items.into_iter().next() {
-                Some(t) => t,
-                None => bail!("task {name:?} was deleted while waiting for it"),
-            },
-            Ok(watcher::Event::Applied(t)) => t,
-            Ok(watcher::Event::Deleted(_)) => {
-                bail!("task {name:?} was deleted while waiting for it")
-            }
+    while let Some(state) = states.next().await {
+        let current = match state {
+            Ok(Some(t)) => t,
+            Ok(None) => bail!("task {name:?} was deleted while waiting for it"),
             Err(e) if is_transient(&e) => {
                 eprintln!("warning: {e}; retrying");
                 continue;
@@ -626,13 +619,10 @@ fn has_started(task: &Task) -> bool {
 }
 
 async fn wait_until(client: &Client, name: &str, done: impl Fn(&Task) -> bool) -> Result<Task> {
-    let params = ListParams::default().fields(&format!("metadata.name={name}"));
-    let mut events = client.api::<Task>().watcher(params);
-    while let Some(event) = events.next().await {
-        let current = match event {
-            Ok(watcher::Event::Restarted(items)) => items.into_iter().next(),
-            Ok(watcher::Event::Applied(t)) => Some(t),
-            Ok(watcher::Event::Deleted(_)) => None,
+    let mut states = client.api::<Task>().watch_object(name);
+    while let Some(state) = states.next().await {
+        let current = match state {
+            Ok(current) => current,
             Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e.into()),
         };
@@ -791,8 +781,7 @@ async fn watch(client: &Client, name: &str) -> Result<i32> {
     // The first view comes from a plain read, which also fails fast on a wrong id; the watch
     // then brings every change, and a one-second tick keeps the ages in the view fresh.
     let mut current = client.api::<Task>().get(name).await?;
-    let params = ListParams::default().fields(&format!("metadata.name={name}"));
-    let mut events = client.api::<Task>().watcher(params);
+    let mut states = client.api::<Task>().watch_object(name);
     let mut last = String::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -811,14 +800,10 @@ async fn watch(client: &Client, name: &str) -> Result<i32> {
             return Ok(0);
         }
         tokio::select! {
-            event = events.next() => {
-                match event {
-                    Some(Ok(watcher::Event::Restarted(items))) => match items.into_iter().next() {
-                        Some(t) => current = t,
-                        None => bail!("task {name:?} was deleted"),
-                    },
-                    Some(Ok(watcher::Event::Applied(t))) => current = t,
-                    Some(Ok(watcher::Event::Deleted(_))) | None => bail!("task {name:?} was deleted"),
+            state = states.next() => {
+                match state {
+                    Some(Ok(Some(t))) => current = t,
+                    Some(Ok(None)) | None => bail!("task {name:?} was deleted"),
                     Some(Err(e)) if is_transient(&e) => {}
                     Some(Err(e)) => return Err(e.into()),
                 }

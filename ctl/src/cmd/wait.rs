@@ -7,7 +7,7 @@ use clap::Args;
 use futures::StreamExt;
 use kohakuriver_api::meta::find_condition;
 use kohakuriver_api::{ConditionStatus, Task};
-use kohakuriver_client::{Client, ListParams, watcher};
+use kohakuriver_client::Client;
 
 use crate::wait::parse_duration;
 
@@ -142,12 +142,10 @@ async fn wait_one(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
             WaitFor::Condition(..) => Err(anyhow!("task {name:?} not found")),
         };
     }
-    let mut events = api.watcher(ListParams::default().fields(&format!("metadata.name={name}")));
-    while let Some(event) = events.next().await {
-        let current = match event {
-            Ok(watcher::Event::Restarted(items)) => items.into_iter().next(),
-            Ok(watcher::Event::Applied(t)) => Some(t),
-            Ok(watcher::Event::Deleted(_)) => None,
+    let mut states = api.watch_object(name);
+    while let Some(state) = states.next().await {
+        let current = match state {
+            Ok(current) => current,
             Err(e) if super::task::is_transient(&e) => continue,
             Err(e) => return Err(e.into()),
         };
