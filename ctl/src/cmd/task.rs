@@ -528,6 +528,8 @@ async fn print_log(
     let resumable = follow && tail.is_none();
     let mut printed: usize = 0;
     let mut interruptions = 0;
+    let mut backoff =
+        kohakuriver_client::Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     loop {
         let outcome = async {
             let mut stream = open_log(client, name, &params, follow).await?;
@@ -569,7 +571,7 @@ async fn print_log(
         if interruptions > 120 {
             bail!("gave up following task {name} after 120 reconnects");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -587,12 +589,14 @@ async fn open_log(
     >,
 > {
     let mut tries = 0;
+    let mut backoff =
+        kohakuriver_client::Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
     loop {
         match client.task_log(name, params).await {
             Ok(stream) => return Ok(stream),
-            Err(e) if follow && e.is_not_found() && tries < 50 => {
+            Err(e) if follow && e.is_not_found() && tries < 30 => {
                 tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(e.into()),
         }
