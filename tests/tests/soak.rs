@@ -54,12 +54,27 @@ struct Shared {
     /// Pid of the extra agent, 0 while it is down.
     agent_pid: AtomicU32,
     counts: Mutex<BTreeMap<String, u64>>,
+    /// The first refusal of each kind of command (the CLI's last stderr line), to print.
+    first_refusals: Mutex<BTreeMap<String, String>>,
     double_booked: Mutex<Vec<String>>,
 }
 
 impl Shared {
     fn count(&self, what: &str) {
         *lock(&self.counts).entry(what.to_string()).or_default() += 1;
+    }
+    /// Counts `what` when the run exited 0, else `what refused` and keeps the first reason.
+    fn outcome(&self, what: &str, run: &kohakuriver_tests::Run) -> bool {
+        if run.code == 0 {
+            self.count(what);
+            return true;
+        }
+        let refused = format!("{what} refused");
+        self.count(&refused);
+        lock(&self.first_refusals)
+            .entry(refused)
+            .or_insert_with(|| run.last_stderr_line().to_string());
+        false
     }
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -160,8 +175,7 @@ fn submitter(access: Access, nodes: Vec<String>, shared: Arc<Shared>) {
                 lock(&shared.long).push(id);
             }
         } else {
-            shared.count("submit refused");
-            eprintln!("soak: refused: {}", run.describe());
+            shared.outcome("submit", &run);
         }
         shared.nap(Duration::from_millis(300));
     }
@@ -178,11 +192,7 @@ fn controller(access: Access, shared: Arc<Shared>) {
                 &["task", "resume", &id, "--timeout", "20s"],
                 Duration::from_secs(60),
             );
-            shared.count(if run.code == 0 {
-                "resume"
-            } else {
-                "resume refused"
-            });
+            shared.outcome("resume", &run);
             continue;
         }
         let recent: Vec<String> = {
@@ -197,21 +207,14 @@ fn controller(access: Access, shared: Arc<Shared>) {
                 &["task", "kill", &id, "--timeout", "20s"],
                 Duration::from_secs(60),
             );
-            shared.count(if run.code == 0 {
-                "kill"
-            } else {
-                "kill refused"
-            });
+            shared.outcome("kill", &run);
         } else {
             let run = access.kr(
                 &["task", "pause", &id, "--timeout", "20s"],
                 Duration::from_secs(60),
             );
-            if run.code == 0 {
-                shared.count("pause");
+            if shared.outcome("pause", &run) {
                 paused.push(id);
-            } else {
-                shared.count("pause refused");
             }
         }
     }
@@ -302,11 +305,7 @@ fn listers(access: Access, kubectl: Option<Kubectl>, shared: Arc<Shared>) {
                 ),
             ),
         };
-        shared.count(&if run.code == 0 {
-            what.to_string()
-        } else {
-            format!("{what} failed")
-        });
+        shared.outcome(what, &run);
     }
 }
 
@@ -451,7 +450,7 @@ fn soak() {
     while start.elapsed() + AGENT_RESTART_EVERY < duration {
         std::thread::sleep(AGENT_RESTART_EVERY);
         shared.agent_pid.store(0, Ordering::Relaxed);
-        if restarts % 2 == 0 {
+        if restarts.is_multiple_of(2) {
             shared.count("agent SIGTERM");
             assert!(
                 cluster.stop_agent(&agent, Duration::from_secs(20)),
@@ -514,11 +513,15 @@ fn soak() {
             *by_phase.entry(p.as_str()).or_default() += 1;
         }
     }
-    let mut failed_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    // Each reason a task failed for, how often, and its first message.
+    let mut failed_reasons: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for t in list_tasks(&access).unwrap_or_default() {
         if t.status.phase.as_str() == "Failed" {
             let reason = t.status.reason.unwrap_or_else(|| "(none)".into());
-            *failed_reasons.entry(reason).or_default() += 1;
+            let entry = failed_reasons
+                .entry(reason)
+                .or_insert_with(|| (0, t.status.message.unwrap_or_default()));
+            entry.0 += 1;
         }
     }
     let lost = lost_tasks(&acknowledged, &phases);
@@ -592,9 +595,14 @@ fn soak() {
         "soak: acknowledged {} tasks, final phases {by_phase:?}",
         acknowledged.len()
     );
-    println!("soak: reasons of the Failed ones {failed_reasons:?}");
+    for (reason, (n, message)) in &failed_reasons {
+        println!("soak: Failed {n}x with reason {reason}, e.g. {message:?}");
+    }
     for (what, n) in lock(&shared.counts).iter() {
         println!("soak:   {what}: {n}");
+    }
+    for (what, first) in lock(&shared.first_refusals).iter() {
+        println!("soak:   first {what}: {first}");
     }
     for line in &figures {
         println!("soak: {line}");
