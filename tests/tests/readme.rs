@@ -57,6 +57,9 @@ fn plan(heading: &str, first_line: &str) -> Plan {
         ("Backup and restore", _) => Plan::Skip(
             "restores into the default data dir of a running server; tests/tests/backup.rs runs both commands",
         ),
+        ("Test", l) if l.starts_with("./scripts/soak.sh") => {
+            Plan::Skip("the soak runs for the time it is given; CI runs it for 2 minutes")
+        }
         ("Test", _) => Plan::Skip("this test is part of it"),
         ("Benchmarks", _) => Plan::Skip("benchmarks take minutes and are not part of the test run"),
         (other, line) => panic!(
