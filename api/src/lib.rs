@@ -44,7 +44,7 @@ pub use meta::{Condition, ConditionStatus, ObjectMeta, Timestamp};
 pub use node::{Gpu, Node, NodeResources, NodeSpec, NodeStatus, NodeUsage, NumaNode};
 pub use quantity::Memory;
 pub use resource::Resource;
-pub use selector::{FieldSelector, LabelSelector};
+pub use selector::{FieldSelector, LabelSelector, Selectable};
 pub use target::Target;
 pub use task::{
     Allocation, DesiredState, Placement, Resources, Task, TaskPhase, TaskSpec, TaskStatus,

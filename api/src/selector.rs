@@ -217,6 +217,50 @@ pub struct FieldRequirement {
     pub negated: bool,
 }
 
+impl FieldRequirement {
+    fn holds(&self, actual: &str) -> bool {
+        (actual == self.value) != self.negated
+    }
+}
+
+/// What label and field selectors can see of one object: its labels and the values of its
+/// kind's selectable fields, extracted once so that many selectors can be matched against
+/// them without reading the object again (a watch hub judges every event for every
+/// filtered watcher).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selectable {
+    /// The object's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Each of the kind's `SELECTABLE_FIELDS` with its value (`None` when unset).
+    pub fields: Vec<(&'static str, Option<String>)>,
+}
+
+impl Selectable {
+    /// Extracts what selectors see of `object`.
+    pub fn of<R: Resource>(object: &R) -> Selectable {
+        Selectable {
+            labels: object.metadata().labels.clone(),
+            fields: R::SELECTABLE_FIELDS
+                .iter()
+                .map(|path| (*path, object.field(path)))
+                .collect(),
+        }
+    }
+
+    /// The value of a selectable field; `None` when unset or not selectable.
+    pub fn field(&self, path: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(p, _)| *p == path)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// True when both selectors hold.
+    pub fn matches(&self, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+        labels.matches(&self.labels) && fields.matches_fields(self)
+    }
+}
+
 /// A parsed field selector: every requirement must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
@@ -261,10 +305,16 @@ impl FieldSelector {
 
     /// True when every requirement holds for the object.
     pub fn matches<R: Resource>(&self, object: &R) -> bool {
-        self.requirements.iter().all(|r| {
-            let actual = object.field(&r.path).unwrap_or_default();
-            (actual == r.value) != r.negated
-        })
+        self.requirements
+            .iter()
+            .all(|r| r.holds(&object.field(&r.path).unwrap_or_default()))
+    }
+
+    /// True when every requirement holds for fields extracted before (see [`Selectable`]).
+    pub fn matches_fields(&self, fields: &Selectable) -> bool {
+        self.requirements
+            .iter()
+            .all(|r| r.holds(fields.field(&r.path).unwrap_or_default()))
     }
 
     /// The value required by an equality on `path`, if any (lets a store use an index).
@@ -291,6 +341,43 @@ mod tests {
     fn check(selector: &str, pairs: &[(&str, &str)], expect: bool) {
         let s = LabelSelector::parse(selector).unwrap();
         assert_eq!(s.matches(&labels(pairs)), expect, "{selector} on {pairs:?}");
+    }
+
+    #[test]
+    fn extracted_fields_match_as_the_object_does() {
+        let mut bound = Task::test("a");
+        bound.metadata.labels = labels(&[("team", "vision")]);
+        bound.status.node = Some("n1".into());
+        let unbound = Task::test("b");
+        let cases = [
+            ("", ""),
+            ("team=vision", ""),
+            ("team!=vision", ""),
+            ("", "status.node=n1"),
+            ("", "status.node!=n1"),
+            ("", "status.node="),
+            ("", "metadata.name=a"),
+            ("team=vision", "status.node=n2"),
+            ("!team", "status.node!=n2"),
+        ];
+        for task in [&bound, &unbound] {
+            let extracted = Selectable::of(task);
+            for (l, f) in cases {
+                let (l_sel, f_sel) = (
+                    LabelSelector::parse(l).unwrap(),
+                    FieldSelector::parse::<Task>(f).unwrap(),
+                );
+                assert_eq!(
+                    extracted.matches(&l_sel, &f_sel),
+                    l_sel.matches(&task.metadata.labels) && f_sel.matches(task),
+                    "{l:?} {f:?} on {}",
+                    task.metadata.name
+                );
+            }
+        }
+        assert_eq!(Selectable::of(&bound).field("status.node"), Some("n1"));
+        assert_eq!(Selectable::of(&unbound).field("status.node"), Some(""));
+        assert_eq!(Selectable::of(&bound).field("spec.image"), None);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Config {
     /// How many events the watch history keeps (default 100 000); a watch resuming from
     /// before them gets 410 Gone.
     pub watch_history: u64,
+    /// How many bytes of bodies (each event's object and its previous version) the watch
+    /// history keeps (default 256 MiB); beyond it the oldest events are compacted away
+    /// just as beyond `watch_history`.
+    pub watch_history_bytes: u64,
     /// How often an idle watch gets a `BOOKMARK` (default 30 s).
     pub bookmark_interval: Duration,
     /// The image for tasks that name neither `image` nor `container`, told to clients.
@@ -122,6 +126,7 @@ impl Default for Config {
             db_path: None,
             max_body_bytes: 1024 * 1024,
             watch_history: 100_000,
+            watch_history_bytes: 256 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(30),
             default_image: None,
             sync: SyncMode::default(),

@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use kohakuriver_api::field_validation::FieldValidation;
-use kohakuriver_api::{FieldSelector, LabelSelector};
+use kohakuriver_api::{FieldSelector, LabelSelector, Selectable};
 
 use crate::admission::Served;
 use crate::error::AppError;
@@ -154,6 +154,15 @@ impl Selection {
     pub fn index_hints(&self) -> (Option<String>, Option<String>) {
         let hint = |path| self.fields.equality(path).map(str::to_string);
         (hint("status.node"), hint("status.phase"))
+    }
+
+    /// True when the object matches, judged by what selectors see of it when that was
+    /// extracted already (a live watch event), and by its stored JSON `body` otherwise.
+    pub fn matches_state<R: Served>(&self, body: &str, fields: Option<&Selectable>) -> bool {
+        match fields {
+            Some(fields) => fields.matches(&self.labels, &self.fields),
+            None => self.matches::<R>(body),
+        }
     }
 
     /// True when the stored JSON `body` of a kind-`R` object matches.

@@ -10,7 +10,7 @@ use crate::Config;
 use crate::auth::{Authenticator, bootstrap, new_key};
 use crate::error::Error;
 use crate::limits::{RateLimiter, WatchCounter};
-use crate::store::Store;
+use crate::store::{HistoryBounds, Store};
 
 /// Shared server state; cloning is cheap.
 #[derive(Clone)]
@@ -33,7 +33,14 @@ impl AppState {
     /// credentials and, on a first start with authentication on, makes the admin token.
     /// Blocking: call it from `spawn_blocking` inside a runtime.
     pub fn open(config: Config) -> Result<AppState, Error> {
-        let store = Store::open(config.db_path.as_deref(), config.sync, config.watch_history)?;
+        let store = Store::open(
+            config.db_path.as_deref(),
+            config.sync,
+            HistoryBounds {
+                events: config.watch_history,
+                bytes: config.watch_history_bytes,
+            },
+        )?;
         let authenticator = bootstrap(&store, &config.auth)?;
         let agent_key = Arc::new(store.secret("agent-key", new_key)?);
         // Agents' certificates are expected to be signed by the cluster CA; without one, the

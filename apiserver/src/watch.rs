@@ -14,6 +14,10 @@
 //! watcher re-reads what it missed from the history (or ends with 410 Gone if compaction
 //! got there first).
 //!
+//! A filtered watcher judges a live event by the labels and selectable fields the store
+//! extracted from the written object once, for all watchers, rather than parsing the
+//! event's JSON itself; events replayed from the history are parsed.
+//!
 //! Selectors work as in Kubernetes: an object that starts matching (say a task bound to the
 //! watched node) arrives as `ADDED`, one that stops matching as `DELETED` with its new state;
 //! the history keeps the previous state of every change a selector could see.
@@ -273,7 +277,8 @@ impl<R: Served> Watcher<R> {
         }
         self.cursor = event.rv;
         if event.kind == R::KIND
-            && let Some(line) = event.line_for(|body| self.selection.matches::<R>(body))
+            && let Some(line) =
+                event.line_for(|body, fields| self.selection.matches_state::<R>(body, fields))
         {
             self.send(line).await?;
         }
@@ -290,10 +295,9 @@ impl<R: Served> Watcher<R> {
                 .map_err(Stop::Failed)?;
             let full = events.len() == HISTORY_PAGE;
             let mut chunk = String::new();
-            for line in events
-                .iter()
-                .filter_map(|e| e.line_for(|body| self.selection.matches::<R>(body)))
-            {
+            for line in events.iter().filter_map(|e| {
+                e.line_for(|body, fields| self.selection.matches_state::<R>(body, fields))
+            }) {
                 chunk.push_str(&line);
             }
             self.cursor = self.cursor.max(reached);

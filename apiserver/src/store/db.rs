@@ -1,11 +1,12 @@
-//! The SQL behind the store: reading objects and committing one write (object, history
-//! event, revision counter, compaction) in a single transaction.
+//! The SQL behind the store: reading objects, committing one write (object, history event,
+//! revision counter) in a single transaction, and compacting the history a batch at a time.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use kohakuriver_api::{Node, Resource, Task, TaskPhase};
 
 use super::Written;
+use super::compaction::{BATCH_ROWS, HistoryBounds, HistorySize};
 use super::event::{Event, EventType};
 use crate::admission::{Served, Stored};
 use crate::error::AppError;
@@ -19,8 +20,24 @@ pub(super) struct Db {
     pub(super) revision: u64,
     /// Events with `rv <= compacted` were dropped from the history.
     pub(super) compacted: u64,
-    /// How many events to keep.
-    pub(super) watch_history: u64,
+    /// How much history to keep.
+    pub(super) bounds: HistoryBounds,
+    /// The bytes of bodies the history keeps (`body` and `prev` of every event), counted
+    /// at open and kept up to date by every commit and compaction.
+    pub(super) history_bytes: u64,
+}
+
+/// The bytes an event's bodies take, as SQL over the `events` table.
+const EVENT_BYTES: &str = "length(CAST(body AS BLOB)) + COALESCE(length(CAST(prev AS BLOB)), 0)";
+
+/// The bytes of bodies the history table holds (read once, at open).
+pub(super) fn history_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        &format!("SELECT COALESCE(SUM({EVENT_BYTES}), 0) FROM events"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
 }
 
 pub(super) fn read_failed(e: impl std::fmt::Display) -> AppError {
@@ -217,8 +234,55 @@ impl Db {
         }
     }
 
-    /// Writes the object (or removes it) with the next revision, records the event and
-    /// compacts the history, all in one transaction. The counters move only after commit.
+    /// How large the history is.
+    pub(super) fn history_size(&self) -> HistorySize {
+        HistorySize {
+            events: self.revision - self.compacted,
+            bytes: self.history_bytes,
+        }
+    }
+
+    /// Drops the oldest events, at most one batch, in one transaction, when the history is
+    /// over its bounds; answers whether it dropped any (and so whether to go on).
+    pub(super) fn compact_batch(&mut self) -> Result<bool, AppError> {
+        let size = self.history_size();
+        let oldest = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT rv, {EVENT_BYTES} FROM events WHERE rv > ?1 ORDER BY rv LIMIT ?2"
+                ))
+                .map_err(read_failed)?;
+            stmt.query_map(params![self.compacted as i64, BATCH_ROWS as i64], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })
+            .map_err(read_failed)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read_failed)?
+        };
+        let Some(cutoff) = self.bounds.cutoff(size, &oldest) else {
+            return Ok(false);
+        };
+        let dropped: u64 = oldest
+            .iter()
+            .take_while(|(rv, _)| *rv <= cutoff)
+            .map(|(_, len)| len)
+            .sum();
+        let tx = self.conn.transaction().map_err(write_failed)?;
+        tx.prepare_cached("DELETE FROM events WHERE rv <= ?1")
+            .and_then(|mut s| s.execute([cutoff as i64]))
+            .map_err(write_failed)?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'compacted'")
+            .and_then(|mut s| s.execute([cutoff as i64]))
+            .map_err(write_failed)?;
+        tx.commit().map_err(write_failed)?;
+        self.compacted = cutoff;
+        self.history_bytes = self.history_bytes.saturating_sub(dropped);
+        Ok(true)
+    }
+
+    /// Writes the object (or removes it) with the next revision and records the event, in
+    /// one transaction. The counters move only after commit.
     pub(super) fn commit<R: Served>(
         &mut self,
         object: &mut R,
@@ -236,11 +300,6 @@ impl Db {
             Written::Removed => EventType::Deleted,
             _ => EventType::Modified,
         };
-        // Compact in batches (an eighth of the history at a time) so the cost of the delete
-        // is spread over many writes.
-        let slack = self.watch_history / 8;
-        let compact_to = (rv.saturating_sub(self.compacted) > self.watch_history + slack)
-            .then(|| rv.saturating_sub(self.watch_history));
         let tx = self.conn.transaction().map_err(write_failed)?;
         {
             if written == Written::Removed {
@@ -266,20 +325,10 @@ impl Db {
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")
                 .and_then(|mut s| s.execute([rv as i64]))
                 .map_err(write_failed)?;
-            if let Some(cutoff) = compact_to {
-                tx.prepare_cached("DELETE FROM events WHERE rv <= ?1")
-                    .and_then(|mut s| s.execute([cutoff as i64]))
-                    .map_err(write_failed)?;
-                tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'compacted'")
-                    .and_then(|mut s| s.execute([cutoff as i64]))
-                    .map_err(write_failed)?;
-            }
         }
         tx.commit().map_err(write_failed)?;
         self.revision = rv;
-        if let Some(cutoff) = compact_to {
-            self.compacted = cutoff;
-        }
+        self.history_bytes += (body.len() + prev.as_ref().map_or(0, String::len)) as u64;
         Ok(Event {
             rv,
             kind: R::KIND.to_string(),
@@ -287,6 +336,8 @@ impl Db {
             body,
             prev,
             selection_changed,
+            body_fields: None,
+            prev_fields: None,
         })
     }
 }

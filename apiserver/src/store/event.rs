@@ -1,5 +1,7 @@
 //! A stored change as the watch history and the live channel carry it.
 
+use kohakuriver_api::Selectable;
+
 /// What happened to an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -49,6 +51,12 @@ pub struct Event {
     /// selectable fields changed), so a filtered watcher must look at `prev`. When false,
     /// `prev` matches a selector exactly when `body` does, and is not parsed.
     pub selection_changed: bool,
+    /// What selectors see of `body`, extracted once when the write was made, so the watch
+    /// hub matches every filtered watcher against it without parsing `body`. `None` in
+    /// events read back from the history, whose watchers parse `body`.
+    pub body_fields: Option<Selectable>,
+    /// The same of `prev`.
+    pub prev_fields: Option<Selectable>,
 }
 
 impl Event {
@@ -59,13 +67,16 @@ impl Event {
 
     /// The line a watcher whose selection is `matches` sees, if any, as in Kubernetes: an
     /// object that enters the selection is `ADDED`, one that leaves it is `DELETED` (with
-    /// its new state), one that stays is `MODIFIED`.
-    pub fn line_for(&self, matches: impl Fn(&str) -> bool) -> Option<String> {
-        let now = matches(&self.body);
+    /// its new state), one that stays is `MODIFIED`. `matches` is asked about a state's
+    /// JSON and, when extracted, what selectors see of it (which it should use instead).
+    pub fn line_for(&self, matches: impl Fn(&str, Option<&Selectable>) -> bool) -> Option<String> {
+        let now = matches(&self.body, self.body_fields.as_ref());
         let event_type = match self.event_type {
             EventType::Modified => {
                 let before = match self.prev.as_deref() {
-                    Some(prev) if self.selection_changed => matches(prev),
+                    Some(prev) if self.selection_changed => {
+                        matches(prev, self.prev_fields.as_ref())
+                    }
                     _ => now,
                 };
                 match (before, now) {
@@ -102,6 +113,8 @@ mod tests {
             body: body.into(),
             prev: prev.map(str::to_string),
             selection_changed: prev.is_some(),
+            body_fields: None,
+            prev_fields: None,
         }
     }
 
@@ -111,7 +124,7 @@ mod tests {
 
     #[test]
     fn selection_transitions_become_added_and_deleted() {
-        let on_a = |b: &str| b == "a";
+        let on_a = |b: &str, _: Option<&Selectable>| b == "a";
         let check = |t, body, prev, want: Option<&str>| {
             assert_eq!(
                 kind_of(event(t, body, prev).line_for(on_a)).as_deref(),
@@ -133,5 +146,20 @@ mod tests {
         let mut kept = event(EventType::Modified, "a", Some("b"));
         kept.selection_changed = false;
         assert_eq!(kind_of(kept.line_for(on_a)).as_deref(), Some("MODIFIED"));
+    }
+
+    #[test]
+    fn extracted_fields_are_offered_with_each_state() {
+        let bound = |node: &str| Selectable {
+            fields: vec![("status.node", Some(node.to_string()))],
+            ..Selectable::default()
+        };
+        let mut moved = event(EventType::Modified, "b", Some("a"));
+        moved.body_fields = Some(bound("n2"));
+        moved.prev_fields = Some(bound("n1"));
+        // The bodies say nothing here: the extracted fields decide.
+        let on_n1 =
+            |_: &str, f: Option<&Selectable>| f.and_then(|f| f.field("status.node")) == Some("n1");
+        assert_eq!(kind_of(moved.line_for(on_n1)).as_deref(), Some("DELETED"));
     }
 }

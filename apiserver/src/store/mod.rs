@@ -12,6 +12,7 @@
 //! everything a client was told about survives a crash, and every revision a watcher sees
 //! live is also readable from the history table.
 
+mod compaction;
 mod credentials;
 mod db;
 mod event;
@@ -27,9 +28,11 @@ use crate::admission::{Served, finalized};
 use crate::error::{AppError, Error};
 use crate::pages::Continue;
 use crate::schema::{self, SyncMode};
+pub use compaction::HistoryBounds;
 pub use credentials::TokenRecord;
 use db::{Db, read_failed};
 pub use event::{Event, EventType};
+use kohakuriver_api::Selectable;
 pub use restore::{check as check_backup, restore};
 
 /// How many live events a watcher may fall behind before it re-reads from SQLite.
@@ -103,7 +106,13 @@ impl Store {
     /// ones could resume past the reused ones without noticing. So a file opened in that
     /// mode takes a new store id, which sends every watcher of the previous run back to a
     /// list (410). Under `Full` no acknowledged commit is lost and the id stays.
-    pub fn open(path: Option<&Path>, sync: SyncMode, watch_history: u64) -> Result<Store, Error> {
+    ///
+    /// The history's byte total is summed here, once; writes and compactions keep it.
+    pub fn open(
+        path: Option<&Path>,
+        sync: SyncMode,
+        bounds: HistoryBounds,
+    ) -> Result<Store, Error> {
         let db_err = |context: &str| {
             let context = context.to_string();
             move |source| Error::Database { context, source }
@@ -122,11 +131,12 @@ impl Store {
         };
         let revision = meta("revision")?;
         let compacted = meta("compacted")?;
+        let history_bytes = db::history_bytes(&conn).map_err(db_err("sizing the watch history"))?;
         let id = match (path, sync) {
             (Some(_), SyncMode::Normal) => schema::new_store_id(&conn)?,
             _ => schema::store_id(&conn)?,
         };
-        tracing::info!(revision, compacted, store_id = %id, sync = sync.pragma(), "opened store");
+        tracing::info!(revision, compacted, history_bytes, store_id = %id, sync = sync.pragma(), "opened store");
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -134,7 +144,8 @@ impl Store {
                     conn,
                     revision,
                     compacted,
-                    watch_history,
+                    bounds,
+                    history_bytes,
                 }),
                 live,
                 path: path.map(Path::to_path_buf),
@@ -367,6 +378,8 @@ impl Store {
                             body: row.get(2)?,
                             selection_changed: row.get::<_, Option<String>>(3)?.is_some(),
                             prev: row.get(3)?,
+                            body_fields: None,
+                            prev_fields: None,
                         })
                     },
                 )
@@ -390,7 +403,8 @@ impl Store {
     /// (unless `dry_run`) commits the change with the next revision and broadcasts
     /// its event. A put that leaves a deleting object without finalizers removes it.
     /// Answers the object as stored (or as it would be), what happened, and `decide`'s extra
-    /// value.
+    /// value. A write that leaves the history over its bounds then compacts it (see
+    /// `compaction`) before answering.
     pub async fn write<R, T, F>(
         &self,
         name: String,
@@ -404,70 +418,85 @@ impl Store {
             + Send
             + 'static,
     {
-        self.blocking(move |store, db| {
-            let current = db.load::<R>(&name)?;
-            let existed = current.is_some();
-            let before = current.as_ref().and_then(R::holding);
-            let previous = current.clone();
-            let (change, extra) = decide(current, &*db)?;
-            let change = match change {
-                Change::Put(object) if finalized(&object) => Change::Remove(object),
-                other => other,
-            };
-            // Rules spanning objects (no double-booking) run here, under the same lock as
-            // the commit, so no other write can slip in between the check and the write.
-            if let Change::Put(object) = &change {
-                object.admit_against(before.as_ref(), &*db)?;
+        let (object, written, extra, compact) = self
+            .blocking(move |store, db| {
+                let current = db.load::<R>(&name)?;
+                let existed = current.is_some();
+                let before = current.as_ref().and_then(R::holding);
+                let previous = current.clone();
+                let (change, extra) = decide(current, &*db)?;
+                let change = match change {
+                    Change::Put(object) if finalized(&object) => Change::Remove(object),
+                    other => other,
+                };
+                // Rules spanning objects (no double-booking) run here, under the same lock as
+                // the commit, so no other write can slip in between the check and the write.
+                if let Change::Put(object) = &change {
+                    object.admit_against(before.as_ref(), &*db)?;
+                }
+                let (mut object, written) = match change {
+                    Change::Unchanged(object) => {
+                        return Ok((object, Written::Unchanged, extra, false));
+                    }
+                    Change::Put(object) if existed => (object, Written::Updated),
+                    Change::Put(object) => (object, Written::Created),
+                    Change::Remove(object) => (object, Written::Removed),
+                };
+                if dry_run {
+                    return Ok((object, written, extra, false));
+                }
+                // The state before every change is kept: filtered watches learn from it that an
+                // object left or entered their selection, and later pages of a paged list read
+                // the object as of their revision from it.
+                let previous =
+                    previous.filter(|_| matches!(written, Written::Updated | Written::Removed));
+                // What selectors see of both states, extracted here once (from the objects in
+                // hand) for every filtered watcher of the live event.
+                let body_fields = Selectable::of(&object);
+                let prev_fields = previous.as_ref().map(Selectable::of);
+                let selection_changed =
+                    written == Written::Updated && prev_fields.as_ref() != Some(&body_fields);
+                let prev = previous
+                    .map(|p| serde_json::to_string(&p))
+                    .transpose()
+                    .map_err(|e| AppError::internal(format!("database write failed: {e}")))?;
+                let mut event = db.commit(&mut object, written, prev, selection_changed)?;
+                event.body_fields = Some(body_fields);
+                event.prev_fields = prev_fields;
+                // Sent while the lock is held so live events leave in revision order. A send
+                // fails only when nobody watches, which is fine.
+                let _ = store.inner.live.send(Arc::new(event));
+                let compact = db.bounds.exceeded(db.history_size());
+                Ok((object, written, extra, compact))
+            })
+            .await?;
+        if compact {
+            self.compact().await;
+        }
+        Ok((object, written, extra))
+    }
+
+    /// Compacts the history back under its bounds, one batch per transaction, taking the
+    /// lock anew for each so other requests go between batches. The write that asked is
+    /// already committed, so a failure here is logged, not answered; the next write that
+    /// finds the history over its bounds tries again.
+    async fn compact(&self) {
+        loop {
+            match self.blocking(|_, db| db.compact_batch()).await {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "compacting the watch history failed");
+                    return;
+                }
             }
-            let (mut object, written) = match change {
-                Change::Unchanged(object) => return Ok((object, Written::Unchanged, extra)),
-                Change::Put(object) if existed => (object, Written::Updated),
-                Change::Put(object) => (object, Written::Created),
-                Change::Remove(object) => (object, Written::Removed),
-            };
-            if dry_run {
-                return Ok((object, written, extra));
-            }
-            // The state before every change is kept: filtered watches learn from it that an
-            // object left or entered their selection, and later pages of a paged list read
-            // the object as of their revision from it.
-            let selection_changed = previous.as_ref().is_some_and(|p| {
-                written == Written::Updated && selectable(p) != selectable(&object)
-            });
-            let prev = previous
-                .filter(|_| matches!(written, Written::Updated | Written::Removed))
-                .map(|p| serde_json::to_string(&p))
-                .transpose()
-                .map_err(|e| AppError::internal(format!("database write failed: {e}")))?;
-            let event = db.commit(&mut object, written, prev, selection_changed)?;
-            // Sent while the lock is held so live events leave in revision order. A send
-            // fails only when nobody watches, which is fine.
-            let _ = store.inner.live.send(Arc::new(event));
-            Ok((object, written, extra))
-        })
-        .await
+        }
     }
 
     #[cfg(test)]
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.lock().conn)
     }
-}
-
-/// What label and field selectors can see of an object.
-fn selectable<R: Served>(
-    object: &R,
-) -> (
-    std::collections::BTreeMap<String, String>,
-    Vec<Option<String>>,
-) {
-    (
-        object.metadata().labels.clone(),
-        R::SELECTABLE_FIELDS
-            .iter()
-            .map(|f| object.field(f))
-            .collect(),
-    )
 }
 
 #[cfg(test)]
@@ -477,13 +506,21 @@ mod tests {
 
     type Decision = Result<(Change<Task>, ()), AppError>;
 
+    /// Bounds on the number of events only.
+    fn events(n: u64) -> HistoryBounds {
+        HistoryBounds {
+            events: n,
+            bytes: u64::MAX / 2,
+        }
+    }
+
     fn put(task: Task) -> impl FnOnce(Option<Task>, &dyn crate::admission::Stored) -> Decision {
         move |_, _| Ok((Change::Put(task), ()))
     }
 
     #[tokio::test]
     async fn writes_take_consecutive_revisions_and_land_in_history() {
-        let store = Store::open(None, SyncMode::Normal, 100).unwrap();
+        let store = Store::open(None, SyncMode::Normal, events(100)).unwrap();
         let (a, w, ()) = store
             .write("a".into(), false, put(Task::test("a")))
             .await
@@ -505,7 +542,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_resume_from_a_revision_the_store_never_reached_is_gone() {
-        let store = Store::open(None, SyncMode::Normal, 100).unwrap();
+        let store = Store::open(None, SyncMode::Normal, events(100)).unwrap();
         store
             .write("a".into(), false, put(Task::test("a")))
             .await
@@ -521,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let id = |sync| {
-            Store::open(Some(&path), sync, 100)
+            Store::open(Some(&path), sync, events(100))
                 .unwrap()
                 .id()
                 .to_string()
@@ -535,7 +572,7 @@ mod tests {
 
     #[tokio::test]
     async fn compaction_makes_old_versions_gone() {
-        let store = Store::open(None, SyncMode::Normal, 3).unwrap();
+        let store = Store::open(None, SyncMode::Normal, events(3)).unwrap();
         for i in 0..10 {
             let name = format!("t{i}");
             store
@@ -550,8 +587,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_history_stays_under_its_byte_bound_and_watchers_behind_it_are_gone() {
+        // The case that made the bound: label patches on one large task, each of which
+        // keeps the whole task twice (as written, and as it was) in the history; 100 of
+        // them on a 900 KB task once grew the database by 180 MB.
+        let cap = 20 * 1024 * 1024;
+        let bounds = HistoryBounds {
+            events: 100_000,
+            bytes: cap,
+        };
+        let store = Store::open(None, SyncMode::Normal, bounds).unwrap();
+        let big = Task::test("big").command(&[&"x".repeat(900_000)]);
+        let (mut task, _, ()) = store.write("big".into(), false, put(big)).await.unwrap();
+        for i in 0..100 {
+            task.metadata.labels.insert("round".into(), i.to_string());
+            (task, _, ()) = store.write("big".into(), false, put(task)).await.unwrap();
+            let counted = store.lock().history_bytes;
+            assert!(counted <= cap, "after patch {i}: {counted} bytes kept");
+        }
+        let (kept, counted) = {
+            let db = store.lock();
+            (db::history_bytes(&db.conn).unwrap(), db.history_bytes)
+        };
+        assert_eq!(kept, counted, "the running total is the history's size");
+        assert!(kept > cap / 2, "compaction went too far: {kept} bytes kept");
+        let used = store.with_conn(|c| {
+            let pragma = |name: &str| -> u64 {
+                c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                    .unwrap() as u64
+            };
+            (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+        });
+        assert!(
+            used <= cap + compaction::BATCH_BYTES,
+            "the database holds {used} bytes"
+        );
+        // A watcher (or a continue token) from before the compaction point must list again.
+        let e = store.history("Task", 1, None, 10).await.unwrap_err();
+        assert_eq!(e.0.code, 410, "{e}");
+        let e = store.subscribe_after(1).await.err().unwrap();
+        assert_eq!(e.0.code, 410, "{e}");
+        // One at the compaction point still reads every event after it.
+        let compacted = store.lock().compacted;
+        let (events, reached) = store.history("Task", compacted, None, 200).await.unwrap();
+        assert_eq!(reached, 101);
+        assert_eq!(events.len() as u64, 101 - compacted);
+    }
+
+    #[tokio::test]
+    async fn the_history_size_is_counted_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(Some(&path), SyncMode::Full, events(100)).unwrap();
+        let (a, ..) = store
+            .write("a".into(), false, put(Task::test("a")))
+            .await
+            .unwrap();
+        store.write("a".into(), false, put(a)).await.unwrap();
+        let counted = store.lock().history_bytes;
+        assert!(counted > 0);
+        drop(store);
+        let reopened = Store::open(Some(&path), SyncMode::Full, events(100)).unwrap();
+        assert_eq!(reopened.lock().history_bytes, counted);
+    }
+
+    #[tokio::test]
     async fn a_failed_write_leaves_nothing_behind() {
-        let store = Store::open(None, SyncMode::Normal, 100).unwrap();
+        let store = Store::open(None, SyncMode::Normal, events(100)).unwrap();
         store
             .write("a".into(), false, put(Task::test("a")))
             .await

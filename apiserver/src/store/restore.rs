@@ -110,13 +110,18 @@ fn temp_beside(db: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::schema::SyncMode;
-    use crate::store::{Change, Store};
+    use crate::store::{Change, HistoryBounds, Store};
     use kohakuriver_api::Task;
 
     #[tokio::test]
     async fn a_backup_restores_with_its_objects_and_a_new_id() {
         let dir = tempfile::tempdir().unwrap();
-        let live = Store::open(Some(&dir.path().join("live.db")), SyncMode::Full, 100).unwrap();
+        let live = Store::open(
+            Some(&dir.path().join("live.db")),
+            SyncMode::Full,
+            HistoryBounds::default(),
+        )
+        .unwrap();
         live.write("a".into(), false, |_, _| {
             Ok((Change::Put(Task::test("a")), ()))
         })
@@ -127,7 +132,7 @@ mod tests {
         let restored = dir.path().join("restored.db");
         let id = restore(&backup, &restored).unwrap();
         assert_ne!(id, live.id());
-        let store = Store::open(Some(&restored), SyncMode::Full, 100).unwrap();
+        let store = Store::open(Some(&restored), SyncMode::Full, HistoryBounds::default()).unwrap();
         assert_eq!(store.id(), id);
         assert_eq!(store.revision(), 1);
         assert!(store.get::<Task>("a".into()).await.unwrap().is_some());

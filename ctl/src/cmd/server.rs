@@ -47,6 +47,11 @@ pub struct Args {
     /// How many events the watch history keeps; watchers further behind must list again.
     #[arg(long, value_name = "N")]
     pub watch_history: Option<u64>,
+    /// How many bytes of objects the watch history keeps (each change keeps the object and
+    /// its previous version); beyond it the oldest events are dropped, and watchers further
+    /// behind must list again [default: 256Mi].
+    #[arg(long, value_name = "SIZE", value_parser = kohakuriver_api::quantity::parse_bytes)]
+    pub watch_history_bytes: Option<u64>,
     /// Run only the API server; run the controllers elsewhere with `kohakuriver controllers`.
     #[arg(long)]
     pub no_controllers: bool,
@@ -76,6 +81,7 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
         db,
         default_image: args.default_image,
         watch_history: args.watch_history,
+        watch_history_bytes: args.watch_history_bytes,
         limits: args.limits.limits(),
         store: args.store.clone(),
         auth: args.auth,
@@ -127,6 +133,8 @@ pub struct ServerSettings {
     pub default_image: Option<String>,
     /// Watch history length, if not the default.
     pub watch_history: Option<u64>,
+    /// Watch history size in bytes, if not the default.
+    pub watch_history_bytes: Option<u64>,
     /// Request, watch and connection limits.
     pub limits: kohakuriver_apiserver::Limits,
     /// The sync mode, and a backup to start from.
@@ -307,6 +315,9 @@ pub async fn start(
     };
     if let Some(n) = settings.watch_history {
         config.watch_history = n;
+    }
+    if let Some(n) = settings.watch_history_bytes {
+        config.watch_history_bytes = n;
     }
     let listen = settings.listen;
     let listener = tokio::net::TcpListener::bind(listen)
