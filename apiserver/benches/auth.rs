@@ -10,25 +10,16 @@
 //! a database file in a temp dir with that `--sync` mode; unset, they keep it in memory,
 //! where the sync mode does nothing).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use kohakuriver_api::auth::{Identity, Role};
 use kohakuriver_apiserver::{AuthConfig, Config, SyncMode, generate_token, serve};
 use tokio_util::sync::CancellationToken;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(bench());
+    support::run(bench());
 }
 
 /// The store's file and sync mode from `KR_BENCH_SYNC`, or `None` for in memory.
@@ -52,8 +43,8 @@ async fn start(auth: bool, dir: &std::path::Path) -> (String, Option<String>, Ca
             },
             // This measures throughput: a rate limit below the load would measure itself.
             limits: kohakuriver_apiserver::Limits {
-                rate_per_second: env("KR_BENCH_RATE_LIMIT", 0) as u32,
-                rate_burst: env("KR_BENCH_RATE_LIMIT", 0) as u32,
+                rate_per_second: support::env("KR_BENCH_RATE_LIMIT", 0) as u32,
+                rate_burst: support::env("KR_BENCH_RATE_LIMIT", 0) as u32,
                 ..Default::default()
             },
             ..Config::default()
@@ -132,9 +123,9 @@ fn p(sorted: &[Duration], q: f64) -> Duration {
 }
 
 async fn bench() {
-    let creates = env("KR_BENCH_CREATES", 4000);
-    let clients = env("KR_BENCH_CLIENTS", 16);
-    let rounds = env("KR_BENCH_ROUNDS", 3);
+    let creates = support::env("KR_BENCH_CREATES", 4000);
+    let clients = support::env("KR_BENCH_CLIENTS", 16);
+    let rounds = support::env("KR_BENCH_ROUNDS", 3);
     let store = match file_store() {
         Some(sync) => format!("database file, synchronous={}", sync.pragma()),
         None => "in-memory database".to_string(),

@@ -8,6 +8,8 @@
 //! `KR_BENCH_ROUNDS` (default 3), `KR_BENCH_CHANGES` (writes after the first page in the
 //! third figure, default 2,000).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -18,19 +20,8 @@ use tower::ServiceExt;
 
 const TASKS: &str = "/apis/kohakuriver/v1/tasks";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(bench());
+    support::run(bench());
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> Vec<u8> {
@@ -96,10 +87,10 @@ fn ms(d: Duration) -> String {
 }
 
 async fn bench() {
-    let tasks = env("KR_BENCH_TASKS", 20_000);
-    let page = env("KR_BENCH_PAGE", 500);
-    let rounds = env("KR_BENCH_ROUNDS", 3);
-    let changes = env("KR_BENCH_CHANGES", 2_000);
+    let tasks = support::env("KR_BENCH_TASKS", 20_000);
+    let page = support::env("KR_BENCH_PAGE", 500);
+    let rounds = support::env("KR_BENCH_ROUNDS", 3);
+    let changes = support::env("KR_BENCH_CHANGES", 2_000);
     let state = AppState::open(Config::insecure()).unwrap();
     let started = Instant::now();
     for i in 0..tasks {

@@ -9,6 +9,8 @@
 //! Knobs: `KR_BENCH_WATCHERS` (default 300), `KR_BENCH_CREATES` (default 100),
 //! `KR_BENCH_ROUNDS` (default 3).
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,19 +24,8 @@ use tower::ServiceExt;
 
 const TASKS: &str = "/apis/kohakuriver/v1/tasks";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(bench());
+    support::run(bench());
 }
 
 /// A large task, as real ones are (an environment, a long command line), so that reading
@@ -127,9 +118,9 @@ fn ms(d: Duration) -> String {
 }
 
 async fn bench() {
-    let watchers = env("KR_BENCH_WATCHERS", 300);
-    let creates = env("KR_BENCH_CREATES", 100);
-    let rounds = env("KR_BENCH_ROUNDS", 3);
+    let watchers = support::env("KR_BENCH_WATCHERS", 300);
+    let creates = support::env("KR_BENCH_CREATES", 100);
+    let rounds = support::env("KR_BENCH_ROUNDS", 3);
     let mut config = Config::insecure();
     config.bookmark_interval = Duration::from_millis(100);
     config.limits.rate_per_second = 0;

@@ -66,6 +66,19 @@ fn format_of(headers: &HeaderMap) -> DiscoveryFormat {
     discovery::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
 }
 
+/// The answer in the format the client asked for: `legacy`, or the aggregated
+/// `APIGroupDiscoveryList` (`core`: the core group's, which is empty here).
+fn negotiated(headers: &HeaderMap, legacy: &impl Serialize, core: bool) -> Response {
+    match format_of(headers) {
+        DiscoveryFormat::Legacy => answer(headers, DiscoveryFormat::Legacy.content_type(), legacy),
+        format => answer(
+            headers,
+            format.content_type(),
+            &discovery::group_discovery_list(format, core),
+        ),
+    }
+}
+
 /// `GET /api`: `APIVersions` with no versions (no core group), or an empty aggregated list.
 pub async fn core(
     State(state): State<AppState>,
@@ -73,18 +86,7 @@ pub async fn core(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     allow(&caller, &state)?;
-    Ok(match format_of(&headers) {
-        DiscoveryFormat::Legacy => answer(
-            &headers,
-            DiscoveryFormat::Legacy.content_type(),
-            &discovery::api_versions(),
-        ),
-        format => answer(
-            &headers,
-            format.content_type(),
-            &discovery::group_discovery_list(format, true),
-        ),
-    })
+    Ok(negotiated(&headers, &discovery::api_versions(), true))
 }
 
 /// `GET /apis`: `APIGroupList`, or the aggregated `APIGroupDiscoveryList` with every kind.
@@ -94,18 +96,7 @@ pub async fn groups(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     allow(&caller, &state)?;
-    Ok(match format_of(&headers) {
-        DiscoveryFormat::Legacy => answer(
-            &headers,
-            DiscoveryFormat::Legacy.content_type(),
-            &discovery::api_group_list(),
-        ),
-        format => answer(
-            &headers,
-            format.content_type(),
-            &discovery::group_discovery_list(format, false),
-        ),
-    })
+    Ok(negotiated(&headers, &discovery::api_group_list(), false))
 }
 
 /// `GET /apis/kohakuriver`: `APIGroup`.
