@@ -235,6 +235,21 @@ impl FromRequest<AppState> for Patch {
     }
 }
 
+/// A body read whole within the size limit, for endpoints that parse it themselves (a
+/// DELETE's optional `DeleteOptions`): a slow, broken or oversized body is answered as a
+/// `Status`, as on every other endpoint, never as axum's plain-text rejection.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<RawBody, AppError> {
+        let limit = state.config().max_body_bytes;
+        let (parts, body) = req.into_parts();
+        Ok(RawBody(read_limited(&parts.headers, body, limit).await?))
+    }
+}
+
 /// Warnings for the client, one `Warning: 299 - "…"` header each, as kube-apiserver sends
 /// them (kubectl prints `Warning: …`).
 #[derive(Debug, Default)]

@@ -204,3 +204,44 @@ async fn labels_and_annotations_over_256_kibibytes_are_invalid() {
     );
     assert!(message.contains("262144"), "{message}");
 }
+
+/// A body that stops arriving is cut at the body timeout and answered with a `Status` on
+/// every endpoint that reads one, DELETE's optional `DeleteOptions` included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_stops_arriving_is_a_status_on_every_endpoint() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut limits = Limits::default();
+    limits.http.body_timeout = Duration::from_secs(1);
+    let (server, tokens) = server(&[("alice", Role::Admin)], limits).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    for (method, path) in [
+        ("POST", TASKS.to_string()),
+        ("PUT", format!("{TASKS}/a")),
+        ("DELETE", format!("{TASKS}/a")),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"kind\":",
+            tokens[0]
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: the server kept waiting for the body"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            answer.contains("\"kind\":\"Status\""),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            answer.contains("did not arrive within 1s"),
+            "{method} {path}: {answer}"
+        );
+    }
+}

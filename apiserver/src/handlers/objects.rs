@@ -19,8 +19,8 @@ use crate::admission::{
 };
 use crate::auth::Caller;
 use crate::body::{
-    ObjectBody, Patch, PatchKind, Payload, Warnings, decode_value, merge_patch, strict_refusal,
-    typed,
+    ObjectBody, Patch, PatchKind, Payload, RawBody, Warnings, decode_value, merge_patch,
+    strict_refusal, typed,
 };
 use crate::error::AppError;
 use crate::params::Params;
@@ -579,7 +579,7 @@ pub async fn delete<R: Served>(
     caller: Caller,
     Path(name): Path<String>,
     params: Params,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Answer<R> {
     let options = DeleteOptions::parse(&body)?;
     let dry_run = params.dry_run()? || options.dry_run();
