@@ -97,6 +97,10 @@ pub struct AuthConfig {
     pub static_tokens: Vec<(String, kohakuriver_api::Identity)>,
     /// Where the first admin token is written (mode 0600) when the store has no admin token.
     pub admin_token_file: Option<PathBuf>,
+    /// Also make an admin token when `admin_token_file` is missing though the store holds
+    /// one: set for a start from a backup (`--restore`), whose admin tokens were written to
+    /// another machine's files, so that this machine's CLI can act on the restored store.
+    pub admin_token_if_missing: bool,
 }
 
 impl AuthConfig {
@@ -107,6 +111,7 @@ impl AuthConfig {
             policy: kohakuriver_api::Policy::default(),
             static_tokens: Vec::new(),
             admin_token_file: None,
+            admin_token_if_missing: false,
         }
     }
 }

@@ -71,6 +71,7 @@ impl AuthFlags {
             policy: self.policy(default_prefixes),
             static_tokens,
             admin_token_file: Some(admin_token_file),
+            admin_token_if_missing: false,
         }
     }
 }

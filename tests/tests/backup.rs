@@ -219,3 +219,49 @@ fn a_watcher_of_the_old_store_lists_again_after_a_restore() {
         .expect("a resume into another store must fail");
     assert!(e.is_gone(), "{e}");
 }
+
+/// A restore on another machine (a data dir without `admin.token`) makes an admin token
+/// there, so the operator can act on the restored store at once; the backup's own admin
+/// token keeps working too.
+#[test]
+fn a_restore_into_a_data_dir_without_an_admin_token_makes_one() {
+    let mut c = Cluster::start();
+    let rt = runtime();
+    rt.block_on(admin(&c).api::<Task>().create(&task("kept".into())))
+        .unwrap();
+    let old_token = c.admin_token();
+    let file = c.dir().join("backup.db");
+    c.kr(&["backup", "--to", &file.display().to_string()]).ok();
+    c.kill_server();
+    let token_file = c.dir().join("server").join("admin.token");
+    std::fs::remove_file(&token_file).expect("the first start wrote admin.token");
+    c.restart_server_with(&["--restore", file.to_str().unwrap(), "--force"]);
+    let new_token = c.admin_token();
+    assert_ne!(new_token, old_token, "a new admin token is written");
+    for token in [new_token, old_token] {
+        let options = ClientOptions {
+            token: Some(token),
+            ..Default::default()
+        };
+        let client = Client::with_options(c.url(), options).unwrap();
+        let who = rt.block_on(client.whoami()).expect("whoami");
+        assert_eq!(who.role.to_string(), "admin");
+        let kept = rt.block_on(client.api::<Task>().get("kept")).unwrap();
+        assert_eq!(kept.metadata.name, "kept");
+    }
+}
+
+/// A `FILE.partial` left by a backup that was killed is replaced by the next backup, which
+/// then succeeds; a finished backup leaves no partial file behind.
+#[test]
+fn a_partial_file_left_by_a_killed_backup_does_not_block_the_next() {
+    let c = Cluster::start();
+    let file = c.dir().join("again.db");
+    let partial = c.dir().join("again.db.partial");
+    std::fs::write(&partial, b"half a download").unwrap();
+    c.kr(&["backup", "--to", &file.display().to_string()])
+        .ok()
+        .stderr_has("left by an interrupted backup");
+    assert!(!partial.exists(), "the partial file is gone");
+    kohakuriver_apiserver::check_backup(&file).expect("a checked backup");
+}

@@ -298,7 +298,8 @@ pub fn static_record(token: &str, identity: &Identity, now: Timestamp) -> Option
 }
 
 /// Loads the stored tokens, adds the static ones, and on first start (auth on, no admin
-/// token stored) makes an admin token and writes it to `admin_token_file` (mode 0600).
+/// token stored) makes an admin token and writes it to `admin_token_file` (mode 0600). With
+/// `admin_token_if_missing` (a start from a backup) it does so too when the file is missing.
 pub fn bootstrap(store: &Store, config: &crate::AuthConfig) -> Result<Authenticator, crate::Error> {
     let auth = Authenticator::default();
     let now = chrono::Utc::now();
@@ -313,9 +314,10 @@ pub fn bootstrap(store: &Store, config: &crate::AuthConfig) -> Result<Authentica
         })?;
         auth.insert(record, true);
     }
+    let wanted =
+        |path: &Path| !auth.has_admin() || (config.admin_token_if_missing && !path.exists());
     if config.enabled
-        && !auth.has_admin()
-        && let Some(path) = &config.admin_token_file
+        && let Some(path) = config.admin_token_file.as_deref().filter(|p| wanted(p))
     {
         let (token, record) = mint(&Identity::new("admin", Role::Admin), now, None, None);
         write_secret_file(path, &format!("{token}\n")).map_err(|e| {
@@ -326,7 +328,7 @@ pub fn bootstrap(store: &Store, config: &crate::AuthConfig) -> Result<Authentica
         })?;
         store.put_token(&record).map_err(crate::Error::from)?;
         auth.insert(record, false);
-        tracing::info!(path = %path.display(), "made the first admin token");
+        tracing::info!(path = %path.display(), "made an admin token");
     } else if config.enabled && !auth.has_admin() {
         tracing::warn!("no admin token exists and no file was given to write one to");
     }

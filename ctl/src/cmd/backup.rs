@@ -2,8 +2,9 @@
 //! serves writes, for `kohakuriver server --restore FILE`.
 //!
 //! The copy holds token hashes and the server's own keys, so the file is made 0600. It is
-//! written under a temporary name, synced, checked and only then renamed to FILE, so a
-//! broken download never looks like a backup.
+//! written under a temporary name (FILE.partial), synced, checked and only then renamed to
+//! FILE, so a broken download never looks like a backup. Ctrl-C or SIGTERM removes the
+//! partial file; one left by a killed run is replaced by the next.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,18 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let partial = partial_path(&args.to);
-    let written = download(client, &partial).await;
+    if partial.exists() {
+        std::fs::remove_file(&partial)
+            .with_context(|| format!("cannot remove the stale {}", partial.display()))?;
+        eprintln!(
+            "removed {} left by an interrupted backup",
+            partial.display()
+        );
+    }
+    let written = tokio::select! {
+        written = download(client, &partial) => written,
+        signal = super::server::shutdown_signal() => Err(anyhow::anyhow!("backup interrupted by {signal}")),
+    };
     let checked = written.and_then(|bytes| {
         let revision = kohakuriver_apiserver::check_backup(&partial)
             .context("the downloaded backup does not check out")?;

@@ -73,6 +73,15 @@ pub struct StoreFlags {
     /// of refusing. Stop any server using it first.
     #[arg(long, requires = "restore")]
     pub force: bool,
+    /// How many events the watch history keeps; watchers further behind must list again
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub watch_history: Option<u64>,
+    /// How many bytes of objects the watch history keeps (each change keeps the object and
+    /// its previous version); beyond it the oldest events are dropped, and watchers further
+    /// behind must list again [default: 256Mi].
+    #[arg(long, value_name = "SIZE", value_parser = kohakuriver_api::quantity::parse_bytes)]
+    pub watch_history_bytes: Option<u64>,
 }
 
 /// `--sync`.

@@ -44,14 +44,6 @@ pub struct Args {
     /// Image for tasks that name neither `image` nor `container`.
     #[arg(long, value_name = "IMAGE")]
     pub default_image: Option<String>,
-    /// How many events the watch history keeps; watchers further behind must list again.
-    #[arg(long, value_name = "N")]
-    pub watch_history: Option<u64>,
-    /// How many bytes of objects the watch history keeps (each change keeps the object and
-    /// its previous version); beyond it the oldest events are dropped, and watchers further
-    /// behind must list again [default: 256Mi].
-    #[arg(long, value_name = "SIZE", value_parser = kohakuriver_api::quantity::parse_bytes)]
-    pub watch_history_bytes: Option<u64>,
     /// Run only the API server; run the controllers elsewhere with `kohakuriver controllers`.
     #[arg(long)]
     pub no_controllers: bool,
@@ -80,8 +72,6 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
         data_dir,
         db,
         default_image: args.default_image,
-        watch_history: args.watch_history,
-        watch_history_bytes: args.watch_history_bytes,
         limits: args.limits.limits(),
         store: args.store.clone(),
         auth: args.auth,
@@ -131,13 +121,9 @@ pub struct ServerSettings {
     pub db: PathBuf,
     /// Image for tasks naming neither image nor container.
     pub default_image: Option<String>,
-    /// Watch history length, if not the default.
-    pub watch_history: Option<u64>,
-    /// Watch history size in bytes, if not the default.
-    pub watch_history_bytes: Option<u64>,
     /// Request, watch and connection limits.
     pub limits: kohakuriver_apiserver::Limits,
-    /// The sync mode, and a backup to start from.
+    /// The sync mode, a backup to start from, and the watch history's bounds.
     pub store: StoreFlags,
     /// Authentication and admission flags.
     pub auth: AuthFlags,
@@ -291,15 +277,19 @@ pub async fn start(
     }
     let admin_token_file = admin_token_file(&settings.data_dir);
     settings.store.restore_into(&settings.db)?;
+    let mut auth = settings.auth.auth_config(
+        &settings.default_mount_prefixes,
+        static_tokens,
+        admin_token_file.clone(),
+    );
+    // The restored store's admin tokens live in another machine's files; make one here
+    // when this data dir has none, so the local CLI can act on what was restored.
+    auth.admin_token_if_missing = settings.store.restore.is_some();
     let mut config = kohakuriver_apiserver::Config {
         db_path: (settings.db.as_os_str() != ":memory:").then(|| settings.db.clone()),
         sync: settings.store.sync_mode(),
         default_image: settings.default_image.clone(),
-        auth: settings.auth.auth_config(
-            &settings.default_mount_prefixes,
-            static_tokens,
-            admin_token_file.clone(),
-        ),
+        auth,
         tls: settings.tls.tls.clone(),
         ca_pem: settings.tls.ca_pem.clone(),
         // A server that also answers plain http is reached by http:// URLs: node
@@ -313,10 +303,10 @@ pub async fn start(
         limits: settings.limits,
         ..Default::default()
     };
-    if let Some(n) = settings.watch_history {
+    if let Some(n) = settings.store.watch_history {
         config.watch_history = n;
     }
-    if let Some(n) = settings.watch_history_bytes {
+    if let Some(n) = settings.store.watch_history_bytes {
         config.watch_history_bytes = n;
     }
     let listen = settings.listen;
@@ -431,6 +421,13 @@ pub fn init_tracing() {
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+/// Waits for Ctrl-C or SIGTERM and names the one that came.
+pub async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for ctrl-c");
@@ -452,9 +449,7 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        () = ctrl_c => "ctrl-c",
+        () = term => "SIGTERM",
     }
-    tracing::info!("shutting down");
-    token.cancel();
 }

@@ -82,8 +82,6 @@ pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
         data_dir: data_dir.clone(),
         db,
         default_image: args.default_image.clone(),
-        watch_history: None,
-        watch_history_bytes: None,
         limits: args.limits.limits(),
         store: args.store.clone(),
         auth: args.auth.clone(),
