@@ -130,7 +130,11 @@ fn decide(
     );
     seen.retain(|name, _| referenced.contains(name.as_str()));
     for name in referenced {
-        let updated = observe(seen.get(name), cache.nodes.items.get(name), mono);
+        let updated = observe(
+            seen.get(name),
+            cache.nodes.items.get(name).map(|n| &**n),
+            mono,
+        );
         seen.insert(name.to_string(), updated);
     }
     let silent = |name: &str| seen.get(name).map_or(Duration::ZERO, |s| silence(s, mono));
@@ -160,7 +164,7 @@ fn decide(
         let key = ("Node", node.metadata.name.clone());
         if let (Some(status), false) = (plan.status, acted.contains_key(&key)) {
             acted.insert(key, node.resource_version());
-            jobs.push(Job::Node(Box::new(node.clone()), Box::new(status)));
+            jobs.push(Job::Node(Box::new(Node::clone(node)), Box::new(status)));
         }
     }
     for task in cache.tasks.items.values() {
@@ -203,7 +207,7 @@ fn decide(
         };
         if let Some(action) = action {
             acted.insert(key, task.resource_version());
-            jobs.push(Job::Task(Box::new(task.clone()), action));
+            jobs.push(Job::Task(Box::new(Task::clone(task)), action));
         }
     }
     (jobs, wake.map(|w| w + Duration::from_millis(5)))

@@ -200,7 +200,7 @@ fn decide(
                 .get(&t.metadata.name)
                 .is_some_and(|f| f.rv == t.resource_version())
         };
-        let queue: Vec<Task> = tasks
+        let queue: Vec<Arc<Task>> = tasks
             .values()
             .filter(|t| is_queued(t, now) && !pending_write(t))
             .cloned()
@@ -219,7 +219,10 @@ fn decide(
                 wake,
             };
         }
-        let mut cluster = Cluster::new(cache.nodes.items.values(), tasks.values());
+        let mut cluster = Cluster::new(
+            cache.nodes.items.values().map(|n| &**n),
+            tasks.values().map(|t| &**t),
+        );
         for (name, f) in in_flight.iter() {
             let unseen = tasks
                 .get(name)
@@ -230,7 +233,7 @@ fn decide(
         }
         (queue, cluster, wake)
     };
-    let mut queue: Vec<&Task> = queue.iter().collect();
+    let mut queue: Vec<&Task> = queue.iter().map(|t| &**t).collect();
     order(&mut queue);
     let decisions = schedule(&mut cluster, &queue, config.max_reservations);
     let mut decided = Vec::new();

@@ -272,6 +272,11 @@ impl Cluster {
         self.access.config_path()
     }
 
+    /// The server's process id, while it runs (for figures read from `/proc`).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(Proc::pid)
+    }
+
     /// The API server port.
     pub fn port(&self) -> u16 {
         self.port
