@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use kohakuriver_api::{Node, Task};
+use kohakuriver_apiserver::testing::{TestServer, spawn_server};
 use kohakuriver_client::{Api, Client};
 use kohakuriver_controllers::ControllersConfig;
 use kohakuriver_controllers::clock::{Clock, TokioClock};
@@ -26,7 +27,10 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// A server, the controllers and a client, all stopped when dropped.
 pub struct Harness {
     pub client: Client,
+    /// Stops the server, the controllers and the helpers.
     pub shutdown: CancellationToken,
+    /// The server, when this harness owns one.
+    _server: Option<TestServer>,
     /// The time of the controllers and of the fake agent.
     pub clock: TokioClock,
 }
@@ -63,19 +67,12 @@ pub fn fast() -> ControllersConfig {
 
 /// Starts a server only.
 pub async fn server() -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        kohakuriver_apiserver::serve(listener, kohakuriver_apiserver::Config::insecure(), token)
-            .await
-            .unwrap();
-    });
-    let client = Client::new(&format!("http://{address}")).unwrap();
+    let server = spawn_server(kohakuriver_apiserver::Config::insecure()).await;
+    let client = Client::new(&server.url).unwrap();
     Harness {
         client,
-        shutdown,
+        shutdown: server.shutdown.clone(),
+        _server: Some(server),
         clock: TokioClock::new(),
     }
 }
@@ -133,6 +130,7 @@ pub fn keep_alive(h: &Harness, name: &str) -> CancellationToken {
         let h = Harness {
             client,
             shutdown: CancellationToken::new(),
+            _server: None,
             clock,
         };
         while !token.is_cancelled() {

@@ -43,7 +43,7 @@ fn with(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_past_the_cap_is_cut_with_a_marker_and_the_task_still_finishes() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     const CAP: u64 = 1 << 20;
@@ -81,7 +81,7 @@ async fn output_past_the_cap_is_cut_with_a_marker_and_the_task_still_finishes() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_fails_only_the_task_whose_output_cannot_be_written() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // /dev/full answers every write with ENOSPC, as a full data disk does: the task's
@@ -125,7 +125,7 @@ async fn a_full_disk_fails_only_the_task_whose_output_cannot_be_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_of_long_finished_tasks_expires_and_reads_say_why() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start(
@@ -152,7 +152,7 @@ async fn output_of_long_finished_tasks_expires_and_reads_say_why() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_of_a_task_deleted_while_the_agent_was_away_goes() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let mut c = Cluster::start("away", Options::default()).await;

@@ -30,7 +30,7 @@ fn sh(name: &str, script: &str) -> Task {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_captured_and_the_container_is_pinned() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("pin", Options::default()).await;
@@ -72,7 +72,7 @@ async fn output_is_captured_and_the_container_is_pinned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_are_reported() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("exit", Options::default()).await;
@@ -96,7 +96,7 @@ async fn exit_codes_are_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_resume_and_kill_with_sigterm_first() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("prk", Options::default()).await;
@@ -143,7 +143,7 @@ async fn pause_resume_and_kill_with_sigterm_first() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_hog_is_oom_killed() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("oom", Options::default()).await;
@@ -168,7 +168,7 @@ async fn memory_hog_is_oom_killed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_image_fails_the_task_with_the_engines_message() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("img", Options::default()).await;
@@ -209,7 +209,7 @@ fn expected_lines(prefix: &str, n: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_restart_mid_task_loses_and_duplicates_nothing() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let mut c = Cluster::start("restart", Options::default()).await;
@@ -254,7 +254,7 @@ async fn agent_restart_mid_task_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_while_agent_is_down_is_reported_with_the_real_code() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let mut c = Cluster::start("down", Options::default()).await;
@@ -311,7 +311,7 @@ async fn exit_while_agent_is_down_is_reported_with_the_real_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_running_task_removes_its_container_and_finalizer() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("del", Options::default()).await;
@@ -409,7 +409,7 @@ impl ContainerRuntime for Recording {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gpu_allocation_reaches_the_container_config() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let host_configs = Arc::new(Mutex::new(Vec::new()));
@@ -455,7 +455,7 @@ async fn gpu_allocation_reaches_the_container_config() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_is_registered_with_topology_and_heartbeats() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("node", Options::default()).await;
@@ -489,7 +489,7 @@ async fn node_is_registered_with_topology_and_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fast_writers_are_captured_completely_and_byte_exact() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("fast", Options::default()).await;
@@ -535,7 +535,7 @@ async fn fast_writers_are_captured_completely_and_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_symlink_out_of_a_user_mount_prefix_is_refused_before_any_container() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let allowed = tempfile::tempdir().unwrap();
@@ -581,7 +581,7 @@ async fn a_symlink_out_of_a_user_mount_prefix_is_refused_before_any_container() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_cannot_write_the_environment_tarballs() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start(
@@ -617,7 +617,7 @@ async fn tasks_cannot_write_the_environment_tarballs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tags_are_read_from_a_real_docker_save() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let env = support::unique_name("tags");
@@ -664,7 +664,7 @@ async fn tags_are_read_from_a_real_docker_save() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_mount_fails_within_seconds_with_the_engines_message() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("badmount", Options::default()).await;
@@ -713,7 +713,7 @@ async fn stalled_registry() -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_times_out_and_a_kill_during_it_creates_nothing() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let (port, accepted, registry) = stalled_registry().await;

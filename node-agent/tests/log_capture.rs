@@ -79,7 +79,7 @@ fn logs_incomplete(t: &Task) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gigabyte_of_stdout_is_captured_byte_exact_under_rotation() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let started = Instant::now();
@@ -114,7 +114,7 @@ async fn a_gigabyte_of_stdout_is_captured_byte_exact_under_rotation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdout_and_stderr_at_full_speed_are_each_byte_exact_under_rotation() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("mix", daemon_like_rotation()).await;
@@ -169,7 +169,7 @@ fn go(name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_restart_during_a_large_output_still_yields_all_of_it() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // The agent's default limits (256 MiB × 4), on an engine whose daemon rotates at
@@ -211,7 +211,7 @@ async fn an_agent_restart_during_a_large_output_still_yields_all_of_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_rotated_away_while_the_agent_was_down_is_reported() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // Limits far too small for what the task writes while the agent is down.
@@ -256,7 +256,7 @@ async fn output_rotated_away_while_the_agent_was_down_is_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_finished_task_removes_its_captured_logs() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("dellogs", Options::default()).await;
