@@ -9,7 +9,7 @@
 //! that means something else there. Errors are yielded (so callers can log them) and
 //! followed by a jittered exponential backoff; the stream itself only ends when dropped.
 //!
-//! The state machine reads through [`Source`], a list and a watch from a revision, so that
+//! The state machine reads through `Source`, a list and a watch from a revision, so that
 //! a scripted fake can drive every path of it (410, bookmarks, dropped and instantly closing
 //! connections, a changed store) on a paused clock. [`Api`] is the one real source (HTTP).
 
