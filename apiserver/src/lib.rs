@@ -28,6 +28,8 @@ mod schema;
 mod state;
 mod store;
 mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watch;
 
 use std::path::PathBuf;

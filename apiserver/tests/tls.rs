@@ -5,7 +5,6 @@ mod common;
 use axum::http::StatusCode;
 use common::Api;
 use kohakuriver_apiserver::{AuthConfig, Config};
-use tokio_util::sync::CancellationToken;
 
 fn names() -> Vec<String> {
     vec!["127.0.0.1".to_string()]
@@ -45,19 +44,14 @@ async fn the_server_speaks_https_with_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let made = kohakuriver_tls::self_signed(dir.path(), &names()).unwrap();
     let tls = kohakuriver_tls::ServerTls::from_pem_files(&made.cert_path, &made.key_path).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        Config {
-            tls: Some(tls),
-            ca_pem: Some(made.ca_pem.clone()),
-            auth: AuthConfig::disabled(),
-            ..Config::default()
-        },
-        shutdown.clone(),
-    ));
+    let server = kohakuriver_apiserver::testing::spawn_server(Config {
+        tls: Some(tls),
+        ca_pem: Some(made.ca_pem.clone()),
+        auth: AuthConfig::disabled(),
+        ..Config::default()
+    })
+    .await;
+    let url = server.url.clone();
     let http = kohakuriver_tls::http_client_builder(Some(&made.ca_pem))
         .unwrap()
         .build()
@@ -75,6 +69,5 @@ async fn the_server_speaks_https_with_its_certificate() {
     };
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.bytes().await.unwrap(), made.ca_pem);
-    shutdown.cancel();
-    served.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

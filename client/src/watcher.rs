@@ -8,11 +8,16 @@
 //! answers 410 too, and the watcher lists again instead of resuming by a revision number
 //! that means something else there. Errors are yielded (so callers can log them) and
 //! followed by a jittered exponential backoff; the stream itself only ends when dropped.
+//!
+//! The state machine reads through `Source`, a list and a watch from a revision, so that
+//! a scripted fake can drive every path of it (410, bookmarks, dropped and instantly closing
+//! connections, a changed store) on a paused clock. [`Api`] is the one real source (HTTP).
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
-use kohakuriver_api::{Resource, WatchEvent};
+use kohakuriver_api::{List, Resource, WatchEvent};
 
 use crate::api::Api;
 use crate::backoff::Backoff;
@@ -31,6 +36,40 @@ pub enum Event<R> {
     Deleted(R),
 }
 
+/// One watch connection's events, as [`Api::watch`] yields them.
+pub(crate) type Events<R> = BoxStream<'static, Result<WatchEvent<R>, Error>>;
+
+/// Where a watcher reads: a consistent list, and a watch from a revision of the store named
+/// by `store_id`. The real source is [`Api`]; the trait exists so tests can script the
+/// server's answers and count the calls.
+pub(crate) trait Source<R: Resource>: Send + 'static {
+    /// Every matching object, with the revision (and store) it was read at.
+    fn list(&self, params: &ListParams) -> impl Future<Output = Result<List<R>, Error>> + Send;
+
+    /// One watch connection from `resource_version`, or an error (410 Gone among them).
+    fn watch(
+        &self,
+        params: &ListParams,
+        resource_version: u64,
+        store_id: Option<&str>,
+    ) -> impl Future<Output = Result<Events<R>, Error>> + Send;
+}
+
+impl<R: Resource> Source<R> for Api<R> {
+    fn list(&self, params: &ListParams) -> impl Future<Output = Result<List<R>, Error>> + Send {
+        Api::list(self, params)
+    }
+
+    fn watch(
+        &self,
+        params: &ListParams,
+        resource_version: u64,
+        store_id: Option<&str>,
+    ) -> impl Future<Output = Result<Events<R>, Error>> + Send {
+        Api::watch(self, params, resource_version, store_id)
+    }
+}
+
 enum Phase<R> {
     /// Next: list.
     List,
@@ -38,7 +77,7 @@ enum Phase<R> {
     Watch(u64),
     /// Reading a watch connection.
     Streaming {
-        events: BoxStream<'static, Result<WatchEvent<R>, Error>>,
+        events: Events<R>,
         revision: u64,
         /// Whether this connection delivered anything (an instantly closing server must not
         /// make us spin).
@@ -46,8 +85,8 @@ enum Phase<R> {
     },
 }
 
-struct State<R: Resource> {
-    api: Api<R>,
+struct State<R: Resource, S> {
+    source: S,
     params: ListParams,
     phase: Phase<R>,
     backoff: Backoff,
@@ -57,12 +96,13 @@ struct State<R: Resource> {
     store_id: Option<String>,
 }
 
-pub(crate) fn watcher<R: Resource>(
-    api: Api<R>,
+/// The never-ending watch of `params` read from `source`; see the module doc.
+pub(crate) fn watcher<R: Resource, S: Source<R>>(
+    source: S,
     params: ListParams,
 ) -> BoxStream<'static, Result<Event<R>, Error>> {
     let state = State {
-        api,
+        source,
         params,
         phase: Phase::List,
         backoff: Backoff::watch(),
@@ -77,13 +117,13 @@ pub(crate) fn watcher<R: Resource>(
 }
 
 /// Advances the state machine until it has something to report.
-async fn step<R: Resource>(st: &mut State<R>) -> Result<Event<R>, Error> {
+async fn step<R: Resource, S: Source<R>>(st: &mut State<R, S>) -> Result<Event<R>, Error> {
     loop {
         if let Some(delay) = st.delay.take() {
             tokio::time::sleep(delay).await;
         }
         match std::mem::replace(&mut st.phase, Phase::List) {
-            Phase::List => match st.api.list(&st.params).await {
+            Phase::List => match st.source.list(&st.params).await {
                 Ok(list) => {
                     st.phase = Phase::Watch(list.metadata.resource_version);
                     st.store_id = list.metadata.store_id;
@@ -95,7 +135,7 @@ async fn step<R: Resource>(st: &mut State<R>) -> Result<Event<R>, Error> {
                 }
             },
             Phase::Watch(revision) => match st
-                .api
+                .source
                 .watch(&st.params, revision, st.store_id.as_deref())
                 .await
             {
@@ -182,3 +222,7 @@ async fn step<R: Resource>(st: &mut State<R>) -> Result<Event<R>, Error> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "watcher_tests.rs"]
+mod tests;

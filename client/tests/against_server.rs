@@ -4,34 +4,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kohakuriver_api::{ApplyOutcome, Node, Resource, Task, TaskPhase, WatchEvent};
+use kohakuriver_apiserver::testing::{TestServer, spawn_server};
 use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{ApplyOptions, Client, Deleted, Error, ListParams};
-use tokio_util::sync::CancellationToken;
 
-/// A running server; stops when dropped.
+/// A running server and a client for it; the server stops when dropped.
 struct Server {
     client: Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _server: TestServer,
 }
 
 async fn server_with(config: kohakuriver_apiserver::Config) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        config,
-        shutdown.clone(),
-    ));
+    let server = spawn_server(config).await;
     Server {
-        client: Client::new(&url).unwrap(),
-        shutdown,
+        client: Client::new(&server.url).unwrap(),
+        _server: server,
     }
 }
 

@@ -8,7 +8,6 @@ use kohakuriver_api::Task;
 use kohakuriver_api::auth::{Identity, Role};
 use kohakuriver_apiserver::{AuthConfig, Config, Limits, generate_token};
 use kohakuriver_client::{Client, ClientOptions, Error};
-use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for a one-second limit to act.
 const GENEROUS: Duration = Duration::from_secs(30);
@@ -62,16 +61,9 @@ async fn a_client_over_its_rate_waits_and_succeeds() {
         },
         ..Config::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        config,
-        shutdown.clone(),
-    ));
+    let server = kohakuriver_apiserver::testing::spawn_server(config).await;
     let client = Client::with_options(
-        &url,
+        &server.url,
         ClientOptions {
             token: Some(token),
             ..Default::default()
@@ -95,5 +87,4 @@ async fn a_client_over_its_rate_waits_and_succeeds() {
         tasks.list(&Default::default()).await.unwrap().items.len(),
         6
     );
-    shutdown.cancel();
 }

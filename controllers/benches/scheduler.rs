@@ -20,7 +20,6 @@ use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{Client, ListParams};
 use kohakuriver_controllers::ControllersConfig;
 use kohakuriver_controllers::allocator::Holdings;
-use tokio_util::sync::CancellationToken;
 
 /// (cores, GPUs) of the task mix: 4.75 cores and 0.5 GPUs per task on average.
 const SHAPES: [(u32, u32); 8] = [
@@ -60,17 +59,11 @@ fn main() {
 async fn bench() {
     let nodes = env("KR_BENCH_NODES", 1000);
     let tasks = env("KR_BENCH_TASKS", 10_000);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        kohakuriver_apiserver::Config::insecure(),
-        shutdown.clone(),
-    ));
-    let client = Client::new(&format!("http://{address}")).expect("client");
+    let server =
+        kohakuriver_apiserver::testing::spawn_server(kohakuriver_apiserver::Config::insecure())
+            .await;
+    let shutdown = server.shutdown.clone();
+    let client = Client::new(&server.url).expect("client");
     let node_api = client.api::<Node>();
     let task_api = client.api::<Task>();
 
@@ -191,7 +184,7 @@ async fn bench() {
     );
     shutdown.cancel();
     let _ = controllers.await;
-    let _ = server.await;
+    let _ = server.stop().await;
     assert!(overlaps.is_empty(), "double booking: {overlaps:?}");
     assert_eq!(bound_at.len(), tasks, "not every task was bound");
 }

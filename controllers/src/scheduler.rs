@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, set_condition};
 use kohakuriver_api::{Allocation, Resource, Task, TaskPhase};
@@ -77,7 +77,8 @@ pub(crate) async fn run(
     let in_flight: InFlightMap = Arc::default();
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut writers = JoinSet::new();
-    let mut last_wait_write: HashMap<String, Instant> = HashMap::new();
+    // When each task's waiting message was last written, on the controllers' monotonic clock.
+    let mut last_wait_write: HashMap<String, Duration> = HashMap::new();
     loop {
         changes.borrow_and_update();
         let round = {
@@ -180,7 +181,7 @@ fn decide(
     store: &Store,
     in_flight: &InFlightMap,
     config: &ControllersConfig,
-    recent: &mut HashMap<String, Instant>,
+    recent: &mut HashMap<String, Duration>,
 ) -> Round {
     let now = config.clock.now();
     let (queue, mut cluster, wake) = {
@@ -322,18 +323,19 @@ fn waiting(
     reason: &str,
     message: &str,
     now: Timestamp,
-    recent: &mut HashMap<String, Instant>,
+    recent: &mut HashMap<String, Duration>,
     config: &ControllersConfig,
 ) -> Option<Write> {
+    let mono = config.clock.elapsed();
     let name = &task.metadata.name;
     let same = task.status.reason.as_deref() == Some(reason)
         && task.status.message.as_deref() == Some(message);
     let first = task.status.reason.as_deref() != Some(reason);
     let stale = recent
         .get(name)
-        .is_none_or(|at| at.elapsed() >= config.resync);
+        .is_none_or(|at| mono.saturating_sub(*at) >= config.resync);
     (!same && (first || stale)).then(|| {
-        recent.insert(name.clone(), Instant::now());
+        recent.insert(name.clone(), mono);
         Write {
             task: queued(task, reason, message, now),
             hold: None,

@@ -1,5 +1,9 @@
 //! In-process cluster tests: a real API server on 127.0.0.1:0 (in-memory SQLite), the
 //! controllers through their public `run`, and the test acting as a fake node agent.
+//!
+//! All but the scheduler race run on a paused runtime (`start_paused`): graces, back-offs,
+//! deadlines and TTLs pass in virtual time (see `common.rs`), so a loaded machine makes
+//! them slower to run, never wrong.
 
 mod common;
 
@@ -12,12 +16,13 @@ use kohakuriver_api::{ConditionStatus, DesiredState, Node, Task, TaskPhase};
 use kohakuriver_client::ListParams;
 use kohakuriver_controllers::ControllersConfig;
 use kohakuriver_controllers::allocator::Holdings;
+use kohakuriver_controllers::clock::Clock;
 
 fn bound(t: &Task) -> bool {
     t.status.phase == TaskPhase::Assigned && t.status.node.is_some()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn queues_then_places_when_capacity_frees() {
     let h = cluster(fast()).await;
     register(&h, Node::test("a").cores(2)).await;
@@ -57,7 +62,7 @@ async fn queues_then_places_when_capacity_frees() {
     assert!(first.status.finished_at.is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_task_for_a_node_not_yet_registered_waits_for_it() {
     let h = cluster(fast()).await;
     h.tasks()
@@ -80,7 +85,7 @@ async fn a_task_for_a_node_not_yet_registered_waits_for_it() {
     assert_eq!(bound.status.node.as_deref(), Some("late"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn impossible_requests_fail_at_once() {
     let h = cluster(fast()).await;
     register(&h, Node::test("a").numa(2).cores(8).gpus(4)).await;
@@ -104,16 +109,20 @@ async fn impossible_requests_fail_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_lost_node_loses_its_tasks_and_comes_back() {
     let h = cluster(fast()).await;
     register(&h, Node::test("a").cores(4)).await;
+    // Heartbeats until both tasks are bound, so the grace starts only after the bindings
+    // were seen: however long binding takes, the node cannot be lost before it.
+    let alive = keep_alive(&h, "a");
     h.tasks().create(&Task::test("doomed")).await.unwrap();
     let mut retried = Task::test("retried");
     retried.spec.retries = 1;
     h.tasks().create(&retried).await.unwrap();
     wait_task(&h, "doomed", "binding", bound).await;
     wait_task(&h, "retried", "binding", bound).await;
+    alive.cancel();
     // No heartbeat from here on: after the 2 s grace the node is lost.
     wait_until("node a not ready", || async {
         let n = h.nodes().get("a").await.unwrap();
@@ -151,7 +160,7 @@ async fn a_lost_node_loses_its_tasks_and_comes_back() {
     assert_eq!(doomed.status.phase, TaskPhase::Unknown);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_unknown_task_is_lost_once_its_node_stays_away_past_lost_after() {
     let h = cluster(ControllersConfig {
         lost_after: Duration::from_secs(4),
@@ -172,7 +181,7 @@ async fn an_unknown_task_is_lost_once_its_node_stays_away_past_lost_after() {
     assert!(!lost.holds_allocation());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn failed_tasks_retry_with_backoff_until_retries_run_out() {
     let h = cluster(fast()).await;
     register(&h, Node::test("a")).await;
@@ -182,13 +191,14 @@ async fn failed_tasks_retry_with_backoff_until_retries_run_out() {
     h.tasks().create(&task).await.unwrap();
     wait_task(&h, "flaky", "binding", bound).await;
     let fail = |attempts: u32| {
+        let now = h.clock.now();
         move |t: &mut Task| {
             t.status.phase = TaskPhase::Failed;
             t.status.reason = Some("Error".into());
             t.status.exit_code = Some(1);
             t.status.attempts = attempts;
-            t.status.started_at = Some(chrono::Utc::now());
-            t.status.finished_at = Some(chrono::Utc::now());
+            t.status.started_at = Some(now);
+            t.status.finished_at = Some(now);
         }
     };
     report(&h, "flaky", fail(1)).await;
@@ -200,7 +210,7 @@ async fn failed_tasks_retry_with_backoff_until_retries_run_out() {
     assert_eq!(requeued.status.attempts, 1);
     let after = requeued.status.retry_after.expect("retryAfter set");
     let rebound = wait_task(&h, "flaky", "bound again", bound).await;
-    assert!(chrono::Utc::now() >= after, "rebound before its back-off");
+    assert!(h.clock.now() >= after, "rebound before its back-off");
     assert_eq!(rebound.status.exit_code, None);
     report(&h, "flaky", fail(2)).await;
     let done = wait_task(&h, "flaky", "Failed condition", |t| {
@@ -211,7 +221,7 @@ async fn failed_tasks_retry_with_backoff_until_retries_run_out() {
     assert_eq!(done.status.phase, TaskPhase::Failed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn deadlines_kill_running_tasks_and_fail_queued_ones() {
     let h = cluster(fast()).await;
     register(&h, Node::test("a").cores(1)).await;
@@ -236,7 +246,7 @@ async fn deadlines_kill_running_tasks_and_fail_queued_ones() {
     assert_eq!(stuck.status.reason.as_deref(), Some("DeadlineExceeded"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn finished_tasks_are_deleted_after_their_ttl() {
     let h = cluster(fast()).await;
     // No node: the task is killed while queued, finishes, and is deleted one second later.

@@ -1,15 +1,24 @@
 //! Shared harness for the in-process cluster tests: a real API server on 127.0.0.1:0 with
 //! an in-memory store, controllers started through the public `run`, and helpers that act
 //! as a fake node agent (register a node, heartbeat, report phases).
+//!
+//! Time: the controllers and the fake agent read one [`TokioClock`], and every wait here
+//! is on tokio's clock. Tests that run on `#[tokio::test(start_paused = true)]` therefore
+//! live in virtual time: a grace, back-off, deadline or TTL passes only when every task in
+//! the test (server included) is waiting on a timer, so no amount of machine load makes a
+//! step late, and [`DEADLINE`] is 20 virtual seconds, not a race against the wall clock.
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use kohakuriver_api::{Node, Task};
+use kohakuriver_apiserver::testing::{TestServer, spawn_server};
 use kohakuriver_client::{Api, Client};
 use kohakuriver_controllers::ControllersConfig;
+use kohakuriver_controllers::clock::{Clock, TokioClock};
 use kohakuriver_controllers::retry::RetryPolicy;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long any awaited condition may take before the test fails.
@@ -18,7 +27,12 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// A server, the controllers and a client, all stopped when dropped.
 pub struct Harness {
     pub client: Client,
+    /// Stops the server, the controllers and the helpers.
     pub shutdown: CancellationToken,
+    /// The server, when this harness owns one.
+    _server: Option<TestServer>,
+    /// The time of the controllers and of the fake agent.
+    pub clock: TokioClock,
 }
 
 impl Drop for Harness {
@@ -53,21 +67,23 @@ pub fn fast() -> ControllersConfig {
 
 /// Starts a server only.
 pub async fn server() -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        kohakuriver_apiserver::serve(listener, kohakuriver_apiserver::Config::insecure(), token)
-            .await
-            .unwrap();
-    });
-    let client = Client::new(&format!("http://{address}")).unwrap();
-    Harness { client, shutdown }
+    let server = spawn_server(kohakuriver_apiserver::Config::insecure()).await;
+    let client = Client::new(&server.url).unwrap();
+    Harness {
+        client,
+        shutdown: server.shutdown.clone(),
+        _server: Some(server),
+        clock: TokioClock::new(),
+    }
 }
 
-/// Starts controllers with `config` against the harness's server.
+/// Starts controllers with `config` against the harness's server, on the harness's clock
+/// (whatever clock `config` names).
 pub fn controllers(h: &Harness, config: ControllersConfig) {
+    let config = ControllersConfig {
+        clock: std::sync::Arc::new(h.clock),
+        ..config
+    };
     let client = h.client.clone();
     let token = h.shutdown.clone();
     tokio::spawn(async move {
@@ -90,7 +106,7 @@ pub async fn register(h: &Harness, node: Node) {
     let status = node.status.clone();
     let mut created = h.nodes().create(&node).await.unwrap();
     created.status = status;
-    created.status.record_heartbeat(chrono::Utc::now(), None);
+    created.status.record_heartbeat(h.clock.now(), None);
     h.nodes().replace_status(&created).await.unwrap();
 }
 
@@ -98,7 +114,7 @@ pub async fn register(h: &Harness, node: Node) {
 pub async fn heartbeat(h: &Harness, name: &str) {
     h.nodes()
         .update_status_with(name, |n| {
-            n.status.record_heartbeat(chrono::Utc::now(), None);
+            n.status.record_heartbeat(h.clock.now(), None);
             true
         })
         .await
@@ -109,10 +125,13 @@ pub async fn heartbeat(h: &Harness, name: &str) {
 pub fn keep_alive(h: &Harness, name: &str) -> CancellationToken {
     let stop = h.shutdown.child_token();
     let (client, name, token) = (h.client.clone(), name.to_string(), stop.clone());
+    let clock = h.clock;
     tokio::spawn(async move {
         let h = Harness {
             client,
             shutdown: CancellationToken::new(),
+            _server: None,
+            clock,
         };
         while !token.is_cancelled() {
             heartbeat(&h, &name).await;
@@ -127,7 +146,7 @@ pub fn keep_alive(h: &Harness, name: &str) -> CancellationToken {
 
 /// Polls a task until `pred` holds, failing the test after [`DEADLINE`].
 pub async fn wait_task(h: &Harness, name: &str, what: &str, pred: impl Fn(&Task) -> bool) -> Task {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
         let task = h.tasks().get_opt(name).await.unwrap();
         if let Some(task) = task {
@@ -153,7 +172,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     while !check().await {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

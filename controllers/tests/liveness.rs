@@ -5,6 +5,9 @@
 //! A node's loss takes the grace period to happen, so "still alive after the grace" is
 //! checked against a probe: a second node that never heartbeats. Once the controllers have
 //! marked the probe lost, the grace has passed on their clock too.
+//!
+//! The tests run on a paused runtime (`start_paused`): the grace passes in virtual time
+//! (see `common.rs`), so a heartbeat every 200 ms is never 2 s late on a loaded machine.
 
 mod common;
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 use common::*;
 use kohakuriver_api::meta::find_condition;
 use kohakuriver_api::{ConditionStatus, Node, Task, TaskPhase};
+use kohakuriver_controllers::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
 fn bound(t: &Task) -> bool {
@@ -30,11 +34,12 @@ fn lost_by_controllers(n: &Node) -> bool {
 fn skewed_keep_alive(h: &Harness, name: &str, skew: chrono::Duration) -> CancellationToken {
     let stop = h.shutdown.child_token();
     let (nodes, name, token) = (h.nodes(), name.to_string(), stop.clone());
+    let clock = h.clock;
     tokio::spawn(async move {
         while !token.is_cancelled() {
             let _ = nodes
                 .update_status_with(&name, |n| {
-                    n.status.record_heartbeat(chrono::Utc::now() - skew, None);
+                    n.status.record_heartbeat(clock.now() - skew, None);
                     true
                 })
                 .await;
@@ -72,13 +77,12 @@ async fn assert_alive(h: &Harness, node: &str, task: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_agent_whose_clock_is_behind_stays_ready() {
     let h = cluster(fast()).await;
     let skew = chrono::Duration::minutes(20);
     let mut node = Node::test("a").cores(2);
-    node.status
-        .record_heartbeat(chrono::Utc::now() - skew, None);
+    node.status.record_heartbeat(h.clock.now() - skew, None);
     let mut created = h.nodes().create(&node).await.unwrap();
     created.status = node.status.clone();
     h.nodes().replace_status(&created).await.unwrap();
@@ -89,12 +93,12 @@ async fn an_agent_whose_clock_is_behind_stays_ready() {
     assert_alive(&h, "a", "t").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_server_down_longer_than_the_grace_keeps_its_nodes() {
     // The state a server finds after an hour down: the node's last heartbeat is an hour
     // old and a task is bound to it. The agent resumes heartbeating once the server is back.
     let h = server().await;
-    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let hour_ago = h.clock.now() - chrono::Duration::hours(1);
     let mut node = Node::test("a").cores(2);
     node.status.record_heartbeat(hour_ago, None);
     let mut created = h.nodes().create(&node).await.unwrap();
@@ -117,7 +121,7 @@ async fn a_server_down_longer_than_the_grace_keeps_its_nodes() {
     assert_alive(&h, "a", "t").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_deleted_node_that_heartbeats_keeps_its_tasks() {
     let config = kohakuriver_controllers::ControllersConfig {
         node_grace: Duration::from_secs(5),
@@ -128,8 +132,8 @@ async fn a_deleted_node_that_heartbeats_keeps_its_tasks() {
     let alive = keep_alive(&h, "a");
     h.tasks().create(&Task::test("t").on("a")).await.unwrap();
     wait_task(&h, "t", "binding", bound).await;
-    // Deleted by someone; the agent's next heartbeat registers it again, as agents do. The
-    // gap between the two stays well within the 5 s grace even on a loaded machine.
+    // Deleted by someone; the agent's next heartbeat registers it again, as agents do, half
+    // a (virtual) second later: well within the 5 s grace, whatever the machine's load.
     alive.cancel();
     h.nodes().delete("a").await.unwrap();
     wait_until("the node gone", || async {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use kohakuriver_api::{Identity, Role};
-use tokio_util::sync::CancellationToken;
+use kohakuriver_apiserver::testing::{ThreadServer, spawn_server_in_thread};
 
 /// An API server on 127.0.0.1:0 in its own runtime thread, with authentication on and
 /// static tokens for an admin (the CLI's default here) and the users alice and bob; stops
@@ -16,8 +16,8 @@ struct Server {
     bob: String,
     /// Holds the CLI config of this server's CLI runs (none unless a test writes one).
     home: tempfile::TempDir,
-    shutdown: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The server's thread; it stops when this is dropped.
+    _server: ThreadServer,
 }
 
 /// Fixed user tokens, the same on every test server, so a test can tell whether a token
@@ -38,32 +38,14 @@ impl Server {
             (ALICE.to_string(), Identity::new("alice", Role::User)),
             (BOB.to_string(), Identity::new("bob", Role::User)),
         ];
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let token = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                kohakuriver_apiserver::serve(listener, config, token)
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = rx.recv().expect("server thread started");
+        let server = spawn_server_in_thread(config);
         Server {
-            url: format!("http://{addr}"),
+            url: server.url.clone(),
             admin,
             alice: ALICE.to_string(),
             bob: BOB.to_string(),
             home: tempfile::tempdir().unwrap(),
-            shutdown,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -101,15 +83,6 @@ impl Server {
     /// Runs the binary with `args`; returns (exit code, stdout, stderr).
     fn run(&self, args: &[&str]) -> (i32, String, String) {
         output(self.cmd().args(args))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -43,7 +43,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::main]
 async fn main() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // Plain docker run, the baseline.

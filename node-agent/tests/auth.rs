@@ -109,14 +109,10 @@ async fn a_joined_agent_serves_logs_to_the_server_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_without_a_credential_is_told_how_to_get_one() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        kohakuriver_apiserver::Config::default(),
-        shutdown.clone(),
-    ));
+    let server =
+        kohakuriver_apiserver::testing::spawn_server(kohakuriver_apiserver::Config::default())
+            .await;
+    let (url, shutdown) = (server.url.clone(), server.shutdown.clone());
     let data = tempfile::tempdir().unwrap();
     let mut config = kohakuriver_node_agent::AgentConfig::new("lonely", &url, data.path());
     config.listen = "127.0.0.1:0".parse().unwrap();

@@ -43,23 +43,21 @@ fn with(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_past_the_cap_is_cut_with_a_marker_and_the_task_still_finishes() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     const CAP: u64 = 1 << 20;
     let c = Cluster::start("logcap", with(|c| c.max_log_bytes_per_task = CAP)).await;
+    let logcap = support::unique_name("logcap");
     // 20 MB through a pipe that is only read: the task ends only if the agent keeps
     // draining its output past the cap.
     let t = c
         .run(
-            sh(
-                "logcap",
-                "yes kohakuriver | head -c 20000000; echo done >&2",
-            ),
+            sh(&logcap, "yes kohakuriver | head -c 20000000; echo done >&2"),
             alloc("0", None),
         )
         .await;
-    let done = c.wait_phase("logcap", TaskPhase::Succeeded, T).await;
+    let done = c.wait_phase(&logcap, TaskPhase::Succeeded, T).await;
     let (reason, message) = condition(&done, "LogsTruncated").expect("condition LogsTruncated");
     assert_eq!(reason, "LogLimit");
     assert!(message.contains("--max-log-bytes-per-task"), "{message}");
@@ -83,7 +81,7 @@ async fn output_past_the_cap_is_cut_with_a_marker_and_the_task_still_finishes() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_fails_only_the_task_whose_output_cannot_be_written() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // /dev/full answers every write with ENOSPC, as a full data disk does: the task's
@@ -93,39 +91,41 @@ async fn a_full_disk_fails_only_the_task_whose_output_cannot_be_written() {
         "this test needs /dev/full to stand for a full disk"
     );
     let c = Cluster::start("diskfull", Options::default()).await;
-    let mut full = sh("diskfull", "while true; do echo filling; sleep 0.1; done");
+    let diskfull = support::unique_name("diskfull");
+    let mut full = sh(&diskfull, "while true; do echo filling; sleep 0.1; done");
     full.spec.image = Some(support::IMAGE.to_string());
     let created = c.tasks.create(&full).await.unwrap();
     let store = LogStore::new(c.data_dir.path().join("logs"));
     let uid = created.metadata.uid.clone().unwrap();
-    store.prepare("diskfull", &uid).unwrap();
-    let stdout = store.path("diskfull", &uid, kohakuriver_api::LogStream::Stdout);
+    store.prepare(&diskfull, &uid).unwrap();
+    let stdout = store.path(&diskfull, &uid, kohakuriver_api::LogStream::Stdout);
     std::fs::remove_file(&stdout).unwrap();
     std::os::unix::fs::symlink("/dev/full", &stdout).unwrap();
-    c.bind("diskfull", alloc("0", None)).await;
-    let fine = c.run(sh("fine", "echo ok"), alloc("1", None)).await;
+    c.bind(&diskfull, alloc("0", None)).await;
+    let (fine_name, after) = (support::unique_name("fine"), support::unique_name("after"));
+    let fine = c.run(sh(&fine_name, "echo ok"), alloc("1", None)).await;
 
-    let failed = c.wait_phase("diskfull", TaskPhase::Failed, T).await;
+    let failed = c.wait_phase(&diskfull, TaskPhase::Failed, T).await;
     assert_eq!(failed.status.reason.as_deref(), Some("LogCaptureFailed"));
     let message = failed.status.message.clone().unwrap_or_default();
     assert!(message.starts_with("no space left on device"), "{message}");
     assert!(message.contains("--data-dir"), "{message}");
     // Its container was stopped, not left writing unseen.
     wait_until(T, "the container of the failed task stopped", || {
-        docker_inspect("kohakuriver-task-diskfull")
+        docker_inspect(&diskfull)
             .is_none_or(|c| c["State"]["Running"] != serde_json::Value::Bool(true))
     })
     .await;
     // The agent and the other tasks go on.
-    c.wait_phase("fine", TaskPhase::Succeeded, T).await;
+    c.wait_phase(&fine_name, TaskPhase::Succeeded, T).await;
     assert_eq!(c.endpoint_log(&fine, "stream=stdout").await, "ok\n");
-    c.run(sh("after", "echo still"), alloc("1", None)).await;
-    c.wait_phase("after", TaskPhase::Succeeded, T).await;
+    c.run(sh(&after, "echo still"), alloc("1", None)).await;
+    c.wait_phase(&after, TaskPhase::Succeeded, T).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_of_long_finished_tasks_expires_and_reads_say_why() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start(
@@ -133,47 +133,49 @@ async fn output_of_long_finished_tasks_expires_and_reads_say_why() {
         with(|c| c.log_retention = Some(Duration::from_secs(2))),
     )
     .await;
-    let t = c.run(sh("retain", "echo hi"), alloc("0", None)).await;
-    c.wait_phase("retain", TaskPhase::Succeeded, T).await;
+    let retain = support::unique_name("retain");
+    let t = c.run(sh(&retain, "echo hi"), alloc("0", None)).await;
+    c.wait_phase(&retain, TaskPhase::Succeeded, T).await;
     let dir = c.log_file(&t, "stdout").parent().unwrap().to_path_buf();
     wait_until(T, "the output expired", || dir.join("expired").exists()).await;
     assert!(!dir.join("stdout").exists());
     let (status, body) = c.endpoint_get(&t, "stream=stdout").await;
     assert_eq!(status.as_u16(), 410, "{body}");
     assert!(body.contains("--log-retention"), "{body}");
-    assert!(body.contains("task retain"), "{body}");
+    assert!(body.contains(&format!("task {retain}")), "{body}");
     // The task object is kept.
     assert_eq!(
-        c.tasks.get("retain").await.unwrap().status.phase,
+        c.tasks.get(&retain).await.unwrap().status.phase,
         TaskPhase::Succeeded
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_of_a_task_deleted_while_the_agent_was_away_goes() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let mut c = Cluster::start("away", Options::default()).await;
-    let t = c.run(sh("away", "echo hi"), alloc("0", None)).await;
-    c.wait_phase("away", TaskPhase::Succeeded, T).await;
+    let (away, kept_name) = (support::unique_name("away"), support::unique_name("kept"));
+    let t = c.run(sh(&away, "echo hi"), alloc("0", None)).await;
+    c.wait_phase(&away, TaskPhase::Succeeded, T).await;
     let dir = c.log_file(&t, "stdout").parent().unwrap().to_path_buf();
     wait_until(T, "capture final", || dir.join("final").exists()).await;
     // Keep one that is not deleted.
-    let kept = c.run(sh("kept", "echo kept"), alloc("1", None)).await;
-    c.wait_phase("kept", TaskPhase::Succeeded, T).await;
+    let kept = c.run(sh(&kept_name, "echo kept"), alloc("1", None)).await;
+    c.wait_phase(&kept_name, TaskPhase::Succeeded, T).await;
     c.stop_agent().await;
-    c.tasks.delete("away").await.unwrap();
+    c.tasks.delete(&away).await.unwrap();
     // Its finalizer is dropped by hand (as when its node is deleted): the task is gone
     // without this agent ever seeing it go.
     c.tasks
-        .update_with("away", |t| {
+        .update_with(&away, |t| {
             t.metadata.finalizers.clear();
             true
         })
         .await
         .unwrap();
-    assert!(c.tasks.get("away").await.unwrap_err().is_not_found());
+    assert!(c.tasks.get(&away).await.unwrap_err().is_not_found());
     c.start_agent().await;
     wait_until(T, "the deleted task's output removed", || !dir.exists()).await;
     assert_eq!(

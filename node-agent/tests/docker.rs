@@ -30,15 +30,16 @@ fn sh(name: &str, script: &str) -> Task {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_captured_and_the_container_is_pinned() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("pin", Options::default()).await;
+    let pin = support::unique_name("pin");
     let script = "echo hello; echo oops >&2; grep Cpus_allowed_list /proc/self/status; \
                   cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
                   echo \"task=$KOHAKURIVER_TASK cpus=$KOHAKURIVER_CPUS\"; pwd";
-    let t = c.run(sh("pin", script), alloc("1", Some(64 << 20))).await;
-    let done = c.wait_phase("pin", TaskPhase::Succeeded, T).await;
+    let t = c.run(sh(&pin, script), alloc("1", Some(64 << 20))).await;
+    let done = c.wait_phase(&pin, TaskPhase::Succeeded, T).await;
     assert_eq!(done.status.exit_code, Some(0));
     assert_eq!(done.status.attempts, 1);
     assert!(done.status.container_id.is_some());
@@ -49,7 +50,7 @@ async fn output_is_captured_and_the_container_is_pinned() {
     assert!(stdout.starts_with("hello\n"), "{stdout}");
     assert!(stdout.contains("Cpus_allowed_list:\t1\n"), "{stdout}");
     assert!(stdout.contains("67108864\n"), "{stdout}");
-    assert!(stdout.contains("task=pin cpus=1\n"), "{stdout}");
+    assert!(stdout.contains(&format!("task={pin} cpus=1\n")), "{stdout}");
     assert!(
         stdout.ends_with("\n/\n"),
         "working dir / without shared storage: {stdout}"
@@ -65,95 +66,96 @@ async fn output_is_captured_and_the_container_is_pinned() {
     assert_eq!(c.endpoint_log(&t, "tail=1").await, "/\n");
 
     // The container goes once the logs are safe; the logs stay.
-    wait_until(T, "container removed", || docker_inspect("pin").is_none()).await;
+    wait_until(T, "container removed", || docker_inspect(&pin).is_none()).await;
     assert!(c.log_file(&t, "stdout").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_are_reported() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("exit", Options::default()).await;
-    c.run(sh("exit3", "echo bye; exit 3"), alloc("0", None))
+    let (exit3, nocmd) = (support::unique_name("exit3"), support::unique_name("nocmd"));
+    c.run(sh(&exit3, "echo bye; exit 3"), alloc("0", None))
         .await;
     c.run(
-        Task::test("nocmd").command(&["no-such-command"]),
+        Task::test(&nocmd).command(&["no-such-command"]),
         alloc("", None),
     )
     .await;
-    let t = c.wait_phase("exit3", TaskPhase::Failed, T).await;
+    let t = c.wait_phase(&exit3, TaskPhase::Failed, T).await;
     assert_eq!(t.status.exit_code, Some(3));
     assert_eq!(t.status.reason.as_deref(), Some("Error"));
     assert!(t.status.message.unwrap().contains("code 3"));
     let t = c
-        .wait_task("nocmd", T, "failed", |t| {
-            t.status.phase == TaskPhase::Failed
-        })
+        .wait_task(&nocmd, T, "failed", |t| t.status.phase == TaskPhase::Failed)
         .await;
     assert!(t.status.message.is_some(), "{:?}", t.status);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_resume_and_kill_with_sigterm_first() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("prk", Options::default()).await;
+    let prk = support::unique_name("prk");
     let script = "trap 'echo got-term; exit 7' TERM; echo started; while true; do sleep 0.1; done";
-    let t = c.run(sh("prk", script), alloc("0", None)).await;
-    c.wait_phase("prk", TaskPhase::Running, T).await;
+    let t = c.run(sh(&prk, script), alloc("0", None)).await;
+    c.wait_phase(&prk, TaskPhase::Running, T).await;
 
     c.tasks
-        .patch("prk", &json!({"spec": {"state": "Paused"}}))
+        .patch(&prk, &json!({"spec": {"state": "Paused"}}))
         .await
         .unwrap();
-    c.wait_phase("prk", TaskPhase::Paused, T).await;
+    c.wait_phase(&prk, TaskPhase::Paused, T).await;
     assert_eq!(
-        docker_inspect("prk").unwrap()["State"]["Paused"],
+        docker_inspect(&prk).unwrap()["State"]["Paused"],
         json!(true)
     );
 
     c.tasks
-        .patch("prk", &json!({"spec": {"state": "Running"}}))
+        .patch(&prk, &json!({"spec": {"state": "Running"}}))
         .await
         .unwrap();
-    c.wait_phase("prk", TaskPhase::Running, T).await;
+    c.wait_phase(&prk, TaskPhase::Running, T).await;
     assert_eq!(
-        docker_inspect("prk").unwrap()["State"]["Running"],
+        docker_inspect(&prk).unwrap()["State"]["Running"],
         json!(true)
     );
     assert_eq!(
-        docker_inspect("prk").unwrap()["State"]["Paused"],
+        docker_inspect(&prk).unwrap()["State"]["Paused"],
         json!(false)
     );
 
     c.tasks
-        .patch("prk", &json!({"spec": {"state": "Killed"}}))
+        .patch(&prk, &json!({"spec": {"state": "Killed"}}))
         .await
         .unwrap();
-    let killed = c.wait_phase("prk", TaskPhase::Killed, T).await;
+    let killed = c.wait_phase(&prk, TaskPhase::Killed, T).await;
     // The trap ran: SIGTERM came first, and its exit code is reported.
     assert_eq!(killed.status.exit_code, Some(7));
-    wait_until(T, "container removed", || docker_inspect("prk").is_none()).await;
+    wait_until(T, "container removed", || docker_inspect(&prk).is_none()).await;
     let stdout = std::fs::read_to_string(c.log_file(&t, "stdout")).unwrap();
     assert_eq!(stdout, "started\ngot-term\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_hog_is_oom_killed() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("oom", Options::default()).await;
+    let oom = support::unique_name("oom");
     c.run(
-        sh("oom", "head -c 200m /dev/zero | tail"),
+        sh(&oom, "head -c 200m /dev/zero | tail"),
         alloc("0", Some(32 << 20)),
     )
     .await;
     // Generous: on a loaded two-core machine the hog can be slow to reach its limit.
     let t = c
-        .wait_phase("oom", TaskPhase::Failed, Duration::from_secs(90))
+        .wait_phase(&oom, TaskPhase::Failed, Duration::from_secs(90))
         .await;
     assert_eq!(
         t.status.reason.as_deref(),
@@ -166,14 +168,15 @@ async fn memory_hog_is_oom_killed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_image_fails_the_task_with_the_engines_message() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("img", Options::default()).await;
-    let mut task = Task::test("img").command(&["true"]);
+    let (img, env) = (support::unique_name("img"), support::unique_name("env"));
+    let mut task = Task::test(&img).command(&["true"]);
     task.spec.image = Some("kohakuriver-no-such-image:1".into());
     let t = c.run(task, alloc("0", None)).await;
-    let t2 = c.wait_phase("img", TaskPhase::Failed, T).await;
+    let t2 = c.wait_phase(&img, TaskPhase::Failed, T).await;
     let reason = t2.status.reason.clone().unwrap();
     assert!(
         reason == "ImageNotFound" || reason == "ImagePullFailed",
@@ -192,10 +195,10 @@ async fn missing_image_fails_the_task_with_the_engines_message() {
     assert_eq!(c.endpoint_log(&t, "follow=true").await, "");
 
     // A named environment without tarball is ImageNotFound, naming the image.
-    let mut task = Task::test("env").command(&["true"]);
+    let mut task = Task::test(&env).command(&["true"]);
     task.spec.container = Some("nope".into());
     c.run(task, alloc("0", None)).await;
-    let t = c.wait_phase("env", TaskPhase::Failed, T).await;
+    let t = c.wait_phase(&env, TaskPhase::Failed, T).await;
     assert_eq!(t.status.reason.as_deref(), Some("ImageNotFound"));
     assert!(t.status.message.unwrap().contains("kohakuriver/nope:base"));
 }
@@ -206,13 +209,14 @@ fn expected_lines(prefix: &str, n: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_restart_mid_task_loses_and_duplicates_nothing() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let mut c = Cluster::start("restart", Options::default()).await;
+    let rs = support::unique_name("rs");
     let script = "for i in $(seq 1 60); do echo out$i; echo err$i >&2; sleep 0.05; done; exit 5";
-    let t = c.run(sh("rs", script), alloc("0", None)).await;
-    c.wait_phase("rs", TaskPhase::Running, T).await;
+    let t = c.run(sh(&rs, script), alloc("0", None)).await;
+    c.wait_phase(&rs, TaskPhase::Running, T).await;
     let stdout_path = c.log_file(&t, "stdout");
     wait_until(T, "some output captured", || {
         std::fs::read_to_string(&stdout_path).is_ok_and(|s| s.contains("out5\n"))
@@ -221,23 +225,23 @@ async fn agent_restart_mid_task_loses_and_duplicates_nothing() {
     c.stop_agent().await;
     // The container keeps running and writing while the agent is down.
     assert_eq!(
-        docker_inspect("rs").unwrap()["State"]["Running"],
+        docker_inspect(&rs).unwrap()["State"]["Running"],
         json!(true)
     );
     let before = std::fs::read_to_string(&stdout_path).unwrap();
     wait_until(T, "more output while the agent is down", || {
         std::process::Command::new("docker")
-            .args(["logs", "kohakuriver-task-rs"])
+            .args(["logs", &format!("kohakuriver-task-{rs}")])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("out30\n"))
     })
     .await;
     assert_eq!(std::fs::read_to_string(&stdout_path).unwrap(), before);
     c.start_agent().await;
-    let done = c.wait_phase("rs", TaskPhase::Failed, T).await;
+    let done = c.wait_phase(&rs, TaskPhase::Failed, T).await;
     assert_eq!(done.status.exit_code, Some(5));
     assert_eq!(done.status.attempts, 1, "never run twice");
-    wait_until(T, "container removed", || docker_inspect("rs").is_none()).await;
+    wait_until(T, "container removed", || docker_inspect(&rs).is_none()).await;
     assert_eq!(
         std::fs::read_to_string(&stdout_path).unwrap(),
         expected_lines("out", 60)
@@ -250,20 +254,21 @@ async fn agent_restart_mid_task_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_while_agent_is_down_is_reported_with_the_real_code() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let mut c = Cluster::start("down", Options::default()).await;
+    let dn = support::unique_name("dn");
     let t = c
         .run(
-            sh("dn", "echo a; sleep 0.5; echo b; exit 9"),
+            sh(&dn, "echo a; sleep 0.5; echo b; exit 9"),
             alloc("0", None),
         )
         .await;
-    c.wait_phase("dn", TaskPhase::Running, T).await;
+    c.wait_phase(&dn, TaskPhase::Running, T).await;
     c.stop_agent().await;
     wait_until(T, "container exited", || {
-        docker_inspect("dn").is_some_and(|v| v["State"]["Status"] == json!("exited"))
+        docker_inspect(&dn).is_some_and(|v| v["State"]["Status"] == json!("exited"))
     })
     .await;
     // A container of a task that no longer exists, left by an earlier life: removed.
@@ -284,7 +289,7 @@ async fn exit_while_agent_is_down_is_reported_with_the_real_code() {
     assert!(ghost.status.success());
     let ghost_id = String::from_utf8_lossy(&ghost.stdout).trim().to_string();
     c.start_agent().await;
-    let done = c.wait_phase("dn", TaskPhase::Failed, T).await;
+    let done = c.wait_phase(&dn, TaskPhase::Failed, T).await;
     assert_eq!(done.status.exit_code, Some(9));
     // The phase is reported independently of the capture; its files are complete once it
     // is final (and the container goes only then).
@@ -306,16 +311,17 @@ async fn exit_while_agent_is_down_is_reported_with_the_real_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_running_task_removes_its_container_and_finalizer() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("del", Options::default()).await;
+    let del = support::unique_name("del");
     c.run(
-        Task::test("del").command(&["sleep", "1000"]),
+        Task::test(&del).command(&["sleep", "1000"]),
         alloc("0", None),
     )
     .await;
-    let running = c.wait_phase("del", TaskPhase::Running, T).await;
+    let running = c.wait_phase(&del, TaskPhase::Running, T).await;
     assert!(
         running
             .metadata
@@ -324,16 +330,16 @@ async fn deleting_a_running_task_removes_its_container_and_finalizer() {
         "{:?}",
         running.metadata
     );
-    c.tasks.delete("del").await.unwrap();
+    c.tasks.delete(&del).await.unwrap();
     let deadline = std::time::Instant::now() + T;
     loop {
-        if c.tasks.get_opt("del").await.unwrap().is_none() {
+        if c.tasks.get_opt(&del).await.unwrap().is_none() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "task not gone");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(docker_inspect("del").is_none());
+    assert!(docker_inspect(&del).is_none());
 }
 
 /// Delegates to Docker and remembers the `HostConfig` of every created container, so the
@@ -403,7 +409,7 @@ impl ContainerRuntime for Recording {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gpu_allocation_reaches_the_container_config() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let host_configs = Arc::new(Mutex::new(Vec::new()));
@@ -424,12 +430,13 @@ async fn gpu_allocation_reaches_the_container_config() {
     assert_eq!(node.status.capacity.gpus, 2);
     assert_eq!(node.status.gpus.len(), 2);
 
+    let gpu = support::unique_name("gpu");
     let mut a = alloc("0", None);
     a.gpus = vec![1];
-    c.run(Task::test("gpu").command(&["true"]).gpus(1), a).await;
+    c.run(Task::test(&gpu).command(&["true"]).gpus(1), a).await;
     // No nvidia runtime here: the engine refuses to start it, and the task fails with its
     // words instead of hanging.
-    let t = c.wait_phase("gpu", TaskPhase::Failed, T).await;
+    let t = c.wait_phase(&gpu, TaskPhase::Failed, T).await;
     assert_eq!(
         t.status.reason.as_deref(),
         Some("StartFailed"),
@@ -443,12 +450,12 @@ async fn gpu_allocation_reaches_the_container_config() {
     assert_eq!(requests[0]["DeviceIDs"], json!(["1"]));
     assert_eq!(requests[0]["Capabilities"], json!([["gpu"]]));
     assert_eq!(configs[0]["CpusetCpus"], json!("0"));
-    wait_until(T, "container removed", || docker_inspect("gpu").is_none()).await;
+    wait_until(T, "container removed", || docker_inspect(&gpu).is_none()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_is_registered_with_topology_and_heartbeats() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("node", Options::default()).await;
@@ -482,21 +489,25 @@ async fn node_is_registered_with_topology_and_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fast_writers_are_captured_completely_and_byte_exact() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("fast", Options::default()).await;
+    let (fastseq, fastmix) = (
+        support::unique_name("fastseq"),
+        support::unique_name("fastmix"),
+    );
     // 1,288,895 bytes of stdout as fast as the container can write them.
-    let t = c.run(sh("fastseq", "seq 1 200000"), alloc("0", None)).await;
+    let t = c.run(sh(&fastseq, "seq 1 200000"), alloc("0", None)).await;
     // Interleaved stdout and stderr, also fast.
     let mixed = "i=1; while [ $i -le 30000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
-    let m = c.run(sh("fastmix", mixed), alloc("1", None)).await;
+    let m = c.run(sh(&fastmix, mixed), alloc("1", None)).await;
     let long = Duration::from_secs(120);
-    c.wait_phase("fastseq", TaskPhase::Succeeded, long).await;
-    c.wait_phase("fastmix", TaskPhase::Succeeded, long).await;
+    c.wait_phase(&fastseq, TaskPhase::Succeeded, long).await;
+    c.wait_phase(&fastmix, TaskPhase::Succeeded, long).await;
     // The container goes only after its capture is final, so the files are complete then.
     wait_until(long, "containers removed", || {
-        docker_inspect("fastseq").is_none() && docker_inspect("fastmix").is_none()
+        docker_inspect(&fastseq).is_none() && docker_inspect(&fastmix).is_none()
     })
     .await;
 
@@ -524,7 +535,7 @@ async fn fast_writers_are_captured_completely_and_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_symlink_out_of_a_user_mount_prefix_is_refused_before_any_container() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let allowed = tempfile::tempdir().unwrap();
@@ -570,7 +581,7 @@ async fn a_symlink_out_of_a_user_mount_prefix_is_refused_before_any_container() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_cannot_write_the_environment_tarballs() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start(
@@ -606,7 +617,7 @@ async fn tasks_cannot_write_the_environment_tarballs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tags_are_read_from_a_real_docker_save() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let env = support::unique_name("tags");
@@ -653,17 +664,18 @@ async fn tags_are_read_from_a_real_docker_save() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_mount_fails_within_seconds_with_the_engines_message() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("badmount", Options::default()).await;
     let missing = format!("/nonexistent-{}", support::unique_name("mount"));
-    let mut task = Task::test("m").command(&["true"]);
+    let m = support::unique_name("m");
+    let mut task = Task::test(&m).command(&["true"]);
     task.spec.mounts = vec![format!("{missing}:/data")];
     let started = std::time::Instant::now();
     c.run(task, alloc("0", None)).await;
     let failed = c
-        .wait_phase("m", TaskPhase::Failed, Duration::from_secs(10))
+        .wait_phase(&m, TaskPhase::Failed, Duration::from_secs(10))
         .await;
     assert_eq!(failed.status.reason.as_deref(), Some("StartFailed"));
     let message = failed.status.message.unwrap();
@@ -701,7 +713,7 @@ async fn stalled_registry() -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_pull_times_out_and_a_kill_during_it_creates_nothing() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let (port, accepted, registry) = stalled_registry().await;
@@ -750,10 +762,9 @@ async fn a_stalled_pull_times_out_and_a_kill_during_it_creates_nothing() {
         .await
         .unwrap();
     c.wait_phase(&killed, TaskPhase::Killed, T).await;
-    let container = format!("kohakuriver-task-{killed}");
     assert!(
-        support::docker_inspect(&container).is_none(),
-        "{container} was created"
+        docker_inspect(&killed).is_none(),
+        "a container was created for {killed}"
     );
     registry.abort();
 }

@@ -358,18 +358,12 @@ async fn cut_off_agent_fences_tasks_with_retries_left_and_keeps_the_others() {
 /// is not below the server's node grace refuses to start, naming the three values.
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_refuses_to_start_when_it_would_fence_after_the_server_requeues() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_url = format!("http://{}", listener.local_addr().unwrap());
-    let server_shutdown = tokio_util::sync::CancellationToken::new();
-    let _stop = server_shutdown.clone().drop_guard();
-    tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        kohakuriver_apiserver::Config {
-            node_grace: Some(Duration::from_secs(12)),
-            ..kohakuriver_apiserver::Config::insecure()
-        },
-        server_shutdown.clone(),
-    ));
+    let server = kohakuriver_apiserver::testing::spawn_server(kohakuriver_apiserver::Config {
+        node_grace: Some(Duration::from_secs(12)),
+        ..kohakuriver_apiserver::Config::insecure()
+    })
+    .await;
+    let server_url = server.url.clone();
     let client = kohakuriver_client::Client::new(&server_url).unwrap();
     let info = wait_for_info(&client).await;
     assert_eq!(info.node_grace(), Some(Duration::from_secs(12)));

@@ -79,18 +79,19 @@ fn logs_incomplete(t: &Task) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gigabyte_of_stdout_is_captured_byte_exact_under_rotation() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let started = Instant::now();
     let c = Cluster::start("gig", daemon_like_rotation()).await;
+    let gig = support::unique_name("gig");
     let script = format!(
         "{}; yes $l | head -c 1000000000",
         long_line("0123456789abcdef")
     );
-    let t = c.run(sh("gig", &script), alloc("0", None)).await;
+    let t = c.run(sh(&gig, &script), alloc("0", None)).await;
     let done = c
-        .wait_phase("gig", TaskPhase::Succeeded, Duration::from_secs(600))
+        .wait_phase(&gig, TaskPhase::Succeeded, Duration::from_secs(600))
         .await;
     assert_eq!(logs_incomplete(&done), None, "nothing was lost");
     wait_until(Duration::from_secs(60), "capture final", || {
@@ -113,17 +114,18 @@ async fn a_gigabyte_of_stdout_is_captured_byte_exact_under_rotation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdout_and_stderr_at_full_speed_are_each_byte_exact_under_rotation() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("mix", daemon_like_rotation()).await;
+    let mix = support::unique_name("mix");
     // Both streams written at once, as fast as the container can: 60 MB each, in 100-byte
     // lines, far beyond what 10m × 3 of json keeps.
     let script = "o=$(printf '%099d' 0 | tr 0 o); e=$(printf '%099d' 0 | tr 0 e); \
                   yes $o | head -c 60000000 & yes $e | head -c 60000000 >&2; wait";
-    let t = c.run(sh("mix", script), alloc("0", None)).await;
+    let t = c.run(sh(&mix, script), alloc("0", None)).await;
     let done = c
-        .wait_phase("mix", TaskPhase::Succeeded, Duration::from_secs(300))
+        .wait_phase(&mix, TaskPhase::Succeeded, Duration::from_secs(300))
         .await;
     assert_eq!(logs_incomplete(&done), None, "nothing was lost");
     wait_until(Duration::from_secs(60), "capture final", || {
@@ -167,15 +169,16 @@ fn go(name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_restart_during_a_large_output_still_yields_all_of_it() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // The agent's default limits (256 MiB × 4), on an engine whose daemon rotates at
     // 10m × 3.
     let mut c = Cluster::start("restartbig", Options::default()).await;
+    let rbig = support::unique_name("rbig");
     let (first, second) = (50_000_000u64, 250_000_000u64);
     let t = c
-        .run(sh("rbig", &two_parts(first, second)), alloc("0", None))
+        .run(sh(&rbig, &two_parts(first, second)), alloc("0", None))
         .await;
     let stdout = c.log_file(&t, "stdout");
     wait_until(Duration::from_secs(120), "the first part captured", || {
@@ -184,14 +187,14 @@ async fn an_agent_restart_during_a_large_output_still_yields_all_of_it() {
     .await;
     c.stop_agent().await;
     // The second part is written while no agent listens.
-    go("rbig");
+    go(&rbig);
     wait_until(Duration::from_secs(120), "more written while down", || {
-        docker_inspect("rbig").is_some_and(|v| v["State"]["Status"] == "exited")
+        docker_inspect(&rbig).is_some_and(|v| v["State"]["Status"] == "exited")
     })
     .await;
     c.start_agent().await;
     let done = c
-        .wait_phase("rbig", TaskPhase::Succeeded, Duration::from_secs(300))
+        .wait_phase(&rbig, TaskPhase::Succeeded, Duration::from_secs(300))
         .await;
     assert_eq!(logs_incomplete(&done), None, "nothing was lost");
     wait_until(Duration::from_secs(120), "capture final", || {
@@ -208,7 +211,7 @@ async fn an_agent_restart_during_a_large_output_still_yields_all_of_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_rotated_away_while_the_agent_was_down_is_reported() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     // Limits far too small for what the task writes while the agent is down.
@@ -223,8 +226,9 @@ async fn output_rotated_away_while_the_agent_was_down_is_reported() {
         },
     )
     .await;
+    let lost = support::unique_name("lost");
     let t = c
-        .run(sh("lost", &two_parts(10_000, 20_000_000)), alloc("0", None))
+        .run(sh(&lost, &two_parts(10_000, 20_000_000)), alloc("0", None))
         .await;
     let stdout = c.log_file(&t, "stdout");
     wait_until(Duration::from_secs(60), "the first part captured", || {
@@ -232,14 +236,14 @@ async fn output_rotated_away_while_the_agent_was_down_is_reported() {
     })
     .await;
     c.stop_agent().await;
-    go("lost");
+    go(&lost);
     wait_until(Duration::from_secs(60), "written while down", || {
-        docker_inspect("lost").is_some_and(|v| v["State"]["Status"] == "exited")
+        docker_inspect(&lost).is_some_and(|v| v["State"]["Status"] == "exited")
     })
     .await;
     c.start_agent().await;
     let done = c
-        .wait_phase("lost", TaskPhase::Succeeded, Duration::from_secs(60))
+        .wait_phase(&lost, TaskPhase::Succeeded, Duration::from_secs(60))
         .await;
     let message = logs_incomplete(&done).expect("condition LogsIncomplete");
     assert!(message.contains("may be missing"), "{message}");
@@ -252,12 +256,13 @@ async fn output_rotated_away_while_the_agent_was_down_is_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_finished_task_removes_its_captured_logs() {
-    if support::skip_without_docker() {
+    if !support::docker_ready() {
         return;
     }
     let c = Cluster::start("dellogs", Options::default()).await;
-    let t = c.run(sh("dellogs", "echo hi"), alloc("0", None)).await;
-    c.wait_phase("dellogs", TaskPhase::Succeeded, Duration::from_secs(60))
+    let dellogs = support::unique_name("dellogs");
+    let t = c.run(sh(&dellogs, "echo hi"), alloc("0", None)).await;
+    c.wait_phase(&dellogs, TaskPhase::Succeeded, Duration::from_secs(60))
         .await;
     let dir = c.log_file(&t, "stdout").parent().unwrap().to_path_buf();
     wait_until(Duration::from_secs(60), "capture final", || {
@@ -265,7 +270,7 @@ async fn deleting_a_finished_task_removes_its_captured_logs() {
     })
     .await;
     assert_eq!(std::fs::read_to_string(dir.join("stdout")).unwrap(), "hi\n");
-    c.tasks.delete("dellogs").await.unwrap();
+    c.tasks.delete(&dellogs).await.unwrap();
     wait_until(Duration::from_secs(60), "log directory removed", || {
         !dir.exists()
     })

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kohakuriver_api::{Task, TaskPhase};
+use kohakuriver_apiserver::testing::{TestServer, spawn_server};
 use kohakuriver_apiserver::{AuthConfig, Config};
 use kohakuriver_client::{Client, ClientOptions, LogParams};
 use kohakuriver_node_agent::fake_runtime::FakeRuntime;
@@ -26,13 +27,8 @@ struct Setup {
     server_url: String,
     ca_pem: Vec<u8>,
     agent_tls: ServerTls,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    /// The HTTPS server; it stops when the setup is dropped.
+    _server: TestServer,
 }
 
 /// An HTTPS API server with a self-signed cluster CA, and an agent certificate from it.
@@ -41,26 +37,20 @@ async fn setup() -> Setup {
     let names = vec!["127.0.0.1".to_string()];
     let made = kohakuriver_tls::self_signed(tls_dir.path(), &names).unwrap();
     let agent = kohakuriver_tls::issue(tls_dir.path(), "agent", &names).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_url = format!("https://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(kohakuriver_apiserver::serve(
-        listener,
-        Config {
-            tls: Some(ServerTls::from_pem_files(&made.cert_path, &made.key_path).unwrap()),
-            ca_pem: Some(made.ca_pem.clone()),
-            auth: AuthConfig::disabled(),
-            ..Config::default()
-        },
-        shutdown.clone(),
-    ));
+    let server = spawn_server(Config {
+        tls: Some(ServerTls::from_pem_files(&made.cert_path, &made.key_path).unwrap()),
+        ca_pem: Some(made.ca_pem.clone()),
+        auth: AuthConfig::disabled(),
+        ..Config::default()
+    })
+    .await;
     Setup {
         data_dir: tempfile::tempdir().unwrap(),
-        server_url,
+        server_url: server.url.clone(),
         ca_pem: made.ca_pem,
         agent_tls: ServerTls::from_pem_files(&agent.cert_path, &agent.key_path).unwrap(),
         _tls_dir: tls_dir,
-        shutdown,
+        _server: server,
     }
 }
 

@@ -16,10 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use kohakuriver_tests::{binary, free_port};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -183,32 +184,6 @@ fn status_problems(reply: &Reply, expect: Expect, names: &[String]) -> Vec<Strin
 // ---------------------------------------------------------------------------------------
 // The server under test: the real binary as a child process.
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives in the workspace")
-        .to_path_buf()
-}
-
-/// `<target>/debug/kohakuriver`, honouring `CARGO_TARGET_DIR`.
-fn binary() -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => workspace().join(dir),
-        None => workspace().join("target"),
-    };
-    let bin = target
-        .join("debug")
-        .join(format!("kohakuriver{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        panic!(
-            "run `cargo build -p kohakuriver` first ({} is missing)",
-            bin.display()
-        );
-    }
-    bin
-}
-
 /// The server's and the CLI's environment: the CLI config in the server's dir, which the
 /// server fills with its admin token.
 fn cli_env(dir: &Path) -> Vec<(String, String)> {
@@ -216,13 +191,6 @@ fn cli_env(dir: &Path) -> Vec<(String, String)> {
         "KOHAKURIVER_CONFIG".to_string(),
         dir.join("cli-config").display().to_string(),
     )]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// An answer: HTTP code (0 when the request itself failed), content type and body.
@@ -283,7 +251,7 @@ impl Server {
             let dir = tempfile::tempdir().expect("a temp dir");
             let port = free_port();
             let log = std::fs::File::create(dir.path().join("server.log")).expect("a log file");
-            let mut cmd = kohakuriver_tests::cli_command(&bin, &cli_env(dir.path()));
+            let mut cmd = kohakuriver_tests::cli_command(bin, &cli_env(dir.path()));
             cmd.arg("server")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
@@ -485,7 +453,7 @@ impl Server {
 
     /// `kohakuriver apply -f FILE` against this server: exit code, stdout, stderr.
     async fn cli_apply(&self, file: &Path) -> (Option<i32>, String, String) {
-        let cmd = kohakuriver_tests::cli_command(&binary(), &cli_env(self.dir.path()));
+        let cmd = kohakuriver_tests::cli_command(binary(), &cli_env(self.dir.path()));
         let out = tokio::process::Command::from(cmd)
             .arg("apply")
             .arg("--server")

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures::StreamExt;
+use kohakuriver_apiserver::testing::{TestServer, spawn_server};
 use kohakuriver_apiserver::{AppState, Config, router};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -87,28 +88,22 @@ impl Api {
     }
 }
 
-/// A real server on 127.0.0.1:0.
+/// A real server on 127.0.0.1:0 (the crate's `testing::spawn_server`) and a client for it.
 pub struct Server {
     pub url: String,
+    /// Cancelling it stops the server.
     pub token: CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), kohakuriver_apiserver::Error>>,
+    server: TestServer,
     pub client: reqwest::Client,
 }
 
 impl Server {
     pub async fn start(config: Config) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let token = CancellationToken::new();
-        let handle = tokio::spawn(kohakuriver_apiserver::serve(
-            listener,
-            config,
-            token.clone(),
-        ));
+        let server = spawn_server(config).await;
         let server = Server {
-            url,
-            token,
-            handle,
+            url: server.url.clone(),
+            token: server.shutdown.clone(),
+            server,
             client: kohakuriver_tls::http_client(),
         };
         // Wait until it answers.
@@ -133,11 +128,9 @@ impl Server {
 
     /// Stops the server and waits until it has.
     pub async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(DEADLINE, self.handle)
+        tokio::time::timeout(DEADLINE, self.server.stop())
             .await
             .expect("server stops in time")
-            .unwrap()
             .unwrap();
     }
 

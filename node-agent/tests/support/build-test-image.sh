@@ -13,7 +13,8 @@ ROOT="$(mktemp -d)"
 trap 'rm -rf "$ROOT"' EXIT
 mkdir -p "$ROOT/bin" "$ROOT/tmp" "$ROOT/shared" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev" "$ROOT/etc"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-for cmd in sh echo cat sleep head tail yes seq ls true false env printf kill grep wc dd; do
+# The same commands as tests/src/docker.rs COMMANDS, so both builds make one image.
+for cmd in sh echo cat sleep head tail yes seq ls true false env printf kill grep wc dd id date mkdir touch rm; do
   ln -sf busybox "$ROOT/bin/$cmd"
 done
 tar -C "$ROOT" -c . | docker import -c 'ENV PATH=/bin' - "$IMAGE" >/dev/null

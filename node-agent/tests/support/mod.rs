@@ -4,80 +4,23 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kohakuriver_api::{Allocation, Node, Task, TaskPhase};
+use kohakuriver_apiserver::testing::{TestServer, spawn_server};
 use kohakuriver_client::{Api, Client};
 use kohakuriver_node_agent::gpu::StaticGpuSource;
 use kohakuriver_node_agent::{AgentConfig, RunningAgent};
 use tokio_util::sync::CancellationToken;
 
-/// The image every test task runs.
-pub const IMAGE: &str = "kohakuriver-test:latest";
-
-/// True (after printing why) when the Docker tests must be skipped; panics with a clear
-/// message when Docker is unreachable and skipping was not asked for.
-pub fn skip_without_docker() -> bool {
-    static STATE: OnceLock<Result<(), String>> = OnceLock::new();
-    let state = STATE.get_or_init(|| {
-        let out = Command::new("docker")
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => ensure_image(),
-            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-            Err(e) => Err(format!("cannot run docker: {e}")),
-        }
-    });
-    match state {
-        Ok(()) => false,
-        Err(why) if std::env::var("KOHAKURIVER_SKIP_DOCKER_TESTS").as_deref() == Ok("1") => {
-            eprintln!("skipping docker test (KOHAKURIVER_SKIP_DOCKER_TESTS=1): {why}");
-            true
-        }
-        Err(why) => panic!(
-            "the docker engine is needed for this test and is not usable: {why}\n\
-             start docker, or set KOHAKURIVER_SKIP_DOCKER_TESTS=1 to skip these tests"
-        ),
-    }
-}
-
-/// Builds the test image from the machine's static busybox when it is missing.
-fn ensure_image() -> Result<(), String> {
-    let present = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if present {
-        return Ok(());
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/build-test-image.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(IMAGE)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "cannot build test image: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// A unique node name for this test process and test.
-pub fn unique_name(test: &str) -> String {
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{test}-{}-{n}", std::process::id())
-}
+/// The image every test task runs, whether the Docker tests can run (true means go ahead)
+/// and names unique per run: the whole-system harness's helpers, one for every crate's
+/// Docker tests.
+// Not every test binary that includes this module runs Docker.
+#[allow(unused_imports)]
+pub use kohakuriver_tests::{IMAGE, docker_ready, unique_name};
 
 /// An in-process server plus one agent.
 pub struct Cluster {
@@ -91,6 +34,8 @@ pub struct Cluster {
     pub agent_shutdown: CancellationToken,
     pub agent: Option<RunningAgent>,
     server_shutdown: CancellationToken,
+    /// The in-process server; it stops when the cluster is dropped.
+    _server: TestServer,
     pub gpus: Option<StaticGpuSource>,
     pub kill_grace: Option<Duration>,
     pub runtime: Option<kohakuriver_node_agent::DockerConnection>,
@@ -142,9 +87,6 @@ impl Cluster {
             )
             .with_test_writer()
             .try_init();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server_url = format!("http://{}", listener.local_addr().unwrap());
-        let server_shutdown = CancellationToken::new();
         let config = kohakuriver_apiserver::Config {
             auth: options
                 .server_auth
@@ -152,11 +94,8 @@ impl Cluster {
                 .unwrap_or_else(kohakuriver_apiserver::AuthConfig::disabled),
             ..Default::default()
         };
-        tokio::spawn(kohakuriver_apiserver::serve(
-            listener,
-            config,
-            server_shutdown.clone(),
-        ));
+        let server = spawn_server(config).await;
+        let (server_url, server_shutdown) = (server.url.clone(), server.shutdown.clone());
         let client = Client::with_options(
             &server_url,
             kohakuriver_client::ClientOptions {
@@ -177,6 +116,7 @@ impl Cluster {
             agent_shutdown: CancellationToken::new(),
             agent: None,
             server_shutdown,
+            _server: server,
             gpus: options.gpus,
             kill_grace: None,
             runtime: options.runtime,
