@@ -3,8 +3,8 @@
 //! Each round (on cache changes, at most every `sweep_interval`; at the soonest deadline,
 //! TTL or heartbeat expiry ahead; and every `resync`) records the heartbeats it sees
 //! ([`observe`], on the controllers' monotonic clock), asks [`plan_node`], [`plan_orphan`],
-//! [`plan_task`] and then [`plan_dependencies`] about every cached object and carries out the actions, a bounded
-//! number at a time. An object acted on is skipped until the cache shows a newer version of
+//! [`plan_task`] and then [`plan_dependencies`] about every cached object and carries out
+//! the actions, a bounded number at a time. An object acted on is skipped until the cache shows a newer version of
 //! it, so one decision is never sent twice; a failed write forgets that mark, so the next
 //! round decides again (level-triggered, in the kube-runtime manner).
 
