@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod columns;
 pub mod cpuset;
+pub mod dependency;
 pub mod discovery;
 pub mod error;
 pub mod field_manager;
@@ -36,6 +37,7 @@ pub mod watch;
 
 pub use auth::{Identity, Policy, Role};
 pub use cpuset::CpuSet;
+pub use dependency::{Dependency, DependencyCondition, DependencyKind};
 pub use error::{Cause, Status, StatusReason};
 pub use info::ServerInfo;
 pub use logstream::LogStream;

@@ -1,8 +1,12 @@
 //! Reading manifests: one or more YAML documents (or a JSON object), each a `Task` or a
 //! `Node`, with errors that name the document, the field path and the problem.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+use crate::dependency::Dependency;
 
 use crate::node::Node;
 use crate::task::Task;
@@ -32,6 +36,62 @@ impl Manifest {
             Manifest::Node(n) => &n.metadata.name,
         }
     }
+
+    /// The objects this one depends on (`spec.dependsOn`); none for nodes.
+    pub fn depends_on(&self) -> &[Dependency] {
+        match self {
+            Manifest::Task(t) => &t.spec.depends_on,
+            Manifest::Node(_) => &[],
+        }
+    }
+}
+
+/// The order to create `objects` in: as given, except that an object comes after the
+/// objects of the same set it depends on, since the server refuses a dependency on an
+/// object that does not exist yet. Stable: a set already in order keeps it; a cycle keeps
+/// the given order (the server then refuses it, naming the cycle). Answers indices into
+/// `objects`. Pure.
+pub fn creation_order(objects: &[&Manifest]) -> Vec<usize> {
+    let key = |kind: &str, name: &str| format!("{kind}/{name}");
+    let index: HashMap<String, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (key(m.kind(), m.name()), i))
+        .collect();
+    let upstreams = |i: usize| -> Vec<usize> {
+        objects[i]
+            .depends_on()
+            .iter()
+            .filter_map(|d| index.get(&key(d.kind.as_str(), &d.name)).copied())
+            .collect()
+    };
+    // 0: not placed, 1: being placed (its upstreams first), 2: placed.
+    let mut state = vec![0u8; objects.len()];
+    let mut order = Vec::with_capacity(objects.len());
+    for root in 0..objects.len() {
+        // Depth-first over upstreams, iteratively: (object, its upstreams left to place).
+        let mut stack: Vec<(usize, std::vec::IntoIter<usize>)> = Vec::new();
+        if state[root] == 0 {
+            state[root] = 1;
+            stack.push((root, upstreams(root).into_iter()));
+        }
+        while let Some((i, next)) = stack.last_mut() {
+            let i = *i;
+            match next.next() {
+                Some(up) if state[up] == 0 => {
+                    state[up] = 1;
+                    stack.push((up, upstreams(up).into_iter()));
+                }
+                Some(_) => {}
+                None => {
+                    state[i] = 2;
+                    order.push(i);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    order
 }
 
 /// A manifest that could not be read.
@@ -193,6 +253,36 @@ mod tests {
             "apiVersion: kohakuriver/v1\nkind: Task\nmetadata: {name: a}\nspec: {command: [x]}\n---\nkind: Task\napiVersion: kohakuriver/v1\nmetadata: {name: b}\n",
             "document 2: missing field `spec`",
         );
+    }
+
+    #[test]
+    fn objects_are_created_after_their_upstreams() {
+        use crate::dependency::DependencyCondition::Succeeded;
+        let task = |name: &str, deps: &[&str]| {
+            let t = deps
+                .iter()
+                .fold(Task::test(name), |t, d| t.after(d, Succeeded));
+            Manifest::Task(Box::new(t))
+        };
+        let node = Manifest::Node(Box::new(crate::Node::test("n1")));
+        let names = |objects: &[&Manifest]| -> String {
+            let order = creation_order(objects);
+            let names: Vec<&str> = order.iter().map(|&i| objects[i].name()).collect();
+            names.join(" ")
+        };
+        let (a, b, c) = (task("a", &[]), task("b", &["a"]), task("c", &["b"]));
+        let (x, y) = (task("x", &["y"]), task("y", &["x"]));
+        let cases: [(Vec<&Manifest>, &str); 5] = [
+            (vec![&a, &b, &c], "a b c"),
+            (vec![&c, &b, &a], "a b c"),
+            (vec![&node, &c, &a, &b], "n1 a b c"),
+            // An upstream outside the set (already stored) does not move anything.
+            (vec![&c, &node], "c n1"),
+            (vec![&x, &y], "y x"),
+        ];
+        for (objects, want) in cases {
+            assert_eq!(names(&objects), want);
+        }
     }
 
     #[test]

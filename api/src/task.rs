@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::dependency::Dependency;
 use crate::meta::{Condition, ObjectMeta, Timestamp};
 use crate::quantity::Memory;
 use crate::resource::{Resource, STATUS_SUBRESOURCE, Subresource};
@@ -88,6 +89,12 @@ pub struct TaskSpec {
     /// Without it the node's `--kill-grace` (10 s by default) applies. At most 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_seconds: Option<u64>,
+    /// Tasks that must end first (Slurm's `--dependency`): the task stays Pending with
+    /// reason `WaitingForDependencies` until each has ended as its `condition` asks, and
+    /// ends Failed with reason `DependencyFailed` when one never can. Each must exist when
+    /// it is named; a cycle is refused. Cannot change once the task was scheduled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -353,13 +360,14 @@ impl Task {
     }
 
     /// True when this task's attempt, should it end now, may run again: retries remain,
-    /// the user did not kill it, it did not run past its deadline, and it is not being
-    /// deleted. The controllers re-queue by this rule and a partitioned agent fences by it,
+    /// the user did not kill it, it did not run past its deadline or fail for a dependency,
+    /// and it is not being deleted. The controllers re-queue by this rule and a partitioned agent fences by it,
     /// so both sides agree on which containers must stop.
     pub fn may_retry(&self) -> bool {
         !self.metadata.is_deleting()
             && self.spec.state != DesiredState::Killed
             && self.status.reason.as_deref() != Some("DeadlineExceeded")
+            && self.status.reason.as_deref() != Some(crate::dependency::DEPENDENCY_FAILED)
             && self.attempts_made() <= self.spec.retries
     }
 

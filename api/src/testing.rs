@@ -77,6 +77,14 @@ impl Task {
         self
     }
 
+    /// Runs only after task `name` ends as `condition` asks.
+    pub fn after(mut self, name: &str, condition: crate::DependencyCondition) -> Task {
+        self.spec
+            .depends_on
+            .push(crate::Dependency::task(name, condition));
+        self
+    }
+
     /// Is in this phase.
     pub fn phase(mut self, phase: TaskPhase) -> Task {
         self.status.phase = phase;

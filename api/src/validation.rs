@@ -249,6 +249,10 @@ pub fn validate_task(task: &Task) -> Vec<FieldError> {
         &task.metadata.annotations,
     );
     validate_task_spec(&task.spec, &mut errors);
+    errors.extend(crate::dependency::validate_dependencies(
+        &task.metadata.name,
+        &task.spec.depends_on,
+    ));
     errors
 }
 
@@ -487,6 +491,7 @@ pub fn immutable_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<FieldError> {
         timeout_seconds: _,
         ttl_seconds_after_finished: _,
         kill_grace_seconds: _,
+        depends_on,
     } = new;
     let mut errors = Vec::new();
     let mut check = |field: &str, same: bool| {
@@ -506,6 +511,7 @@ pub fn immutable_changes(old: &TaskSpec, new: &TaskSpec) -> Vec<FieldError> {
     check("spec.placement", &old.placement == placement);
     check("spec.mounts", &old.mounts == mounts);
     check("spec.privileged", &old.privileged == privileged);
+    check("spec.dependsOn", &old.depends_on == depends_on);
     errors
 }
 

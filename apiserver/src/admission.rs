@@ -98,13 +98,9 @@ pub trait Served: Tabular + PartialEq {
         None
     }
     /// Rules that look at other stored objects. The store runs this under its lock just
-    /// before it commits a put, with what the stored object held (`before`), so the check
-    /// and the write are one atomic step.
-    fn admit_against(
-        &self,
-        _before: Option<&Holding>,
-        _stored: &dyn Stored,
-    ) -> Result<(), AppError> {
+    /// before it commits a put, with the stored object it replaces (`before`, None on a
+    /// create), so the check and the write are one atomic step.
+    fn admit_against(&self, _before: Option<&Self>, _stored: &dyn Stored) -> Result<(), AppError> {
         Ok(())
     }
 }
@@ -120,6 +116,8 @@ pub trait Stored {
     fn tasks_on_node(&self, node: &str) -> Result<Vec<Task>, AppError>;
     /// The node named `name`, if it exists.
     fn node(&self, name: &str) -> Result<Option<Node>, AppError>;
+    /// The task named `name`, if it exists.
+    fn task(&self, name: &str) -> Result<Option<Task>, AppError>;
 }
 
 /// A schema generated once, on first use.
@@ -216,6 +214,13 @@ impl Served for Task {
     fn frozen_changes(&self, old: &Self) -> Vec<FieldError> {
         if old.status.node.is_some() {
             immutable_changes(&old.spec, &self.spec)
+        } else if old.status.binding > 0 && old.spec.depends_on != self.spec.depends_on {
+            // Requeued for a retry: its dependencies were met when it was first scheduled,
+            // and changing them now could not take that run back.
+            vec![FieldError::new(
+                "spec.dependsOn",
+                "cannot change once the task has been scheduled; delete and recreate it (kohakuriver apply --force)",
+            )]
         } else {
             Vec::new()
         }
@@ -234,14 +239,19 @@ impl Served for Task {
             _ => None,
         }
     }
-    /// A task that starts holding cores, GPUs or memory it did not hold before (a new
-    /// binding, or a finished task made to hold again) must not overlap any other holder on
-    /// its node; rewriting the same holding is always fine.
-    fn admit_against(&self, before: Option<&Holding>, stored: &dyn Stored) -> Result<(), AppError> {
+    /// Dependencies set or changed by this write must name existing tasks and close no
+    /// cycle (`dependency_admission`). A task that starts holding cores, GPUs or memory it
+    /// did not hold before (a new binding, or a finished task made to hold again) must not
+    /// overlap any other holder on its node; rewriting the same holding is always fine.
+    fn admit_against(&self, before: Option<&Self>, stored: &dyn Stored) -> Result<(), AppError> {
+        let deps_changed = before.is_none_or(|b| b.spec.depends_on != self.spec.depends_on);
+        if deps_changed && !self.spec.depends_on.is_empty() {
+            crate::dependency_admission::admit_dependencies(self, stored)?;
+        }
         let Some(holding) = self.holding() else {
             return Ok(());
         };
-        if before == Some(&holding) {
+        if before.and_then(Served::holding).as_ref() == Some(&holding) {
             return Ok(());
         }
         let (node, allocation) = &holding;
@@ -822,6 +832,9 @@ mod tests {
         fn node(&self, _name: &str) -> Result<Option<Node>, AppError> {
             Ok(None)
         }
+        fn task(&self, name: &str) -> Result<Option<Task>, AppError> {
+            Ok(self.0.iter().find(|t| t.metadata.name == name).cloned())
+        }
     }
 
     #[test]
@@ -829,8 +842,7 @@ mod tests {
         // A stored overlap (from before this rule) does not block rewriting the same holding.
         let stored = Fake(vec![holder("t7", "2-3", &[]), holder("t8", "3", &[])]);
         let t8 = holder("t8", "3", &[]);
-        let before = t8.holding();
-        assert!(t8.admit_against(before.as_ref(), &stored).is_ok());
+        assert!(t8.admit_against(Some(&t8), &stored).is_ok());
         let e = t8.admit_against(None, &stored).unwrap_err();
         assert_eq!(e.0.code, 409);
         assert_eq!(e.0.reason, StatusReason::Conflict);
@@ -852,5 +864,39 @@ mod tests {
         );
         // Nodes hold nothing.
         assert!(Node::test("n1").admit_against(None, &stored).is_ok());
+    }
+
+    #[test]
+    fn dependencies_are_checked_only_when_they_change() {
+        use kohakuriver_api::DependencyCondition::Succeeded;
+        let stored = Fake(vec![Task::test("up")]);
+        let dependent = Task::test("down").after("up", Succeeded);
+        assert!(dependent.admit_against(None, &stored).is_ok());
+        let orphan = Task::test("down").after("gone", Succeeded);
+        let e = orphan.admit_against(None, &stored).unwrap_err();
+        assert_eq!(e.0.code, 422, "{e}");
+        assert!(e.0.message.contains("task \"gone\" does not exist"), "{e}");
+        // Its upstream deleted since, the task still takes status writes.
+        let mut reported = orphan.clone();
+        reported.status.reason = Some("WaitingForDependencies".into());
+        assert!(reported.admit_against(Some(&orphan), &stored).is_ok());
+    }
+
+    #[test]
+    fn dependencies_freeze_once_scheduled() {
+        use kohakuriver_api::DependencyCondition::{Finished, Succeeded};
+        let pending = stored(Task::test("a").after("up", Succeeded));
+        let changed = Task::test("a").after("up", Finished);
+        assert!(admit_apply(&pending, &changed).is_ok());
+        let mut bound = pending.clone();
+        bound.status.node = Some("n1".into());
+        let mut requeued = pending.clone();
+        requeued.status.binding = 1;
+        for scheduled in [bound, requeued] {
+            let e = admit_apply(&scheduled, &changed).unwrap_err();
+            let causes = e.0.details.unwrap().causes;
+            assert_eq!(causes[0].field, "spec.dependsOn");
+            assert!(causes[0].message.starts_with("cannot change once"));
+        }
     }
 }

@@ -18,6 +18,7 @@
 mod admission;
 mod auth;
 mod body;
+mod dependency_admission;
 mod error;
 mod handlers;
 mod limits;

@@ -3,7 +3,8 @@
 //! Decisions are pure functions with their own unit tests: [`allocator`] (exact cores,
 //! NUMA node, GPUs and memory on one node), [`placement`] (filter and score over the
 //! cluster), [`queue`] (order, starvation rule, one scheduling round), [`task_lifecycle`]
-//! and [`node_lifecycle`] (what to do with one object at a given time), [`retry`]
+//! and [`node_lifecycle`] (what to do with one object at a given time), [`dependency`]
+//! (waiting for, releasing or failing a task with `dependsOn`), [`retry`]
 //! (attempts and back-off). The loops — [`scheduler`] and the lifecycle loop — observe the
 //! server through the `client` crate's watchers into a shared [`store::Store`], call the
 //! decisions and write the results back with `resourceVersion` preconditions.
@@ -12,6 +13,7 @@
 
 pub mod allocator;
 pub mod clock;
+pub mod dependency;
 mod lifecycle;
 pub mod node_lifecycle;
 pub mod placement;

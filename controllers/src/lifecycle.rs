@@ -2,9 +2,9 @@
 //!
 //! Each round (on cache changes, at most every `sweep_interval`; at the soonest deadline,
 //! TTL or heartbeat expiry ahead; and every `resync`) records the heartbeats it sees
-//! ([`observe`], on the controllers' monotonic clock), asks [`plan_node`], [`plan_orphan`]
-//! and [`plan_task`] about every cached object and carries out the actions, a bounded
-//! number at a time. An object acted on is skipped until the cache shows a newer version of
+//! ([`observe`], on the controllers' monotonic clock), asks [`plan_node`], [`plan_orphan`],
+//! [`plan_task`] and then [`plan_dependencies`] about every cached object and carries out
+//! the actions, a bounded number at a time. An object acted on is skipped until the cache shows a newer version of
 //! it, so one decision is never sent twice; a failed write forgets that mark, so the next
 //! round decides again (level-triggered, in the kube-runtime manner).
 
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ControllersConfig;
+use crate::dependency::{Outcomes, plan_dependencies};
 use crate::node_lifecycle::{Patience, Seen, observe, plan_node, plan_orphan, silence};
 use crate::store::Store;
 use crate::task_lifecycle::{TaskAction, plan_task};
@@ -50,11 +51,13 @@ pub(crate) async fn run(
     let acted: Acted = Arc::default();
     // Kept for the life of the loop only: after a (re)start every node gets a full grace.
     let mut seen: HashMap<String, Seen> = HashMap::new();
+    // Also for the life of the loop: the last phase of every upstream a task waits for.
+    let mut outcomes = Outcomes::default();
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut workers = JoinSet::new();
     loop {
         changes.borrow_and_update();
-        let (jobs, wake) = decide(&store, &acted, &mut seen, &config);
+        let (jobs, wake) = decide(&store, &acted, &mut seen, &mut outcomes, &config);
         for job in jobs {
             let (tasks, nodes, store, acted, permits) = (
                 tasks.clone(),
@@ -109,6 +112,7 @@ fn decide(
     store: &Store,
     acted: &Acted,
     seen: &mut HashMap<String, Seen>,
+    outcomes: &mut Outcomes,
     config: &ControllersConfig,
 ) -> (Vec<Job>, Option<Duration>) {
     let now = config.clock.now();
@@ -167,6 +171,7 @@ fn decide(
             jobs.push(Job::Node(Box::new(Node::clone(node)), Box::new(status)));
         }
     }
+    outcomes.observe(cache.tasks.items.values());
     for task in cache.tasks.items.values() {
         let key = ("Task", task.metadata.name.clone());
         if acted.contains_key(&key) {
@@ -202,7 +207,10 @@ fn decide(
             None => {
                 let plan = plan_task(task, now, &config.retry);
                 soon(plan.requeue_after);
-                plan.action
+                plan.action.or_else(|| {
+                    let upstream = |d: &_| outcomes.upstream(&cache.tasks.items, d);
+                    plan_dependencies(task, now, upstream).map(TaskAction::status)
+                })
             }
         };
         if let Some(action) = action {

@@ -15,19 +15,22 @@
 
 use std::cmp::Reverse;
 
+use kohakuriver_api::dependency::released;
 use kohakuriver_api::meta::Timestamp;
 use kohakuriver_api::{DesiredState, Task, TaskPhase};
 
 use crate::placement::{Cluster, Decision};
 
 /// True when the scheduler should look for a node for `task` at `now`: Pending, unbound,
-/// not being deleted, wanted Running or Paused, and past its retry back-off.
+/// not being deleted, wanted Running or Paused, past its retry back-off, and released by
+/// the dependency controller when it has dependencies.
 pub fn is_queued(task: &Task, now: Timestamp) -> bool {
     task.status.phase == TaskPhase::Pending
         && task.status.node.is_none()
         && !task.metadata.is_deleting()
         && task.spec.state != DesiredState::Killed
         && task.status.retry_after.is_none_or(|t| t <= now)
+        && released(task)
 }
 
 /// The sort key of the queue order.
@@ -114,6 +117,22 @@ mod tests {
         let mut deleting = t("t");
         deleting.metadata.deletion_timestamp = Some(at(0));
         assert!(!is_queued(&deleting, at(0)));
+        // With dependencies, only once they are met for the current generation.
+        let mut dependent = t("t").after("up", kohakuriver_api::DependencyCondition::Succeeded);
+        dependent.metadata.generation = Some(1);
+        assert!(!is_queued(&dependent, at(0)));
+        let met = |g| kohakuriver_api::Condition {
+            type_: kohakuriver_api::dependency::DEPENDENCIES_MET.into(),
+            status: kohakuriver_api::ConditionStatus::True,
+            reason: None,
+            message: None,
+            last_transition_time: None,
+            observed_generation: Some(g),
+        };
+        dependent.status.conditions.push(met(1));
+        assert!(is_queued(&dependent, at(0)));
+        dependent.metadata.generation = Some(2);
+        assert!(!is_queued(&dependent, at(0)));
     }
 
     fn bound_names(decisions: &[Decision]) -> Vec<String> {

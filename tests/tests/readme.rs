@@ -45,6 +45,9 @@ fn plan(heading: &str, first_line: &str) -> Plan {
         ("Quick start: one machine", _) => Plan::Skip(
             "the no-registry recipe installs a package and starts a second `up` on the same port",
         ),
+        ("Dependencies and batches", _) => Plan::Run {
+            expected_failures: &[],
+        },
         ("Several machines", _) => Plan::Skip("needs a second machine (HOST) and /var/lib"),
         ("Securing a cluster", _) => Plan::Skip("logs in on another machine (HOST, ca.pem)"),
         ("Run the server and apply a manifest", _) => Plan::Run {
@@ -249,7 +252,7 @@ fn every_bash_block_is_run_or_classified() {
     }
 }
 
-/// The quick start, then kubectl against it, then (once it is stopped) the server and
+/// The quick start, its dependencies and batches, then kubectl against it, then (once it is stopped) the server and
 /// manifest walk-through: all on port 8000 as the README says, so one after another.
 #[test]
 fn readme_blocks_run_verbatim() {
@@ -321,14 +324,17 @@ fn readme_blocks_run_verbatim() {
         }
     };
 
-    // Quick start and kubectl share one shell: the quick start's `up &` keeps running.
+    // Quick start, dependencies and kubectl share one shell: the quick start's `up &` keeps
+    // running.
     let quick = find("Quick start: one machine");
+    let dependencies = find("Dependencies and batches");
     let kubectl = find("Using kubectl");
     let joined = Block {
         heading: quick.heading.clone(),
         lines: quick
             .lines
             .iter()
+            .chain(dependencies.lines.iter())
             .chain(kubectl.lines.iter())
             .cloned()
             .chain(["kill %1; wait".to_string()])
@@ -346,6 +352,7 @@ fn readme_blocks_run_verbatim() {
         for want in [
             "Hello World\n",
             "out\n",
+            "task/pipeline-eval created",
             "task.kohakuriver/hello created",
             "task.kohakuriver/hello unchanged",
             "Succeeded",

@@ -85,6 +85,10 @@ impl Stored for Db {
     fn node(&self, name: &str) -> Result<Option<Node>, AppError> {
         self.load::<Node>(name)
     }
+
+    fn task(&self, name: &str) -> Result<Option<Task>, AppError> {
+        self.load::<Task>(name)
+    }
 }
 
 impl Db {

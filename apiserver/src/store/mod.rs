@@ -422,7 +422,6 @@ impl Store {
             .blocking(move |store, db| {
                 let current = db.load::<R>(&name)?;
                 let existed = current.is_some();
-                let before = current.as_ref().and_then(R::holding);
                 let previous = current.clone();
                 let (change, extra) = decide(current, &*db)?;
                 let change = match change {
@@ -432,7 +431,7 @@ impl Store {
                 // Rules spanning objects (no double-booking) run here, under the same lock as
                 // the commit, so no other write can slip in between the check and the write.
                 if let Change::Put(object) = &change {
-                    object.admit_against(before.as_ref(), &*db)?;
+                    object.admit_against(previous.as_ref(), &*db)?;
                 }
                 let (mut object, written) = match change {
                     Change::Unchanged(object) => {

@@ -1,4 +1,5 @@
-//! `kohakuriver apply -f FILE|DIR|-`: create or update every object in the manifests.
+//! `kohakuriver apply -f FILE|DIR|-`: create or update every object in the manifests, in
+//! their order except that a task comes after the tasks of the same set it depends on.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use kohakuriver_api::manifest::creation_order;
 use kohakuriver_api::{ApplyOutcome, Manifest, Node, Resource, Task};
 use kohakuriver_client::{Api, ApplyOptions, Client, Deleted, Error, ListParams};
 
@@ -54,7 +56,10 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut failed = 0;
     let mut applied_tasks = BTreeSet::new();
-    for Sourced { origin, manifest } in &objects {
+    // A task comes after the tasks of the same set it depends on, which must exist first.
+    let manifests: Vec<&Manifest> = objects.iter().map(|o| &o.manifest).collect();
+    for i in creation_order(&manifests) {
+        let Sourced { origin, manifest } = &objects[i];
         let result = match manifest {
             Manifest::Task(task) => {
                 applied_tasks.insert(task.metadata.name.clone());

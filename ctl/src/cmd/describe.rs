@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use kohakuriver_api::quantity::format_bytes;
-use kohakuriver_api::{Condition, Node, ObjectMeta, Task, Timestamp};
+use kohakuriver_api::{Condition, DependencyCondition, Node, ObjectMeta, Task, Timestamp};
 use kohakuriver_client::Client;
 
 use crate::kind::{Kind, split_kind_name};
@@ -207,6 +207,17 @@ pub fn describe_task(task: &Task, now: Timestamp) -> String {
         spec.ttl_seconds_after_finished
             .map(|t| format!("{t}s after finishing")),
     );
+    if !spec.depends_on.is_empty() {
+        let deps: Vec<String> = spec
+            .depends_on
+            .iter()
+            .map(|d| match d.condition {
+                DependencyCondition::Succeeded => format!("{} (to succeed)", d.name),
+                DependencyCondition::Finished => format!("{} (to finish)", d.name),
+            })
+            .collect();
+        s.line("Depends on", deps.join(", "));
+    }
 
     let st = &task.status;
     s.indent = 0;

@@ -15,6 +15,7 @@ pub mod login;
 pub mod node;
 pub mod server;
 pub mod task;
+pub mod task_batch;
 pub mod token;
 pub mod up;
 pub mod wait;

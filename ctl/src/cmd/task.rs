@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use kohakuriver_api::{DesiredState, Memory, Target, Task, TaskPhase};
+use kohakuriver_api::{
+    Dependency, DependencyCondition, DesiredState, Memory, Target, Task, TaskPhase,
+};
 use kohakuriver_client::{Client, LogParams, LogStream};
 
 use crate::cmd::describe::describe_task;
@@ -25,7 +27,15 @@ pub enum TaskCommand {
   kohakuriver task submit -t mynode -c 4 -m 8G -- python /shared/train.py --batch-size 32
   kohakuriver task submit -t mynode::0,1 -- python multi_gpu_train.py
   kohakuriver task submit --gpus 2 --image ubuntu:22.04 -w -- nvidia-smi
-  id=$(kohakuriver task submit -t mynode -- sleep 60)")]
+  id=$(kohakuriver task submit -t mynode -- sleep 60)
+
+One task per target, as a batch (one id per line; -w waits for all of them):
+  kohakuriver task submit -t node1 -t node2 -t node3 -- hostname
+
+Dependencies (Slurm's --dependency=afterok / afterany):
+  pre=$(kohakuriver task submit -- sh -c 'echo preprocess')
+  train=$(kohakuriver task submit --after $pre -- sh -c 'echo train')
+  kohakuriver task submit --after-any $train -- sh -c 'echo clean up'")]
     Submit(Box<SubmitArgs>),
     /// Print a task's captured stdout (or stderr), complete and byte-exact.
     #[command(after_help = "Examples:
@@ -71,9 +81,9 @@ Examples:
 pub struct SubmitArgs {
     #[allow(rustdoc::broken_intra_doc_links)]
     /// Target node: hostname[:numa][::gpu,gpu], e.g. mynode, mynode::0,1, mynode:0::0,1.
-    /// Without it the scheduler picks a node.
+    /// Without it the scheduler picks a node. Repeat it to submit one task per target.
     #[arg(short = 't', long = "target", value_name = "TARGET", value_parser = parse_target)]
-    pub target: Option<Target>,
+    pub targets: Vec<Target>,
     /// CPU cores, pinned exclusively (0 = no limit and not counted).
     #[arg(short = 'c', long = "cores", value_name = "N", default_value = "1",
           allow_negative_numbers = true, value_parser = parse_cores)]
@@ -124,6 +134,14 @@ pub struct SubmitArgs {
     /// Working directory in the container (default /shared with shared storage, else /).
     #[arg(long = "workdir", value_name = "DIR")]
     pub working_dir: Option<String>,
+    /// Start only after these tasks succeed (Slurm's afterok); if one fails, this task
+    /// fails with reason DependencyFailed. Comma-separated, repeatable.
+    #[arg(long = "after", value_name = "ID[,ID]", value_delimiter = ',')]
+    pub after: Vec<String>,
+    /// Start only after these tasks end, however they end (Slurm's afterany).
+    /// Comma-separated, repeatable.
+    #[arg(long = "after-any", value_name = "ID[,ID]", value_delimiter = ',')]
+    pub after_any: Vec<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -263,15 +281,22 @@ pub async fn run(client: &Client, command: TaskCommand) -> Result<i32> {
     }
 }
 
-/// Builds the task `submit` asks for (pure, so it is tested without a server).
+/// Builds the task `submit` asks for, on its first target (pure, so it is tested without a
+/// server).
+#[cfg(test)]
 pub fn task_from_submit(args: &SubmitArgs, name: String) -> Task {
+    task_for_target(args, name, args.targets.first())
+}
+
+/// Builds the task `submit` asks for on `target` (each target of a batch has its own).
+pub fn task_for_target(args: &SubmitArgs, name: String, target: Option<&Target>) -> Task {
     let mut task = Task::new(name, args.command.clone());
     let spec = &mut task.spec;
     spec.image = args.image.clone();
     spec.container = args.container.clone();
     spec.resources.cpu = args.cores;
     spec.resources.memory = args.memory.clone();
-    if let Some(target) = &args.target {
+    if let Some(target) = target {
         spec.placement = target.to_placement();
     }
     if let Some(gpus) = args.gpus {
@@ -285,6 +310,18 @@ pub fn task_from_submit(args: &SubmitArgs, name: String) -> Task {
     spec.retries = args.retries.unwrap_or(0);
     spec.timeout_seconds = args.timeout_seconds;
     spec.working_dir = args.working_dir.clone();
+    let after = args
+        .after
+        .iter()
+        .map(|id| (id, DependencyCondition::Succeeded));
+    let after_any = args
+        .after_any
+        .iter()
+        .map(|id| (id, DependencyCondition::Finished));
+    spec.depends_on = after
+        .chain(after_any)
+        .map(|(id, condition)| Dependency::task(id.clone(), condition))
+        .collect();
     task
 }
 
@@ -303,17 +340,10 @@ fn rand_bits() -> u64 {
 }
 
 async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
-    let tasks = client.api::<Task>();
-    let mut attempt = 0;
-    let created = loop {
-        let name = args.name.clone().unwrap_or_else(snowflake_id);
-        let task = task_from_submit(&args, name);
-        match tasks.create(&task).await {
-            Ok(created) => break created,
-            Err(e) if e.is_already_exists() && args.name.is_none() && attempt < 3 => attempt += 1,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    if args.targets.len() > 1 {
+        return crate::cmd::task_batch::submit_batch(client, args).await;
+    }
+    let created = create(client, &args, args.name.clone(), args.targets.first()).await?;
     let name = created.metadata.name.clone();
     println!("{name}");
     std::io::stdout().flush().ok();
@@ -347,6 +377,26 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
     }
 }
 
+/// Creates the task `args` asks for on `target`, named `name` or, without one, a fresh
+/// snowflake id (drawn again on the rare collision).
+pub(crate) async fn create(
+    client: &Client,
+    args: &SubmitArgs,
+    name: Option<String>,
+    target: Option<&Target>,
+) -> Result<Task> {
+    let tasks = client.api::<Task>();
+    let mut attempt = 0;
+    loop {
+        let task = task_for_target(args, name.clone().unwrap_or_else(snowflake_id), target);
+        match tasks.create(&task).await {
+            Ok(created) => return Ok(created),
+            Err(e) if e.is_already_exists() && name.is_none() && attempt < 3 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Streams a task's stdout to stdout and its stderr to stderr until it ends.
 async fn attach(client: &Client, name: &str) -> Result<()> {
     wait_until(client, name, has_started).await?;
@@ -360,7 +410,7 @@ async fn attach(client: &Client, name: &str) -> Result<()> {
 
 /// Says on stderr when the target node has not registered: the task waits for it, which is
 /// right for manifests that arrive before machines, and a typo's only symptom otherwise.
-async fn warn_if_unregistered(client: &Client, node: &str) {
+pub(crate) async fn warn_if_unregistered(client: &Client, node: &str) {
     if let Ok(None) = client.api::<kohakuriver_api::Node>().get_opt(node).await {
         eprintln!(
             "warning: node {node:?} is not registered; the task waits for it (kohakuriver node list shows the nodes)"
@@ -433,7 +483,7 @@ pub fn signal_meaning(code: i64) -> Option<String> {
 
 /// Watches one task until it reaches a terminal phase; with `progress`, prints each phase
 /// change on stderr.
-async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Task> {
+pub(crate) async fn wait_for_end(client: &Client, name: &str, progress: bool) -> Result<Task> {
     let mut states = client.api::<Task>().watch_object(name);
     let mut last_phase: Option<TaskPhase> = None;
     let mut last_reason: Option<String> = None;
@@ -946,6 +996,53 @@ mod tests {
         assert_eq!(
             task_from_submit(&a, "x".into()).spec.container.as_deref(),
             Some("my-pytorch")
+        );
+    }
+
+    #[test]
+    fn targets_repeat_and_dependencies_build_depends_on() {
+        let a = submit_args(&["-t", "n1", "-t", "n2::0", "--", "hostname"]).unwrap();
+        let nodes: Vec<Option<String>> = a
+            .targets
+            .iter()
+            .map(|t| task_for_target(&a, "x".into(), Some(t)).spec.placement.node)
+            .collect();
+        assert_eq!(nodes, [Some("n1".to_string()), Some("n2".to_string())]);
+        assert_eq!(
+            task_from_submit(&a, "x".into())
+                .spec
+                .placement
+                .node
+                .as_deref(),
+            Some("n1")
+        );
+        let a = submit_args(&[
+            "--after",
+            "a,b",
+            "--after",
+            "c",
+            "--after-any",
+            "d",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let deps: Vec<String> = task_from_submit(&a, "x".into())
+            .spec
+            .depends_on
+            .iter()
+            .map(|d| format!("{}:{:?}", d.name, d.condition))
+            .collect();
+        assert_eq!(
+            deps,
+            ["a:Succeeded", "b:Succeeded", "c:Succeeded", "d:Finished"]
+        );
+        let plain = submit_args(&["--", "true"]).unwrap();
+        assert!(
+            task_from_submit(&plain, "x".into())
+                .spec
+                .depends_on
+                .is_empty()
         );
     }
 
