@@ -25,6 +25,7 @@
 //!   succeeded".
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use kohakuriver_api::dependency::{
     DEPENDENCIES_MET, DEPENDENCY_FAILED, DependencyKind, DependencyState, Upstream,
@@ -146,7 +147,7 @@ impl Outcomes {
     }
 
     /// How `dep` looks, given the cached tasks.
-    pub fn upstream(&self, tasks: &HashMap<String, Task>, dep: &Dependency) -> Upstream {
+    pub fn upstream(&self, tasks: &HashMap<String, Arc<Task>>, dep: &Dependency) -> Upstream {
         match dep.kind {
             DependencyKind::Task => match tasks.get(&dep.name) {
                 Some(task) => as_upstream(task),
@@ -183,9 +184,9 @@ mod tests {
     /// The plan rendered as one line: `-` for nothing, else phase, reason, message and
     /// the DependenciesMet condition.
     fn render(task: &Task, cache: &[Task]) -> String {
-        let tasks: HashMap<String, Task> = cache
+        let tasks: HashMap<String, Arc<Task>> = cache
             .iter()
-            .map(|t| (t.metadata.name.clone(), t.clone()))
+            .map(|t| (t.metadata.name.clone(), Arc::new(t.clone())))
             .collect();
         let outcomes = Outcomes::default();
         match plan_dependencies(task, now(), |d| outcomes.upstream(&tasks, d)) {
@@ -279,7 +280,7 @@ mod tests {
     fn writes_only_changes_and_releases_once_per_generation() {
         let ok = Task::test("a").phase(TaskPhase::Succeeded);
         let running = Task::test("a").phase(TaskPhase::Running);
-        let tasks = |t: &Task| HashMap::from([("a".to_string(), t.clone())]);
+        let tasks = |t: &Task| HashMap::from([("a".to_string(), Arc::new(t.clone()))]);
         let outcomes = Outcomes::default();
         let mut b = pending(Task::test("b").after("a", Succeeded));
         let waiting = plan_dependencies(&b, now(), |d| outcomes.upstream(&tasks(&running), d));
@@ -310,8 +311,10 @@ mod tests {
         let a = Task::test("a").phase(TaskPhase::Succeeded);
         let mut outcomes = Outcomes::default();
         outcomes.observe([&a, &b, &c].into_iter());
-        let without_a: HashMap<String, Task> =
-            [(b.metadata.name.clone(), b.clone())].into_iter().collect();
+        let without_a: HashMap<String, Arc<Task>> =
+            [(b.metadata.name.clone(), Arc::new(b.clone()))]
+                .into_iter()
+                .collect();
         let dep = &b.spec.depends_on[0];
         assert_eq!(
             outcomes.upstream(&without_a, dep),

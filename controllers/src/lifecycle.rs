@@ -171,7 +171,7 @@ fn decide(
             jobs.push(Job::Node(Box::new(Node::clone(node)), Box::new(status)));
         }
     }
-    outcomes.observe(cache.tasks.items.values());
+    outcomes.observe(cache.tasks.items.values().map(|t| &**t));
     for task in cache.tasks.items.values() {
         let key = ("Task", task.metadata.name.clone());
         if acted.contains_key(&key) {
