@@ -1,5 +1,5 @@
-//! One page of a paged list, read as of the list's revision from a [`View`]: the objects
-//! unchanged since then, merged with the state then of those written since (see
+//! Paged lists: one page, read as of the list's revision from a [`View`] (the objects
+//! unchanged since then, merged with the state then of those written since; see
 //! `crate::pages`).
 
 use rusqlite::params;
@@ -7,8 +7,9 @@ use rusqlite::params;
 use super::db::read_failed;
 use super::event::EventType;
 use super::read::View;
+use super::{ListPage, Store};
 use crate::error::AppError;
-use crate::pages;
+use crate::pages::{self, Continue};
 use kohakuriver_api::StatusReason;
 
 impl View<'_> {
@@ -103,5 +104,72 @@ impl View<'_> {
             _ => None,
         };
         Ok((page, remaining))
+    }
+}
+
+impl Store {
+    /// One page of a paged list (`limit`, 0 for all), at the current revision or, with a
+    /// `continue` token, at the token's revision after its name (see `crate::pages`); 410
+    /// Expired when the history no longer reaches back to that revision. `matches` is the
+    /// selection, applied to each object as of the list's revision; `count` asks for how
+    /// many items remain after the page.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_page(
+        &self,
+        kind: &'static str,
+        node: Option<String>,
+        phase: Option<String>,
+        from: Option<Continue>,
+        limit: usize,
+        matches: impl Fn(&str) -> bool + Send + 'static,
+        count: bool,
+    ) -> Result<ListPage, AppError> {
+        self.read(move |view| {
+            let (revision, after, known) = match from {
+                None => (view.revision, String::new(), None),
+                Some(from) => {
+                    // The compaction point is read in the same snapshot as the page, so a
+                    // token that races a compaction is refused here or reads a whole page.
+                    if from.revision < view.compacted || from.revision > view.revision {
+                        return Err(AppError::new(
+                            kohakuriver_api::StatusReason::Expired,
+                            format!(
+                                "the continue token's resourceVersion {} is not kept: the history holds {} to {}; list again from the start without continue",
+                                from.revision, view.compacted, view.revision
+                            ),
+                        ));
+                    }
+                    (from.revision, from.after, from.remaining)
+                }
+            };
+            // What the previous page left is what this one and the later ones hold, so only
+            // a list's first page counts.
+            let (page, counted) = view.page(
+                kind,
+                node.as_deref(),
+                phase.as_deref(),
+                revision,
+                &after,
+                limit,
+                &matches,
+                count && known.is_none(),
+            )?;
+            let remaining = match known {
+                Some(known) if count => Some(known.saturating_sub(page.bodies.len() as u64)),
+                _ => counted,
+            }
+            .filter(|_| page.more_after.is_some());
+            Ok(ListPage {
+                revision,
+                bodies: page.bodies,
+                next: page.more_after.map(|after| Continue {
+                    revision,
+                    after,
+                    remaining,
+                }),
+                remaining,
+            })
+        })
+        .await
     }
 }
