@@ -357,3 +357,85 @@ async fn a_snapshot_under_write_load_and_its_live_events_miss_nothing() {
     let last = store.revision();
     assert_eq!(live, (sub.revision + 1..=last).collect::<Vec<_>>());
 }
+
+/// A measurement, not a check: what the store itself sustains, without HTTP, so the
+/// `writes` benchmark's figures can be told apart into store and HTTP/JSON costs. 16
+/// writers create tasks on a durable file, alone and beside 4 listers reading 10,000 tasks
+/// in a loop; it prints creates/s and the write latency's p50, p99 and max.
+/// Run: `cargo test -p kohakuriver-apiserver --release --lib store_write_rate -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, run by hand"]
+async fn store_write_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        Some(&dir.path().join("db")),
+        SyncMode::Full,
+        HistoryBounds::default(),
+    )
+    .unwrap();
+    let creates = |tag: String, n: usize| {
+        let store = store.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let handles: Vec<_> = (0..16)
+                .map(|w| {
+                    let (store, tag) = (store.clone(), tag.clone());
+                    tokio::spawn(async move {
+                        let mut latencies = Vec::new();
+                        for i in (w..n).step_by(16) {
+                            let name = format!("{tag}-{i}");
+                            let task = Task::test(&name);
+                            let t = std::time::Instant::now();
+                            store
+                                .write(name, false, move |_, _| Ok((Change::Put(task), ())))
+                                .await
+                                .unwrap();
+                            latencies.push(t.elapsed());
+                        }
+                        latencies
+                    })
+                })
+                .collect();
+            let mut latencies = Vec::new();
+            for h in handles {
+                latencies.extend(h.await.unwrap());
+            }
+            let rate = n as f64 / started.elapsed().as_secs_f64();
+            latencies.sort();
+            let p = |q: f64| {
+                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
+            };
+            println!(
+                "{tag}: {rate:.0} creates/s  p50 {:?}  p99 {:?}  max {:?}",
+                p(0.5),
+                p(0.99),
+                latencies[latencies.len() - 1]
+            );
+        }
+    };
+    creates("listed".into(), 10_000).await;
+    for round in 0..3 {
+        println!("round {round}");
+        creates(format!("alone{round}"), 8_000).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let lists = Arc::new(AtomicUsize::new(0));
+        let listers: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, stop, lists) = (store.clone(), stop.clone(), lists.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (_, bodies) = store.list("Task", None, None).await.unwrap();
+                        assert!(bodies.len() >= 10_000);
+                        lists.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        creates(format!("beside-listers{round}"), 8_000).await;
+        stop.store(true, Ordering::Relaxed);
+        for l in listers {
+            l.await.unwrap();
+        }
+        println!("lists done: {}", lists.load(Ordering::Relaxed));
+    }
+}
