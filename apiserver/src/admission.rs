@@ -2,9 +2,9 @@
 //! to store. No IO and no clock (callers pass `now` and the new uid), so every rule is unit
 //! tested here.
 //!
-//! The store runs these functions while it holds its lock, between reading the current
-//! object and writing the new one, so a check such as the `resourceVersion` precondition
-//! can never race with another writer.
+//! The store's one writer runs these functions inside its transaction, between reading the
+//! current object and writing the new one, so a check such as the `resourceVersion`
+//! precondition can never race with another write.
 
 use kohakuriver_api::auth::{Policy, Role, Target, Verb, task_change, validate_node_status};
 use kohakuriver_api::columns::Tabular;
@@ -70,12 +70,12 @@ pub trait Served: Tabular + PartialEq {
         Ok(())
     }
     /// Checks the status in a status write's body (a whole status, or a merge patch of one)
-    /// before the store's lock is taken, so an oversized report never holds it.
+    /// before the write is queued to the store's writer, so an oversized report never holds it.
     fn precheck_status(_status: &serde_json::Value) -> Result<(), AppError> {
         Ok(())
     }
-    /// Refuses a status write the caller may not make, or that no one may: run under the
-    /// store's lock with the other stored objects at hand.
+    /// Refuses a status write the caller may not make, or that no one may: run by the
+    /// store's writer with the other stored objects at hand.
     fn admit_status_by(
         &self,
         caller: &Caller,
@@ -97,9 +97,9 @@ pub trait Served: Tabular + PartialEq {
     fn holding(&self) -> Option<Holding> {
         None
     }
-    /// Rules that look at other stored objects. The store runs this under its lock just
-    /// before it commits a put, with the stored object it replaces (`before`, None on a
-    /// create), so the check and the write are one atomic step.
+    /// Rules that look at other stored objects. The store's writer runs this just before
+    /// it stages a put, in the same transaction, with the stored object it replaces
+    /// (`before`, None on a create), so the check and the write are one atomic step.
     fn admit_against(&self, _before: Option<&Self>, _stored: &dyn Stored) -> Result<(), AppError> {
         Ok(())
     }

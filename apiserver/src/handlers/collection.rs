@@ -72,7 +72,7 @@ pub async fn list<R: Served>(
         .transpose()
         .map_err(AppError::bad_request)?;
     if limit == 0 && from.is_none() {
-        // The whole list: read under the store lock, filtered outside it.
+        // The whole list: read in one snapshot, filtered outside it.
         let (revision, bodies) = state.store().list(R::KIND, node, phase).await?;
         let matched = bodies
             .iter()

@@ -1,6 +1,6 @@
 //! Object endpoints: create, get, replace, merge patch, delete, the status subresource and
 //! apply. Each parses the body, then hands the store a closure of admission rules that runs
-//! under the store's lock against the current object.
+//! in the store's writer against the current object.
 
 use axum::Json;
 use axum::extract::{Path, State};

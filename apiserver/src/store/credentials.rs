@@ -1,7 +1,8 @@
 //! The SQL behind credentials: stored tokens (a hash of each secret, never the secret) and
 //! the server's own keys. These tables have no revisions and no watch history: tokens are
 //! not objects users watch, and their secrets must never reach the history. The calls are
-//! blocking (they take the store's lock): call them from `spawn_blocking` on a runtime.
+//! blocking (they take the write connection between the writer's batches): call them from
+//! `spawn_blocking` on a runtime.
 
 use rusqlite::{OptionalExtension, params};
 

@@ -1,39 +1,53 @@
 //! The SQLite store: objects by kind and name, one global revision counter, and the watch
 //! history, plus the broadcast channel that feeds live watches.
 //!
-//! `Store` is a cheap `Clone` handle around one connection behind a `std::sync::Mutex`.
-//! A std mutex is right here: every critical section is short, synchronous SQLite work that
-//! runs inside `spawn_blocking`, never across an `.await`, and one writer at a time is what
-//! SQLite allows anyway. Holding the lock from "read current object" to "commit and
-//! broadcast" makes each write an atomic read-modify-write (so optimistic concurrency checks
-//! cannot race) and makes live events leave in revision order.
+//! `Store` is a cheap `Clone` handle. Writes go to one writer thread (`writer`), which
+//! owns the write connection and commits whatever requests have queued in one transaction
+//! (group commit), each write in a savepoint of its own. Reads never wait for it: a
+//! file-backed store reads through a small pool of read-only connections (`read`), each
+//! read one WAL snapshot that carries its own revision. An in-memory store reads on the
+//! write connection between the writer's batches (under its `std::sync::Mutex`, whose
+//! critical sections are short, synchronous and never cross an `.await`): a shared-cache
+//! memory database has table locks instead of WAL snapshots, so a second connection would
+//! either wait for the writer anyway or read uncommitted rows. In-memory stores serve tests
+//! and benchmarks; servers keep a file.
 //!
 //! Architecture Invariant: a write is committed before it is broadcast or acknowledged, so
 //! everything a client was told about survives a crash, and every revision a watcher sees
-//! live is also readable from the history table.
+//! live is also readable from the history table. Live events leave in revision order.
 
 mod compaction;
 mod credentials;
 mod db;
 mod event;
+mod paging;
+mod read;
 mod restore;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_concurrent;
+mod write;
+mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, params};
-use tokio::sync::broadcast;
+use rusqlite::Connection;
+use tokio::sync::{broadcast, oneshot};
 
-use crate::admission::{Served, finalized};
+use crate::admission::Served;
 use crate::error::{AppError, Error};
 use crate::pages::Continue;
 use crate::schema::{self, SyncMode};
 pub use compaction::HistoryBounds;
 pub use credentials::TokenRecord;
-use db::{Db, read_failed};
+use db::Db;
 pub use event::{Event, EventType};
-use kohakuriver_api::Selectable;
+use read::{Readers, View, read_in};
 pub use restore::{check as check_backup, restore};
+use writer::Op;
 
 /// How many live events a watcher may fall behind before it re-reads from SQLite.
 const LIVE_BUFFER: usize = 4096;
@@ -69,7 +83,13 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Mutex<Db>,
+    /// The write connection and its counters: the writer's during a batch; credentials,
+    /// in-memory reads and in-memory backups take it between batches.
+    db: Arc<Mutex<Db>>,
+    /// The writer's queue.
+    writes: Sender<Op>,
+    /// The read-only connections of a file-backed store; `None` in memory.
+    readers: Option<Readers>,
     live: broadcast::Sender<Arc<Event>>,
     /// The database file; `None` in memory.
     path: Option<PathBuf>,
@@ -137,16 +157,33 @@ impl Store {
             _ => schema::store_id(&conn)?,
         };
         tracing::info!(revision, compacted, history_bytes, store_id = %id, sync = sync.pragma(), "opened store");
+        // The writer never checkpoints on a commit's way; a thread of its own does (see
+        // `writer`).
+        let checkpoints = match path {
+            Some(p) => {
+                conn.pragma_update(None, "wal_autocheckpoint", 0)
+                    .map_err(db_err("turning off automatic checkpoints"))?;
+                let checkpointer = Connection::open(p)
+                    .map_err(db_err(&format!("opening {} to checkpoint", p.display())))?;
+                schema::configure(&checkpointer, sync)?;
+                Some(writer::start_checkpointer(checkpointer)?)
+            }
+            None => None,
+        };
         let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let db = Arc::new(Mutex::new(Db {
+            conn,
+            revision,
+            compacted,
+            bounds,
+            history_bytes,
+        }));
+        let writes = writer::start(db.clone(), live.clone(), checkpoints)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db: Mutex::new(Db {
-                    conn,
-                    revision,
-                    compacted,
-                    bounds,
-                    history_bytes,
-                }),
+                db,
+                writes,
+                readers: path.map(|p| Readers::new(p.to_path_buf())),
                 live,
                 path: path.map(Path::to_path_buf),
                 id,
@@ -171,7 +208,7 @@ impl Store {
             |e: rusqlite::Error| AppError::internal(format!("backing up the store failed: {e}"));
         let Some(path) = self.inner.path.clone() else {
             return self
-                .blocking(move |_, db| {
+                .locked(move |db| {
                     db.conn
                         .execute("VACUUM INTO ?1", [to.to_string_lossy()])
                         .map_err(backup_failed)?;
@@ -203,18 +240,36 @@ impl Store {
         self.inner.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the locked database in a blocking thread.
-    async fn blocking<T: Send + 'static>(
+    /// Runs `f` on the locked write connection in a blocking thread (between the writer's
+    /// batches).
+    async fn locked<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store, &mut Db) -> Result<T, AppError> + Send + 'static,
+        f: impl FnOnce(&mut Db) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut db = store.lock();
-            f(&store, &mut db)
+        tokio::task::spawn_blocking(move || f(&mut store.lock()))
+            .await
+            .map_err(|e| AppError::internal(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` on a fresh snapshot of the store in a blocking thread: on a read-only
+    /// connection of its own for a file, on the write connection between batches in memory.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&View<'_>) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || match &store.inner.readers {
+            Some(readers) => readers.read(f),
+            None => read_in(&mut store.lock().conn, f),
         })
         .await
         .map_err(|e| AppError::internal(format!("database task failed: {e}")))?
+    }
+
+    /// Hands `op` to the writer.
+    fn submit(&self, op: Op) -> Result<(), AppError> {
+        self.inner.writes.send(op).map_err(|_| writer_stopped())
     }
 
     /// The last committed revision.
@@ -224,7 +279,7 @@ impl Store {
 
     /// Reads one object.
     pub async fn get<R: Served>(&self, name: String) -> Result<Option<R>, AppError> {
-        self.blocking(move |_, db| db.load::<R>(&name)).await
+        self.read(move |view| view.load::<R>(&name)).await
     }
 
     /// Reads the JSON of every object of a kind, ordered by name, with the revision it was
@@ -235,117 +290,55 @@ impl Store {
         node: Option<String>,
         phase: Option<String>,
     ) -> Result<(u64, Vec<String>), AppError> {
-        self.blocking(move |_, db| {
-            let bodies = db.bodies(kind, node.as_deref(), phase.as_deref())?;
-            Ok((db.revision, bodies))
-        })
-        .await
-    }
-
-    /// One page of a paged list (`limit`, 0 for all), at the current revision or, with a
-    /// `continue` token, at the token's revision after its name (see `crate::pages`); 410
-    /// Expired when the history no longer reaches back to that revision. `matches` is the
-    /// selection, applied to each object as of the list's revision; `count` asks for how
-    /// many items remain after the page.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn list_page(
-        &self,
-        kind: &'static str,
-        node: Option<String>,
-        phase: Option<String>,
-        from: Option<Continue>,
-        limit: usize,
-        matches: impl Fn(&str) -> bool + Send + 'static,
-        count: bool,
-    ) -> Result<ListPage, AppError> {
-        self.blocking(move |_, db| {
-            let (revision, after, known) = match from {
-                None => (db.revision, String::new(), None),
-                Some(from) => {
-                    if from.revision < db.compacted || from.revision > db.revision {
-                        return Err(AppError::new(
-                            kohakuriver_api::StatusReason::Expired,
-                            format!(
-                                "the continue token's resourceVersion {} is not kept: the history holds {} to {}; list again from the start without continue",
-                                from.revision, db.compacted, db.revision
-                            ),
-                        ));
-                    }
-                    (from.revision, from.after, from.remaining)
-                }
-            };
-            // What the previous page left is what this one and the later ones hold, so only
-            // a list's first page counts.
-            let (page, counted) = db.page(
-                kind,
-                node.as_deref(),
-                phase.as_deref(),
-                revision,
-                &after,
-                limit,
-                &matches,
-                count && known.is_none(),
-            )?;
-            let remaining = match known {
-                Some(known) if count => Some(known.saturating_sub(page.bodies.len() as u64)),
-                _ => counted,
-            }
-            .filter(|_| page.more_after.is_some());
-            Ok(ListPage {
-                revision,
-                bodies: page.bodies,
-                next: page.more_after.map(|after| Continue {
-                    revision,
-                    after,
-                    remaining,
-                }),
-                remaining,
-            })
+        self.read(move |view| {
+            let bodies = view.bodies(kind, node.as_deref(), phase.as_deref())?;
+            Ok((view.revision, bodies))
         })
         .await
     }
 
     /// Reads every object of a kind and opens a live subscription at the same revision, so
     /// a fresh watch misses nothing between its initial list and its live events.
+    ///
+    /// The subscription opens before the read's snapshot is taken: every write committed
+    /// after the snapshot is then in the subscription, and the ones the subscription holds
+    /// from before it (at or below the snapshot's revision, already in the list) are for
+    /// the watcher to skip, which it does by revision.
     pub async fn snapshot(
         &self,
         kind: &'static str,
         node: Option<String>,
         phase: Option<String>,
     ) -> Result<(Subscription, Vec<String>), AppError> {
-        self.blocking(move |store, db| {
-            let bodies = db.bodies(kind, node.as_deref(), phase.as_deref())?;
-            let sub = Subscription {
-                receiver: store.inner.live.subscribe(),
-                revision: db.revision,
-            };
-            Ok((sub, bodies))
-        })
-        .await
+        let receiver = self.inner.live.subscribe();
+        let (revision, bodies) = self.list(kind, node, phase).await?;
+        Ok((Subscription { receiver, revision }, bodies))
     }
 
     /// Opens a live subscription for a watch resuming after revision `after`; 410 Gone when
     /// the history no longer reaches back that far, or `after` is past the current revision.
+    /// As with [`Store::snapshot`], the subscription opens before the revision is read.
     pub async fn subscribe_after(&self, after: u64) -> Result<Subscription, AppError> {
-        self.blocking(move |store, db| {
-            db.check_retained(after)?;
-            // A version from the future means the client saw another database (the file was
-            // replaced or wiped); resuming would silently skip revisions, so make it re-list.
-            if after > db.revision {
-                return Err(AppError::new(
-                    kohakuriver_api::StatusReason::Gone,
-                    format!(
-                        "resourceVersion {after} is newer than the store's revision {}; list again and watch from the list's resourceVersion",
-                        db.revision
-                    ),
-                ));
-            }
-            Ok(Subscription {
-                receiver: store.inner.live.subscribe(),
-                revision: db.revision,
+        let receiver = self.inner.live.subscribe();
+        let revision = self
+            .read(move |view| {
+                view.check_retained(after)?;
+                // A version from the future means the client saw another database (the file
+                // was replaced or wiped); resuming would silently skip revisions, so make it
+                // re-list.
+                if after > view.revision {
+                    return Err(AppError::new(
+                        kohakuriver_api::StatusReason::Gone,
+                        format!(
+                            "resourceVersion {after} is newer than the store's revision {}; list again and watch from the list's resourceVersion",
+                            view.revision
+                        ),
+                    ));
+                }
+                Ok(view.revision)
             })
-        })
-        .await
+            .await?;
+        Ok(Subscription { receiver, revision })
     }
 
     /// Up to `limit` events of `kind` with `after < rv <= up_to`, oldest first, and the
@@ -358,50 +351,20 @@ impl Store {
         up_to: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<Arc<Event>>, u64), AppError> {
-        self.blocking(move |_, db| {
-            db.check_retained(after)?;
-            let up_to = up_to.unwrap_or(db.revision);
-            let mut stmt = db
-                .conn
-                .prepare_cached(
-                    "SELECT rv, type, body, prev FROM events WHERE rv > ?1 AND rv <= ?2 AND kind = ?3 ORDER BY rv LIMIT ?4",
-                )
-                .map_err(read_failed)?;
-            let rows = stmt
-                .query_map(
-                    params![after as i64, up_to as i64, kind, limit as i64],
-                    |row| {
-                        Ok(Event {
-                            rv: row.get::<_, i64>(0)? as u64,
-                            kind: kind.to_string(),
-                            event_type: EventType::parse(&row.get::<_, String>(1)?),
-                            body: row.get(2)?,
-                            selection_changed: row.get::<_, Option<String>>(3)?.is_some(),
-                            prev: row.get(3)?,
-                            body_fields: None,
-                            prev_fields: None,
-                        })
-                    },
-                )
-                .map_err(read_failed)?;
-            let events = rows
-                .map(|r| r.map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(read_failed)?;
-            let reached = if events.len() == limit {
-                events.last().map_or(up_to, |e| e.rv)
-            } else {
-                up_to
-            };
-            Ok((events, reached))
-        })
-        .await
+        let (events, reached) = self
+            .read(move |view| {
+                let up_to = up_to.unwrap_or(view.revision);
+                view.history(kind, after, up_to, limit)
+            })
+            .await?;
+        Ok((events.into_iter().map(Arc::new).collect(), reached))
     }
 
-    /// The one write path. Under the lock: reads the current object, asks `decide` what to
-    /// do, checks a put against the other stored objects (`Served::admit_against`), and
-    /// (unless `dry_run`) commits the change with the next revision and broadcasts
-    /// its event. A put that leaves a deleting object without finalizers removes it.
+    /// The one write path. Queues the write for the writer, which (inside its batch's
+    /// transaction) reads the current object, asks `decide` what to do, checks a put
+    /// against the other stored objects (`Served::admit_against`), and (unless `dry_run`)
+    /// stages the change with the next revision; once the batch commits it broadcasts the
+    /// event and answers. A put that leaves a deleting object without finalizers removes it.
     /// Answers the object as stored (or as it would be), what happened, and `decide`'s extra
     /// value. A write that leaves the history over its bounds then compacts it (see
     /// `compaction`) before answering.
@@ -418,70 +381,33 @@ impl Store {
             + Send
             + 'static,
     {
-        let (object, written, extra, compact) = self
-            .blocking(move |store, db| {
-                let current = db.load::<R>(&name)?;
-                let existed = current.is_some();
-                let previous = current.clone();
-                let (change, extra) = decide(current, &*db)?;
-                let change = match change {
-                    Change::Put(object) if finalized(&object) => Change::Remove(object),
-                    other => other,
-                };
-                // Rules spanning objects (no double-booking) run here, under the same lock as
-                // the commit, so no other write can slip in between the check and the write.
-                if let Change::Put(object) = &change {
-                    object.admit_against(previous.as_ref(), &*db)?;
-                }
-                let (mut object, written) = match change {
-                    Change::Unchanged(object) => {
-                        return Ok((object, Written::Unchanged, extra, false));
-                    }
-                    Change::Put(object) if existed => (object, Written::Updated),
-                    Change::Put(object) => (object, Written::Created),
-                    Change::Remove(object) => (object, Written::Removed),
-                };
-                if dry_run {
-                    return Ok((object, written, extra, false));
-                }
-                // The state before every change is kept: filtered watches learn from it that an
-                // object left or entered their selection, and later pages of a paged list read
-                // the object as of their revision from it.
-                let previous =
-                    previous.filter(|_| matches!(written, Written::Updated | Written::Removed));
-                // What selectors see of both states, extracted here once (from the objects in
-                // hand) for every filtered watcher of the live event.
-                let body_fields = Selectable::of(&object);
-                let prev_fields = previous.as_ref().map(Selectable::of);
-                let selection_changed =
-                    written == Written::Updated && prev_fields.as_ref() != Some(&body_fields);
-                let prev = previous
-                    .map(|p| serde_json::to_string(&p))
-                    .transpose()
-                    .map_err(|e| AppError::internal(format!("database write failed: {e}")))?;
-                let mut event = db.commit(&mut object, written, prev, selection_changed)?;
-                event.body_fields = Some(body_fields);
-                event.prev_fields = prev_fields;
-                // Sent while the lock is held so live events leave in revision order. A send
-                // fails only when nobody watches, which is fine.
-                let _ = store.inner.live.send(Arc::new(event));
-                let compact = db.bounds.exceeded(db.history_size());
-                Ok((object, written, extra, compact))
-            })
-            .await?;
+        let (reply, answer) = oneshot::channel();
+        self.submit(Op::Write(Box::new(write::Pending {
+            name,
+            dry_run,
+            decide: Some(decide),
+            done: None,
+            reply,
+        })))?;
+        let (object, written, extra, compact) = answer.await.map_err(|_| writer_stopped())??;
         if compact {
             self.compact().await;
         }
         Ok((object, written, extra))
     }
 
-    /// Compacts the history back under its bounds, one batch per transaction, taking the
-    /// lock anew for each so other requests go between batches. The write that asked is
+    /// Compacts the history back under its bounds, one batch per transaction, each queued
+    /// to the writer anew so other writes go between batches. The write that asked is
     /// already committed, so a failure here is logged, not answered; the next write that
     /// finds the history over its bounds tries again.
     async fn compact(&self) {
         loop {
-            match self.blocking(|_, db| db.compact_batch()).await {
+            let (reply, answer) = oneshot::channel();
+            let done = match self.submit(Op::Compact(reply)) {
+                Ok(()) => answer.await.unwrap_or_else(|_| Err(writer_stopped())),
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(true) => continue,
                 Ok(false) => return,
                 Err(e) => {
@@ -498,177 +424,7 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kohakuriver_api::Task;
-
-    type Decision = Result<(Change<Task>, ()), AppError>;
-
-    /// Bounds on the number of events only.
-    fn events(n: u64) -> HistoryBounds {
-        HistoryBounds {
-            events: n,
-            bytes: u64::MAX / 2,
-        }
-    }
-
-    fn put(task: Task) -> impl FnOnce(Option<Task>, &dyn crate::admission::Stored) -> Decision {
-        move |_, _| Ok((Change::Put(task), ()))
-    }
-
-    #[tokio::test]
-    async fn writes_take_consecutive_revisions_and_land_in_history() {
-        let store = Store::open(None, SyncMode::Normal, events(100)).unwrap();
-        let (a, w, ()) = store
-            .write("a".into(), false, put(Task::test("a")))
-            .await
-            .unwrap();
-        assert_eq!(
-            (a.metadata.resource_version, w),
-            (Some(1), Written::Created)
-        );
-        let (a, w, ()) = store.write("a".into(), false, put(a)).await.unwrap();
-        assert_eq!(
-            (a.metadata.resource_version, w),
-            (Some(2), Written::Updated)
-        );
-        let (events, reached) = store.history("Task", 0, None, 10).await.unwrap();
-        assert_eq!(reached, 2);
-        let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
-        assert_eq!(types, [EventType::Added, EventType::Modified]);
-    }
-
-    #[tokio::test]
-    async fn a_resume_from_a_revision_the_store_never_reached_is_gone() {
-        let store = Store::open(None, SyncMode::Normal, events(100)).unwrap();
-        store
-            .write("a".into(), false, put(Task::test("a")))
-            .await
-            .unwrap();
-        assert!(store.subscribe_after(1).await.is_ok());
-        let e = store.subscribe_after(5).await.err().unwrap();
-        assert_eq!(e.0.code, 410);
-        assert!(e.0.message.contains("resourceVersion 5 is newer"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn a_file_store_keeps_its_id_when_durable_and_changes_it_when_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let id = |sync| {
-            Store::open(Some(&path), sync, events(100))
-                .unwrap()
-                .id()
-                .to_string()
-        };
-        let first = id(SyncMode::Full);
-        assert_eq!(id(SyncMode::Full), first);
-        let normal = id(SyncMode::Normal);
-        assert_ne!(normal, first);
-        assert_eq!(id(SyncMode::Full), normal);
-    }
-
-    #[tokio::test]
-    async fn compaction_makes_old_versions_gone() {
-        let store = Store::open(None, SyncMode::Normal, events(3)).unwrap();
-        for i in 0..10 {
-            let name = format!("t{i}");
-            store
-                .write(name.clone(), false, put(Task::test(&name)))
-                .await
-                .unwrap();
-        }
-        let e = store.history("Task", 2, None, 10).await.unwrap_err();
-        assert_eq!(e.0.code, 410);
-        let (events, _) = store.history("Task", 7, None, 10).await.unwrap();
-        assert_eq!(events.len(), 3);
-    }
-
-    #[tokio::test]
-    async fn the_history_stays_under_its_byte_bound_and_watchers_behind_it_are_gone() {
-        // The case that made the bound: label patches on one large task, each of which
-        // keeps the whole task twice (as written, and as it was) in the history; 100 of
-        // them on a 900 KB task once grew the database by 180 MB.
-        let cap = 20 * 1024 * 1024;
-        let bounds = HistoryBounds {
-            events: 100_000,
-            bytes: cap,
-        };
-        let store = Store::open(None, SyncMode::Normal, bounds).unwrap();
-        let big = Task::test("big").command(&[&"x".repeat(900_000)]);
-        let (mut task, _, ()) = store.write("big".into(), false, put(big)).await.unwrap();
-        for i in 0..100 {
-            task.metadata.labels.insert("round".into(), i.to_string());
-            (task, _, ()) = store.write("big".into(), false, put(task)).await.unwrap();
-            let counted = store.lock().history_bytes;
-            assert!(counted <= cap, "after patch {i}: {counted} bytes kept");
-        }
-        let (kept, counted) = {
-            let db = store.lock();
-            (db::history_bytes(&db.conn).unwrap(), db.history_bytes)
-        };
-        assert_eq!(kept, counted, "the running total is the history's size");
-        assert!(kept > cap / 2, "compaction went too far: {kept} bytes kept");
-        let used = store.with_conn(|c| {
-            let pragma = |name: &str| -> u64 {
-                c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
-                    .unwrap() as u64
-            };
-            (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
-        });
-        assert!(
-            used <= cap + compaction::BATCH_BYTES,
-            "the database holds {used} bytes"
-        );
-        // A watcher (or a continue token) from before the compaction point must list again.
-        let e = store.history("Task", 1, None, 10).await.unwrap_err();
-        assert_eq!(e.0.code, 410, "{e}");
-        let e = store.subscribe_after(1).await.err().unwrap();
-        assert_eq!(e.0.code, 410, "{e}");
-        // One at the compaction point still reads every event after it.
-        let compacted = store.lock().compacted;
-        let (events, reached) = store.history("Task", compacted, None, 200).await.unwrap();
-        assert_eq!(reached, 101);
-        assert_eq!(events.len() as u64, 101 - compacted);
-    }
-
-    #[tokio::test]
-    async fn the_history_size_is_counted_again_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let store = Store::open(Some(&path), SyncMode::Full, events(100)).unwrap();
-        let (a, ..) = store
-            .write("a".into(), false, put(Task::test("a")))
-            .await
-            .unwrap();
-        store.write("a".into(), false, put(a)).await.unwrap();
-        let counted = store.lock().history_bytes;
-        assert!(counted > 0);
-        drop(store);
-        let reopened = Store::open(Some(&path), SyncMode::Full, events(100)).unwrap();
-        assert_eq!(reopened.lock().history_bytes, counted);
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_leaves_nothing_behind() {
-        let store = Store::open(None, SyncMode::Normal, events(100)).unwrap();
-        store
-            .write("a".into(), false, put(Task::test("a")))
-            .await
-            .unwrap();
-        // Simulate a full disk: forbid the database from growing.
-        store.with_conn(|c| {
-            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-            c.pragma_update(None, "max_page_count", pages).unwrap();
-        });
-        let big = Task::test("b").command(&[&"x".repeat(200_000)]);
-        let e = store.write("b".into(), false, put(big)).await.unwrap_err();
-        assert_eq!(e.0.code, 500);
-        assert!(e.0.message.starts_with("database write failed"), "{e}");
-        assert_eq!(store.revision(), 1);
-        assert!(store.get::<Task>("b".into()).await.unwrap().is_none());
-        let (events, _) = store.history("Task", 0, None, 10).await.unwrap();
-        assert_eq!(events.len(), 1);
-    }
+/// The writer thread is gone (it panicked outside a job): nothing can be written.
+fn writer_stopped() -> AppError {
+    AppError::internal("database write failed: the store's writer stopped")
 }
