@@ -1,9 +1,10 @@
-//! Reading manifests: one or more YAML documents (or a JSON object), each a `Task` or a
-//! `Node`, with errors that name the document, the field path and the problem.
+//! Reading manifests: one or more YAML documents (or a JSON object), each a `Task`, a
+//! `TaskGroup` or a `Node`, with errors that name the document, the field path and the problem.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::group::TaskGroup;
 use crate::node::Node;
 use crate::task::Task;
 
@@ -14,6 +15,8 @@ pub enum Manifest {
     Task(Box<Task>),
     /// A node.
     Node(Box<Node>),
+    /// A task group.
+    TaskGroup(Box<TaskGroup>),
 }
 
 impl Manifest {
@@ -22,6 +25,7 @@ impl Manifest {
         match self {
             Manifest::Task(_) => "Task",
             Manifest::Node(_) => "Node",
+            Manifest::TaskGroup(_) => "TaskGroup",
         }
     }
 
@@ -30,6 +34,7 @@ impl Manifest {
         match self {
             Manifest::Task(t) => &t.metadata.name,
             Manifest::Node(n) => &n.metadata.name,
+            Manifest::TaskGroup(g) => &g.metadata.name,
         }
     }
 }
@@ -69,7 +74,7 @@ fn manifest_from_value(value: serde_yaml::Value) -> Result<Manifest, String> {
         .ok_or_else(|| "expected an object with apiVersion, kind, metadata and spec".to_string())?;
     let kind = mapping
         .get("kind")
-        .ok_or_else(|| "missing field `kind` (Task or Node)".to_string())?;
+        .ok_or_else(|| "missing field `kind` (Task, TaskGroup or Node)".to_string())?;
     let api_version = mapping.get("apiVersion").ok_or_else(|| {
         format!(
             "missing field `apiVersion` (expected {})",
@@ -86,8 +91,9 @@ fn manifest_from_value(value: serde_yaml::Value) -> Result<Manifest, String> {
     match kind.as_str() {
         Some("Task") => Ok(Manifest::Task(Box::new(from_yaml_value(value)?))),
         Some("Node") => Ok(Manifest::Node(Box::new(from_yaml_value(value)?))),
+        Some("TaskGroup") => Ok(Manifest::TaskGroup(Box::new(from_yaml_value(value)?))),
         _ => Err(format!(
-            "kind: {} is not a known kind; expected Task or Node",
+            "kind: {} is not a known kind; expected Task, TaskGroup or Node",
             yaml_scalar(kind)
         )),
     }

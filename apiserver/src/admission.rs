@@ -6,6 +6,8 @@
 //! object and writing the new one, so a check such as the `resourceVersion` precondition
 //! can never race with another writer.
 
+mod group;
+
 use kohakuriver_api::auth::{Policy, Role, Target, Verb, task_change, validate_node_status};
 use kohakuriver_api::columns::Tabular;
 use kohakuriver_api::precondition::{Stale, check_status_precondition, stamp_binding};
@@ -475,6 +477,8 @@ fn keep_server_fields<R: Served>(current: &R, new: &mut R) {
     meta.resource_version = old.resource_version;
     meta.generation = Some(generation);
     meta.owner = old.owner.clone();
+    // Set once, by whoever created the object (the group controller for members).
+    meta.owner_references = old.owner_references.clone();
     // Managed fields a write sends are taken as sent (how a client resets or hands over
     // ownership, as in Kubernetes); a write that sends none keeps the stored ones.
     if meta.managed_fields.is_empty() {

@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod daemon;
 pub mod delete;
 pub mod describe;
+pub mod describe_group;
 pub mod diff;
 pub mod get;
 pub mod kubeconfig;
