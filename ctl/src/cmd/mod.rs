@@ -16,6 +16,7 @@ pub mod login;
 pub mod node;
 pub mod server;
 pub mod task;
+pub mod task_group;
 pub mod token;
 pub mod up;
 pub mod wait;
