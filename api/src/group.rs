@@ -148,6 +148,13 @@ pub struct TaskGroupStatus {
     /// Members per phase, and those not created yet.
     #[serde(default)]
     pub counts: MemberCounts,
+    /// The indexes whose member succeeded (`0-3,7`): kept when a finished member is deleted
+    /// (its `ttlSecondsAfterFinished`, or by hand), so it is not made again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub succeeded_indexes: String,
+    /// The indexes whose member ended without success, kept likewise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failed_indexes: String,
     /// The members that ended without success, by index (at most 100 listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_members: Vec<FailedMember>,

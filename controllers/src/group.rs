@@ -17,13 +17,17 @@
 //!   retries left, as Pending; indexes without a member as `notCreated`), names failed members, and sets `Complete` (every member
 //!   succeeded) or `Failed` (policy tripped, killed, or finished with failures).
 //!
+//! - `status.succeededIndexes` and `failedIndexes` record finished indexes, so a finished
+//!   member deleted later (its `ttlSecondsAfterFinished`, or by hand) is neither made
+//!   again nor forgotten in the counts; an unfinished member deleted by hand is made again.
+//!
 //! [`plan_orphans`] names members whose group is gone (deleted, or deleted and made again
 //! under the same name: another uid): the loop deletes them, which is how deleting a group
 //! deletes its members and, through their container finalizer, stops their containers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kohakuriver_api::group::indexes::parse_indexes;
+use kohakuriver_api::group::indexes::{format_indexes, parse_indexes, parse_recorded};
 use kohakuriver_api::group::member::{member_index, member_name};
 use kohakuriver_api::group::{
     FailedMember, GroupState, MAX_FAILED_LISTED, MemberCounts, TaskGroup, TaskGroupStatus,
@@ -61,9 +65,16 @@ pub fn plan_group(
         .iter()
         .filter_map(|t| member_index(t, group).map(|i| (i, *t)))
         .collect();
+    let recorded_ok: BTreeSet<u32> = parse_recorded(&group.status.succeeded_indexes)
+        .into_iter()
+        .collect();
+    let recorded_failed: BTreeSet<u32> = parse_recorded(&group.status.failed_indexes)
+        .into_iter()
+        .collect();
     let mut counts = MemberCounts::default();
     let mut failed: Vec<FailedMember> = Vec::new();
     let mut missing = Vec::new();
+    let (mut ok_now, mut failed_now) = (Vec::new(), Vec::new());
     for &index in &indexes {
         match by_index.get(&index) {
             // A failed member with retries left goes back to Pending (task lifecycle): it
@@ -73,7 +84,11 @@ pub fn plan_group(
             }
             Some(task) => {
                 counts.add(task.status.phase);
+                if task.status.phase == TaskPhase::Succeeded {
+                    ok_now.push(index);
+                }
                 if task.status.phase.is_terminal() && task.status.phase != TaskPhase::Succeeded {
+                    failed_now.push(index);
                     failed.push(FailedMember {
                         index,
                         name: task.metadata.name.clone(),
@@ -83,6 +98,21 @@ pub fn plan_group(
                         finished_at: task.status.finished_at,
                     });
                 }
+            }
+            // A finished member deleted since (TTL, or by hand) stays finished.
+            None if recorded_ok.contains(&index) => {
+                counts.add(TaskPhase::Succeeded);
+                ok_now.push(index);
+            }
+            None if recorded_failed.contains(&index) => {
+                counts.add(TaskPhase::Failed);
+                failed_now.push(index);
+                let listed = group
+                    .status
+                    .failed_members
+                    .iter()
+                    .find(|m| m.index == index);
+                failed.extend(listed.cloned());
             }
             None if in_flight.contains(&index) => counts.add(TaskPhase::Pending),
             None => {
@@ -122,7 +152,10 @@ pub fn plan_group(
     status.observed_generation = group.metadata.generation;
     status.total = total;
     status.counts = counts.clone();
+    failed.sort_by_key(|m| m.index);
     failed.truncate(MAX_FAILED_LISTED);
+    status.succeeded_indexes = format_indexes(ok_now);
+    status.failed_indexes = format_indexes(failed_now);
     status.failed_members = failed;
     status.finished_at = if finished {
         Some(group.status.finished_at.unwrap_or(now))

@@ -61,6 +61,38 @@ fn too_many(text: &str) -> String {
     format!("{text:?} names more than {MAX_MEMBERS} indexes, the most one group may have")
 }
 
+/// The indexes as the grammar writes them, ranges compressed: `0-3,7,9-10`; empty for none.
+pub fn format_indexes(indexes: impl IntoIterator<Item = u32>) -> String {
+    let mut sorted: Vec<u32> = indexes.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// The indexes of a status field written by [`format_indexes`]; empty text is none.
+pub fn parse_recorded(text: &str) -> Vec<u32> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    parse_indexes(text).unwrap_or_default()
+}
+
 /// Splits the CLI's `--array INDEXES[%PARALLELISM]` (Slurm's form): the index text,
 /// checked, and the parallelism when given.
 pub fn parse_array_flag(text: &str) -> Result<(String, Option<u32>), String> {
@@ -108,6 +140,14 @@ mod tests {
         assert!(err("1000000").contains("above the largest allowed index 999999"));
         assert!(err("0-999999").contains("more than 100000 indexes"));
         assert!(err("-1").contains("not an index or range"));
+    }
+
+    #[test]
+    fn formatting_compresses_ranges_and_round_trips() {
+        assert_eq!(format_indexes([3, 0, 1, 2, 7, 9, 10]), "0-3,7,9-10");
+        assert_eq!(format_indexes([]), "");
+        assert_eq!(parse_recorded("0-3,7"), [0, 1, 2, 3, 7]);
+        assert!(parse_recorded("").is_empty());
     }
 
     #[test]

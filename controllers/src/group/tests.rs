@@ -222,6 +222,25 @@ fn a_settled_group_writes_nothing() {
 }
 
 #[test]
+fn finished_members_deleted_later_are_not_made_again() {
+    let g = group("0-2", Some(1));
+    let tasks = members(&g, &[(0, TaskPhase::Succeeded), (1, TaskPhase::Failed)]);
+    let refs: Vec<&Task> = tasks.iter().collect();
+    let first = plan_group(&g, &refs, &BTreeSet::new(), at(5));
+    assert_eq!(first.create, vec![2]);
+    let mut recorded = g.clone();
+    recorded.status = first.status.expect("a status");
+    assert_eq!(recorded.status.succeeded_indexes, "0");
+    assert_eq!(recorded.status.failed_indexes, "1");
+    // Both finished members are deleted (TTL): nothing is made again, the counts stay.
+    let later = plan_group(&recorded, &[], &BTreeSet::new(), at(9));
+    assert_eq!(later.create, vec![2]);
+    let status = later.status.unwrap_or(recorded.status.clone());
+    assert_eq!((status.counts.succeeded, status.counts.failed), (1, 1));
+    assert_eq!(status.failed_members[0].name, "g-1");
+}
+
+#[test]
 fn orphans_are_members_of_missing_groups() {
     let g = group("0-1", None);
     let mut gone = group("0-1", None);
