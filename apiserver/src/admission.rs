@@ -26,6 +26,8 @@ pub trait Served: Tabular + PartialEq {
     /// True for kinds whose objects run in an image (tasks): a new one that names none
     /// needs a default image somewhere (`objects::image_refusal`).
     const RUNS_AN_IMAGE: bool = false;
+    /// Where the task spec is in a body of this kind (`/spec`, or a group's template).
+    const TASK_SPEC_POINTER: &'static str = "/spec";
     /// Field errors of the user-written parts (metadata and spec).
     fn validate(&self) -> Vec<FieldError>;
     /// The kind's JSON Schema, against which unknown fields are found.

@@ -13,6 +13,10 @@ use crate::auth::Caller;
 use crate::error::AppError;
 
 impl Served for TaskGroup {
+    // A group whose members could never get an image is refused when it is written, not
+    // member by member.
+    const RUNS_AN_IMAGE: bool = true;
+    const TASK_SPEC_POINTER: &'static str = "/spec/template/spec";
     fn validate(&self) -> Vec<FieldError> {
         validate_group(self)
     }

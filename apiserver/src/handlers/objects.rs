@@ -98,11 +98,17 @@ async fn image_refusal<R: Served>(
     if !R::RUNS_AN_IMAGE || state.config().default_image.is_some() {
         return Ok(None);
     }
-    let named = |field: &str| body.pointer(field).is_some_and(|v| !v.is_null());
-    if named("/spec/image") || named("/spec/container") {
+    let spec = R::TASK_SPEC_POINTER;
+    let named = |field: &str| {
+        body.pointer(&format!("{spec}{field}"))
+            .is_some_and(|v| !v.is_null())
+    };
+    if named("/image") || named("/container") {
         return Ok(None);
     }
-    let pinned = body.pointer("/spec/placement/node").and_then(Value::as_str);
+    let pinned = body
+        .pointer(&format!("{spec}/placement/node"))
+        .and_then(Value::as_str);
     let (_, bodies) = state.store().list(Node::KIND, None, None).await?;
     let nodes: Vec<Node> = bodies
         .iter()
