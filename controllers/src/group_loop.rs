@@ -12,7 +12,8 @@
 //! it already exists) stays expected until the watch shows the member or `resync` passes,
 //! so the parallelism limit holds even then. Status writes, kills and deletions are marked
 //! with the version acted on and skipped until the cache shows a newer one, as in the
-//! lifecycle loop.
+//! lifecycle loop. Lock order: the cache, then the expectations, then the marks; a worker
+//! never takes the cache's lock while holding another.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -218,26 +219,26 @@ fn decide(shared: &Shared) -> Vec<Job> {
 async fn act(shared: &Shared, job: Job) {
     let (key, result): (Option<(&'static str, String)>, Result<(), Error>) = match job {
         Job::Create(task, uid, index) => {
-            let result = shared.tasks.create(&task).await;
-            let mut expected = lock(&shared.expected);
-            match result {
+            // Lock order: `decide` holds the cache's lock and then takes the expectations',
+            // so the expectations' lock is never held here while the cache's is taken.
+            match shared.tasks.create(&task).await {
                 Ok(created) => {
                     // Into the cache first, then the expectation goes: a round in between
                     // counts the member twice, never zero times.
                     shared.store.upsert_task(created);
-                    expected.remove(&(uid, index));
+                    lock(&shared.expected).remove(&(uid, index));
                     return;
                 }
                 Err(e) if e.is_invalid() || e.is_forbidden() => {
                     // Refused for good: not created, so no longer expected.
                     tracing::warn!(error = %e, "member refused");
-                    expected.remove(&(uid, index));
+                    lock(&shared.expected).remove(&(uid, index));
                     (None, Err(e))
                 }
                 Err(e) => {
                     // Maybe created: expected until the watch shows it or a resync passes.
                     let until = shared.config.clock.elapsed() + shared.config.resync;
-                    expected.insert((uid, index), Some(until));
+                    lock(&shared.expected).insert((uid, index), Some(until));
                     (None, Err(e))
                 }
             }
