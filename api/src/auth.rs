@@ -12,8 +12,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::group::TaskGroup;
 use crate::meta::Timestamp;
 use crate::node::{Node, NodeStatus};
+use crate::resource::Resource;
 use crate::task::{Allocation, Task, TaskPhase, TaskSpec};
 use crate::{CpuSet, DesiredState};
 
@@ -246,6 +248,10 @@ pub enum Target<'a> {
     },
     /// One task: the stored one, or the new one on create.
     Task(&'a Task),
+    /// The task group collection.
+    TaskGroups,
+    /// One task group: the stored one, or the new one on create.
+    TaskGroup(&'a TaskGroup),
     /// The node collection.
     Nodes,
     /// One node, by name.
@@ -271,6 +277,11 @@ impl Target<'_> {
                 }
                 s
             }
+            Target::TaskGroups => "task groups".to_string(),
+            Target::TaskGroup(g) => match &g.metadata.owner {
+                Some(owner) => format!("task group {} owned by {owner:?}", g.metadata.name),
+                None => format!("task group {} (no owner)", g.metadata.name),
+            },
             Target::Nodes => "nodes".to_string(),
             Target::Node(n) => format!("node {n}"),
             Target::Tokens => "tokens".to_string(),
@@ -381,6 +392,9 @@ pub fn authorize(
                 _ => refuse("a node may only read the tasks bound to it and write their status"),
             },
             Target::Task(_) => refuse("the task is not bound to this node"),
+            Target::TaskGroups | Target::TaskGroup(_) => {
+                refuse("a node reads only the tasks bound to it, never task groups")
+            }
             Target::Tokens | Target::Store | Target::Server | Target::Discovery => refuse(""),
         },
         Role::Controllers => match (verb, target) {
@@ -388,6 +402,12 @@ pub fn authorize(
             | (Get | List | Watch, Target::Nodes | Target::Node(_)) => Ok(()),
             (UpdateStatus | Kill | RemoveFinalizer | Delete, Target::Task(_)) => Ok(()),
             (UpdateStatus, Target::Node(_)) => Ok(()),
+            // The group controller: reads groups, writes their status, and creates their
+            // members (tasks owned by a group, and only those).
+            (Get | List | Watch | UpdateStatus, Target::TaskGroups | Target::TaskGroup(_)) => {
+                Ok(())
+            }
+            (Create, Target::Task(t)) if t.metadata.owned_by(TaskGroup::KIND).is_some() => Ok(()),
             _ => refuse("the controllers bind tasks and write lifecycle status only"),
         },
         Role::Viewer | Role::User | Role::Operator | Role::Admin => {
@@ -436,6 +456,16 @@ fn authorize_person(
             Get | List | Watch => Ok(()),
             _ => refuse(""),
         },
+        Target::TaskGroups => match verb {
+            Get | List | Watch => Ok(()),
+            _ => refuse(""),
+        },
+        Target::TaskGroup(group) => authorize_group(who, verb, group, policy),
+        Target::Task(task) if verb == Create && !task.metadata.owner_references.is_empty() => {
+            refuse(
+                "metadata.ownerReferences is set by the group controller on the members it creates; leave it out",
+            )
+        }
         Target::Task(task) => {
             let mine = owns(who, task);
             let private = policy.private_tasks && role == Role::User && !mine;
@@ -457,6 +487,37 @@ fn authorize_person(
                 _ => refuse(""),
             }
         }
+    }
+}
+
+/// A person's rights on a task group: the same as on a task (a user creates groups and
+/// manages their own, an operator every one, a viewer reads).
+fn authorize_group(
+    who: &Identity,
+    verb: Verb,
+    group: &TaskGroup,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    use Verb::*;
+    let role = who.role;
+    let target = Target::TaskGroup(group);
+    let refuse = |why: &str| deny(who, verb, &target, why);
+    let mine = group.metadata.owner.as_deref() == Some(who.name.as_str());
+    let private = policy.private_tasks && role == Role::User && !mine;
+    match verb {
+        Get if private => refuse("task groups are private to their owners on this server"),
+        Get | List | Watch => Ok(()),
+        UpdateStatus if role == Role::Admin => Ok(()),
+        UpdateStatus => refuse("a task group's status is written by the group controller"),
+        Create if role.at_least(Role::User) => Ok(()),
+        Update | Kill | Delete | RemoveFinalizer
+            if role.at_least(Role::Operator) || (role == Role::User && mine) =>
+        {
+            Ok(())
+        }
+        _ if role == Role::Viewer => refuse("a viewer may only read"),
+        _ if role == Role::User => refuse("a user may change only their own task groups"),
+        _ => refuse(""),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::group::TaskGroup;
 use crate::meta::{Timestamp, find_condition};
 use crate::quantity::format_bytes;
 use crate::resource::Resource;
@@ -267,6 +268,91 @@ impl Tabular for Node {
     }
 }
 
+impl Tabular for TaskGroup {
+    const COLUMNS: &'static [Column] = &[
+        column("Name", "string", 0, "The group's name."),
+        column(
+            "Status",
+            "string",
+            0,
+            "Complete, Failed, Killed, Running, or Waiting before the controller started it.",
+        ),
+        column(
+            "Succeeded",
+            "string",
+            0,
+            "Members succeeded out of all (status.counts.succeeded / status.total).",
+        ),
+        column(
+            "Running",
+            "integer",
+            0,
+            "Members created and not finished (pending, assigned, running, paused, unknown).",
+        ),
+        column(
+            "Failed",
+            "integer",
+            0,
+            "Members that ended without success (failed, killed, lost).",
+        ),
+        column("Age", "string", 0, "Time since the group was created."),
+        column(
+            "Parallelism",
+            "string",
+            1,
+            "The most members unfinished at once (spec.parallelism), or all.",
+        ),
+        column("Indexes", "string", 1, "The index set (spec.indexes)."),
+        column("Owner", "string", 1, "Who created it (metadata.owner)."),
+        column(
+            "Command",
+            "string",
+            1,
+            "The template's command (spec.template.spec.command), shortened.",
+        ),
+    ];
+
+    fn cells(&self, now: Timestamp) -> Vec<Cell> {
+        let counts = &self.status.counts;
+        vec![
+            self.metadata.name.clone().into(),
+            group_status(self).into(),
+            format!("{}/{}", counts.succeeded, self.status.total).into(),
+            counts.unfinished().into(),
+            counts.failures().into(),
+            age(self.metadata.creation_timestamp, now).into(),
+            self.spec
+                .parallelism
+                .map_or_else(|| "all".to_string(), |p| p.to_string())
+                .into(),
+            truncate(&self.spec.indexes, 30).into(),
+            or_dash(self.metadata.owner.as_deref()).into(),
+            truncate(&self.spec.template.spec.command.join(" "), 50).into(),
+        ]
+    }
+}
+
+/// A group's state in one word: `Complete`, `Failed`, `Killed`, `Running` or `Waiting`
+/// (not yet started by the controller), with `(deleting)` while it is being deleted.
+pub fn group_status(group: &TaskGroup) -> String {
+    let word = if group.condition_holds("Complete") {
+        "Complete"
+    } else if group.condition_holds("Failed") {
+        "Failed"
+    } else if group.spec.state == crate::group::GroupState::Killed {
+        "Killed"
+    } else if group.status.started_at.is_some() {
+        "Running"
+    } else {
+        "Waiting"
+    };
+    if group.metadata.is_deleting() {
+        format!("{word} (deleting)")
+    } else {
+        word.to_string()
+    }
+}
+
 /// The phase, with `(deleting)` while finalizers hold a deleted task.
 fn task_phase(task: &Task) -> String {
     let phase = task.status.phase.to_string();
@@ -444,6 +530,9 @@ mod tests {
         assert_eq!(t.cells(now()).len(), Task::COLUMNS.len());
         let n = Node::test("a");
         assert_eq!(n.cells(now()).len(), Node::COLUMNS.len());
+        let g = TaskGroup::new("g", Task::test("x").spec, "0-3");
+        assert_eq!(g.cells(now()).len(), TaskGroup::COLUMNS.len());
+        assert_eq!(text_row(&g, false, now())[..3], ["g", "Waiting", "0/0"]);
         assert_eq!(Task::COLUMNS[0].format, "name");
         assert_eq!(Task::COLUMNS[1].format, "");
     }

@@ -274,15 +274,7 @@ pub fn validate_dependencies(own_name: &str, deps: &[Dependency]) -> Vec<FieldEr
             errors.push(FieldError::new(field, e));
             continue;
         }
-        if dep.kind == DependencyKind::TaskGroup {
-            errors.push(FieldError::new(
-                format!("spec.dependsOn[{i}].kind"),
-                format!(
-                    "{:?} is a TaskGroup dependency: TaskGroup dependencies need the TaskGroup kind, which this server does not serve; name the tasks (kind Task)",
-                    dep.name
-                ),
-            ));
-        } else if dep.name == own_name {
+        if dep.name == own_name && dep.kind == DependencyKind::Task {
             errors.push(FieldError::new(
                 field,
                 format!("task {own_name:?} cannot depend on itself"),
@@ -485,7 +477,7 @@ mod tests {
             &[dep("a"), dep("Bad_Name"), dep("me"), dep("a"), group],
         );
         let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(got.len(), 4, "{got:#?}");
+        assert_eq!(got.len(), 3, "a group dependency is valid: {got:#?}");
         assert!(got[0].starts_with("spec.dependsOn[1].name: \"Bad_Name\" is not a valid name"));
         assert_eq!(
             got[1],
@@ -495,7 +487,6 @@ mod tests {
             got[2],
             "spec.dependsOn[3].name: \"a\" is named twice; name each upstream once"
         );
-        assert!(got[3].starts_with("spec.dependsOn[4].kind: \"sweep\" is a TaskGroup dependency: TaskGroup dependencies need the TaskGroup kind"));
         assert!(validate_dependencies("me", &[dep("a"), dep("b")]).is_empty());
     }
 

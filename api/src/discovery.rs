@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 
+use crate::group::TaskGroup;
 use crate::media::parse_accept;
 use crate::node::Node;
 use crate::resource::{Resource, Subresource};
@@ -63,7 +64,11 @@ impl KindInfo {
 
 /// Every kind the server serves, in the order discovery lists them.
 pub fn served_kinds() -> Vec<KindInfo> {
-    vec![KindInfo::of::<Task>(), KindInfo::of::<Node>()]
+    vec![
+        KindInfo::of::<Task>(),
+        KindInfo::of::<TaskGroup>(),
+        KindInfo::of::<Node>(),
+    ]
 }
 
 /// `GroupVersionForDiscovery`.
@@ -517,6 +522,7 @@ mod tests {
             kinds,
             [
                 "Task tasks task short=tk categories=all,kohakuriver sub=status,log",
+                "TaskGroup taskgroups taskgroup short=tg categories=all,kohakuriver sub=status",
                 "Node nodes node short=no categories=kohakuriver sub=status",
             ]
         );
@@ -551,6 +557,8 @@ mod tests {
                 "tasks",
                 "tasks/status",
                 "tasks/log",
+                "taskgroups",
+                "taskgroups/status",
                 "nodes",
                 "nodes/status"
             ]

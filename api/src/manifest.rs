@@ -1,5 +1,5 @@
-//! Reading manifests: one or more YAML documents (or a JSON object), each a `Task` or a
-//! `Node`, with errors that name the document, the field path and the problem.
+//! Reading manifests: one or more YAML documents (or a JSON object), each a `Task`, a
+//! `TaskGroup` or a `Node`, with errors that name the document, the field path and the problem.
 
 use std::collections::HashMap;
 
@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::dependency::Dependency;
+use crate::group::TaskGroup;
 
 use crate::node::Node;
 use crate::task::Task;
@@ -18,6 +19,8 @@ pub enum Manifest {
     Task(Box<Task>),
     /// A node.
     Node(Box<Node>),
+    /// A task group.
+    TaskGroup(Box<TaskGroup>),
 }
 
 impl Manifest {
@@ -26,6 +29,7 @@ impl Manifest {
         match self {
             Manifest::Task(_) => "Task",
             Manifest::Node(_) => "Node",
+            Manifest::TaskGroup(_) => "TaskGroup",
         }
     }
 
@@ -34,13 +38,16 @@ impl Manifest {
         match self {
             Manifest::Task(t) => &t.metadata.name,
             Manifest::Node(n) => &n.metadata.name,
+            Manifest::TaskGroup(g) => &g.metadata.name,
         }
     }
 
-    /// The objects this one depends on (`spec.dependsOn`); none for nodes.
+    /// The objects this one depends on (`spec.dependsOn`, a group's through its template);
+    /// none for nodes.
     pub fn depends_on(&self) -> &[Dependency] {
         match self {
             Manifest::Task(t) => &t.spec.depends_on,
+            Manifest::TaskGroup(g) => &g.spec.template.spec.depends_on,
             Manifest::Node(_) => &[],
         }
     }
@@ -129,7 +136,7 @@ fn manifest_from_value(value: serde_yaml::Value) -> Result<Manifest, String> {
         .ok_or_else(|| "expected an object with apiVersion, kind, metadata and spec".to_string())?;
     let kind = mapping
         .get("kind")
-        .ok_or_else(|| "missing field `kind` (Task or Node)".to_string())?;
+        .ok_or_else(|| "missing field `kind` (Task, TaskGroup or Node)".to_string())?;
     let api_version = mapping.get("apiVersion").ok_or_else(|| {
         format!(
             "missing field `apiVersion` (expected {})",
@@ -146,8 +153,9 @@ fn manifest_from_value(value: serde_yaml::Value) -> Result<Manifest, String> {
     match kind.as_str() {
         Some("Task") => Ok(Manifest::Task(Box::new(from_yaml_value(value)?))),
         Some("Node") => Ok(Manifest::Node(Box::new(from_yaml_value(value)?))),
+        Some("TaskGroup") => Ok(Manifest::TaskGroup(Box::new(from_yaml_value(value)?))),
         _ => Err(format!(
-            "kind: {} is not a known kind; expected Task or Node",
+            "kind: {} is not a known kind; expected Task, TaskGroup or Node",
             yaml_scalar(kind)
         )),
     }

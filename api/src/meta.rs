@@ -51,11 +51,36 @@ pub struct ObjectMeta {
     /// Cleanup that must happen before the object goes away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
+    /// The objects this one belongs to (a task group's members name their group): when
+    /// the owner is gone, the controllers delete this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
     /// Which writer (field manager) set which fields of `spec`, `metadata.labels` and
     /// `metadata.annotations`, as Kubernetes keeps it for server-side apply. Kept by the
     /// server; a value sent in a body is ignored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_fields: Vec<ManagedFieldsEntry>,
+}
+
+/// A reference to the object that owns this one, in Kubernetes' `ownerReferences` shape.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OwnerReference {
+    /// The owner's `apiVersion`, `kohakuriver/v1`.
+    pub api_version: String,
+    /// The owner's kind, e.g. `TaskGroup`.
+    pub kind: String,
+    /// The owner's name.
+    pub name: String,
+    /// The owner's uid: an owner deleted and recreated under the same name owns nothing of
+    /// the old one's.
+    pub uid: String,
+    /// True when the owner is the controller that made this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<bool>,
+    /// True when the owner waits for this object on a foreground delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_owner_deletion: Option<bool>,
 }
 
 /// How a field manager last wrote its fields.
@@ -97,6 +122,11 @@ impl ObjectMeta {
             name: name.into(),
             ..Default::default()
         }
+    }
+
+    /// The reference to an owner of kind `kind`, if any.
+    pub fn owned_by(&self, kind: &str) -> Option<&OwnerReference> {
+        self.owner_references.iter().find(|r| r.kind == kind)
     }
 
     /// True once deletion was asked.

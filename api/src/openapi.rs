@@ -6,11 +6,12 @@
 //! `#/components/schemas`, a `$ref` with siblings is wrapped in `allOf` (as Kubernetes
 //! does), `["T", "null"]` types and `anyOf [X, null]` become `nullable`, and enums of
 //! documented constants become `enum` with the variants described in the text. `Task`,
-//! `TaskList`, `Node` and `NodeList` carry `x-kubernetes-group-version-kind`, and so does
+//! `TaskList`, `Node`, `NodeList`, `TaskGroup` and `TaskGroupList` carry `x-kubernetes-group-version-kind`, and so does
 //! every operation, which is how kubectl finds them.
 
 use serde_json::{Map, Value, json};
 
+use crate::group::TaskGroup;
 use crate::node::Node;
 use crate::resource::Resource;
 use crate::task::Task;
@@ -28,16 +29,18 @@ pub fn document() -> Value {
     let mut schemas = Map::new();
     add_kind::<Task>(&mut schemas, schemars::schema_for!(Task));
     add_kind::<Node>(&mut schemas, schemars::schema_for!(Node));
+    add_kind::<TaskGroup>(&mut schemas, schemars::schema_for!(TaskGroup));
     add_schema(&mut schemas, "ListMeta", schemars::schema_for!(ListMeta));
     let mut paths = Map::new();
     kind_paths::<Task>(&mut paths);
     kind_paths::<Node>(&mut paths);
+    kind_paths::<TaskGroup>(&mut paths);
     json!({
         "openapi": "3.0.0",
         "info": {
             "title": "KohakuRiver",
             "version": VERSION,
-            "description": "Tasks and nodes of a KohakuRiver cluster.",
+            "description": "Tasks, task groups and nodes of a KohakuRiver cluster.",
         },
         "paths": paths,
         "components": { "schemas": schemas },
@@ -486,7 +489,14 @@ mod tests {
     #[test]
     fn kinds_and_operations_carry_their_group_version_kind() {
         let doc = document();
-        for kind in ["Task", "TaskList", "Node", "NodeList"] {
+        for kind in [
+            "Task",
+            "TaskList",
+            "Node",
+            "NodeList",
+            "TaskGroup",
+            "TaskGroupList",
+        ] {
             assert_eq!(
                 doc["components"]["schemas"][kind]["x-kubernetes-group-version-kind"],
                 json!([{"group": "kohakuriver", "version": "v1", "kind": kind}]),

@@ -1,12 +1,18 @@
 //! JSON Schema of the resources, generated from the types (served by the API server and
 //! written to `manifests/schema/`).
 
+use crate::group::TaskGroup;
 use crate::node::Node;
 use crate::task::Task;
 
 /// The JSON Schema of `Task`, pretty-printed.
 pub fn task_schema_json() -> String {
     pretty(serde_json::to_value(schemars::schema_for!(Task)).unwrap_or_default())
+}
+
+/// The JSON Schema of `TaskGroup`, pretty-printed.
+pub fn task_group_schema_json() -> String {
+    pretty(serde_json::to_value(schemars::schema_for!(TaskGroup)).unwrap_or_default())
 }
 
 /// The JSON Schema of `Node`, pretty-printed.
@@ -25,5 +31,6 @@ pub fn schema_files() -> Vec<(&'static str, String)> {
     vec![
         ("task.schema.json", task_schema_json()),
         ("node.schema.json", node_schema_json()),
+        ("taskgroup.schema.json", task_group_schema_json()),
     ]
 }

@@ -91,7 +91,7 @@ pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_labels(
+pub(crate) fn check_labels(
     errors: &mut Vec<FieldError>,
     path: &str,
     map: &std::collections::BTreeMap<String, String>,
@@ -112,7 +112,7 @@ fn check_labels(
 /// object and sent to every watcher.
 pub const MAX_METADATA_BYTES: usize = 256 * 1024;
 
-fn check_metadata_size(
+pub(crate) fn check_metadata_size(
     errors: &mut Vec<FieldError>,
     labels: &std::collections::BTreeMap<String, String>,
     annotations: &std::collections::BTreeMap<String, String>,

@@ -6,6 +6,8 @@
 //! current object and writing the new one, so a check such as the `resourceVersion`
 //! precondition can never race with another write.
 
+mod group;
+
 use kohakuriver_api::auth::{Policy, Role, Target, Verb, task_change, validate_node_status};
 use kohakuriver_api::columns::Tabular;
 use kohakuriver_api::precondition::{Stale, check_status_precondition, stamp_binding};
@@ -24,6 +26,8 @@ pub trait Served: Tabular + PartialEq {
     /// True for kinds whose objects run in an image (tasks): a new one that names none
     /// needs a default image somewhere (`objects::image_refusal`).
     const RUNS_AN_IMAGE: bool = false;
+    /// Where the task spec is in a body of this kind (`/spec`, or a group's template).
+    const TASK_SPEC_POINTER: &'static str = "/spec";
     /// Field errors of the user-written parts (metadata and spec).
     fn validate(&self) -> Vec<FieldError>;
     /// The kind's JSON Schema, against which unknown fields are found.
@@ -118,6 +122,8 @@ pub trait Stored {
     fn node(&self, name: &str) -> Result<Option<Node>, AppError>;
     /// The task named `name`, if it exists.
     fn task(&self, name: &str) -> Result<Option<Task>, AppError>;
+    /// Whether a task group named `name` exists.
+    fn group_exists(&self, name: &str) -> Result<bool, AppError>;
 }
 
 /// A schema generated once, on first use.
@@ -485,6 +491,8 @@ fn keep_server_fields<R: Served>(current: &R, new: &mut R) {
     meta.resource_version = old.resource_version;
     meta.generation = Some(generation);
     meta.owner = old.owner.clone();
+    // Set once, by whoever created the object (the group controller for members).
+    meta.owner_references = old.owner_references.clone();
     // Managed fields a write sends are taken as sent (how a client resets or hands over
     // ownership, as in Kubernetes); a write that sends none keeps the stored ones.
     if meta.managed_fields.is_empty() {
@@ -834,6 +842,9 @@ mod tests {
         }
         fn task(&self, name: &str) -> Result<Option<Task>, AppError> {
             Ok(self.0.iter().find(|t| t.metadata.name == name).cloned())
+        }
+        fn group_exists(&self, _name: &str) -> Result<bool, AppError> {
+            Ok(false)
         }
     }
 

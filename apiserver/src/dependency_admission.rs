@@ -21,8 +21,19 @@ pub fn admit_dependencies(task: &Task, stored: &dyn Stored) -> Result<(), AppErr
     let mut missing = Vec::new();
     let mut upstreams = Vec::new();
     for (i, dep) in task.spec.depends_on.iter().enumerate() {
-        // TaskGroup dependencies are refused by validation before any write gets here.
-        if dep.kind != DependencyKind::Task {
+        // A group's members are made by its controller from a template fixed once it
+        // started, so a dependency on a group cannot close a cycle through stored tasks;
+        // it only has to exist.
+        if dep.kind == DependencyKind::TaskGroup {
+            if !stored.group_exists(&dep.name)? {
+                missing.push(FieldError::new(
+                    format!("spec.dependsOn[{i}].name"),
+                    format!(
+                        "task group {:?} does not exist; create it first (kohakuriver get taskgroups lists them)",
+                        dep.name
+                    ),
+                ));
+            }
             continue;
         }
         match stored.task(&dep.name)? {
@@ -98,6 +109,9 @@ mod tests {
         fn task(&self, name: &str) -> Result<Option<Task>, AppError> {
             Ok(self.0.iter().find(|t| t.metadata.name == name).cloned())
         }
+        fn group_exists(&self, name: &str) -> Result<bool, AppError> {
+            Ok(name == "sweep")
+        }
     }
 
     fn after(name: &str, upstreams: &[&str]) -> Task {
@@ -140,5 +154,23 @@ mod tests {
                 new.spec.depends_on
             );
         }
+    }
+
+    #[test]
+    fn a_group_upstream_must_exist() {
+        let on_group = |group: &str| {
+            let mut t = Task::test("after-group");
+            t.spec.depends_on.push(kohakuriver_api::Dependency {
+                name: group.into(),
+                kind: DependencyKind::TaskGroup,
+                condition: DependencyCondition::Succeeded,
+            });
+            t
+        };
+        assert_eq!(check(&[], on_group("sweep")), "ok");
+        assert_eq!(
+            check(&[], on_group("nope")),
+            "422 Task \"after-group\" is invalid: spec.dependsOn[0].name: task group \"nope\" does not exist; create it first (kohakuriver get taskgroups lists them)"
+        );
     }
 }

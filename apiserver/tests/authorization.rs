@@ -3,7 +3,8 @@
 //! The table below is checked against `route_table()`, the list the router itself is built
 //! from: a route added without a row here fails `every_route_is_in_the_table`. Each case
 //! runs on a fresh in-memory server with the same fixture: nodes `node-a` and `node-b`
-//! (registered by their own agents), and task `t1` owned by `alice`, bound to `node-a`.
+//! (registered by their own agents), task `t1` owned by `alice`, bound to `node-a`, and
+//! task group `g1` owned by `alice`.
 
 use std::collections::BTreeSet;
 
@@ -44,6 +45,7 @@ GET    /openapi/v3/apis/kohakuriver/v1 | 401 200 200 200 200 200 200 200 200 403
 GET    /info                          | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/task                  | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/node                  | 401 200 200 200 200 200 200 200 200 200
+GET    /schemas/taskgroup             | 401 200 200 200 200 200 200 200 200 200
 GET    /whoami                        | 401 200 200 200 200 200 200 200 200 200
 GET    /tokens                        | 401 403 403 403 403 200 403 403 403 403
 POST   /tokens                        | 401 403 403 403 403 201 403 403 403 403
@@ -72,6 +74,16 @@ GET    /nodes/{name}/status           | 401 200 200 200 200 200 200 403 200 403
 PUT    /nodes/{name}/status           | 401 403 403 403 403 200 200 403 200 403
 PATCH  /nodes/{name}/status           | 401 403 403 403 403 200 200 403 200 403
 POST   /nodes/{name}/apply            | 401 403 403 403 200 200 200 403 403 403
+GET    /taskgroups                    | 401 200 200 200 200 200 403 403 200 403
+POST   /taskgroups                    | 401 403 201 201 201 201 403 403 403 403
+GET    /taskgroups/{name}             | 401 200 200 200 200 200 403 403 200 403
+PUT    /taskgroups/{name}             | 401 403 200 403 200 200 403 403 403 403
+PATCH  /taskgroups/{name}             | 401 403 200 403 200 200 403 403 403 403
+DELETE /taskgroups/{name}             | 401 403 200 403 200 200 403 403 403 403
+GET    /taskgroups/{name}/status      | 401 200 200 200 200 200 403 403 200 403
+PUT    /taskgroups/{name}/status      | 401 403 403 403 403 200 403 403 200 403
+PATCH  /taskgroups/{name}/status      | 401 403 403 403 403 200 403 403 200 403
+POST   /taskgroups/{name}/apply       | 401 403 200 403 200 200 403 403 403 403
 ";
 
 struct Row {
@@ -244,6 +256,11 @@ impl Fixture {
             .send(8, Method::PATCH, "/tasks/t1/status", binding)
             .await;
         assert_eq!(code, 200, "{body}");
+        let (code, body) = fixture
+            .send(2, Method::POST, "/taskgroups", group("g1", &[]))
+            .await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["metadata"]["owner"], "alice", "{body}");
         fixture
     }
 
@@ -291,6 +308,19 @@ fn task(name: &str) -> Value {
     })
 }
 
+fn group(name: &str, labels: &[(&str, &str)]) -> Value {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "apiVersion": "kohakuriver/v1",
+        "kind": "TaskGroup",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"indexes": "0-3", "template": {"spec": {"command": ["echo", "$(KOHAKURIVER_ARRAY_INDEX)"]}}}
+    })
+}
+
 /// The concrete request for a table row.
 fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
     let labelled_task = json!({
@@ -316,7 +346,9 @@ fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
         .path
         .replace(
             "{name}",
-            if row.path.starts_with("/tasks") {
+            if row.path.starts_with("/taskgroups") {
+                "g1"
+            } else if row.path.starts_with("/tasks") {
                 "t1"
             } else {
                 "node-a"
@@ -345,6 +377,14 @@ fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
         ("PUT", "/nodes/{name}") | ("POST", "/nodes/{name}/apply") => labelled_node,
         ("PATCH", "/nodes/{name}") => json!({"spec": {"unschedulable": true}}),
         ("PUT" | "PATCH", "/nodes/{name}/status") => node_status,
+        ("POST", "/taskgroups") => group("g-new", &[]),
+        ("PUT", "/taskgroups/{name}") | ("POST", "/taskgroups/{name}/apply") => {
+            group("g1", &[("team", "x")])
+        }
+        ("PATCH", "/taskgroups/{name}") => json!({"spec": {"parallelism": 2}}),
+        ("PUT" | "PATCH", "/taskgroups/{name}/status") => {
+            json!({"status": {"total": 4, "counts": {"notCreated": 4}}})
+        }
         _ => Value::Null,
     };
     (path, body)
@@ -695,4 +735,85 @@ async fn revoked_tokens_are_refused_at_once_and_join_tokens_run_out() {
         body["message"].as_str().unwrap().contains("used up"),
         "{body}"
     );
+}
+
+/// Members of a group are created by the controllers, belong to the group's owner, and may
+/// not be forged by a user: `metadata.ownerReferences` is the controllers' to set.
+#[tokio::test]
+async fn only_the_controllers_create_group_members() {
+    let fixture = Fixture::new().await;
+    let member = json!({
+        "apiVersion": "kohakuriver/v1",
+        "kind": "Task",
+        "metadata": {
+            "name": "g1-0",
+            "owner": "alice",
+            "ownerReferences": [{"apiVersion": "kohakuriver/v1", "kind": "TaskGroup", "name": "g1", "uid": "x"}],
+        },
+        "spec": {"command": ["echo", "0"]}
+    });
+    let (code, body) = fixture
+        .send(2, Method::POST, "/tasks", member.clone())
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("metadata.ownerReferences is set by the group controller"),
+        "{body}"
+    );
+    let (code, body) = fixture.send(8, Method::POST, "/tasks", member).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["metadata"]["owner"], "alice", "{body}");
+    assert_eq!(body["metadata"]["ownerReferences"][0]["name"], "g1");
+}
+
+/// Once the controller started a group, its template and indexes are fixed: a change is 422
+/// naming the field and what to do; parallelism may still change, and the same manifest
+/// again is `unchanged`.
+#[tokio::test]
+async fn a_started_groups_template_is_fixed() {
+    let fixture = Fixture::new().await;
+    let (code, body) = fixture
+        .send(
+            8,
+            Method::PATCH,
+            "/taskgroups/g1/status",
+            json!({"status": {"startedAt": "2026-01-01T00:00:00Z", "total": 4}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = fixture
+        .send(2, Method::POST, "/taskgroups/g1/apply", group("g1", &[]))
+        .await;
+    assert_eq!(
+        (code, body["result"].as_str()),
+        (200, Some("unchanged")),
+        "{body}"
+    );
+    let mut changed = group("g1", &[]);
+    changed["spec"]["template"]["spec"]["command"] = json!(["echo", "other"]);
+    changed["spec"]["indexes"] = json!("0-9");
+    let (code, body) = fixture
+        .send(2, Method::POST, "/taskgroups/g1/apply", changed)
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("spec.template"), "{message}");
+    assert!(message.contains("spec.indexes"), "{message}");
+    assert!(
+        message.contains("delete the group and apply it again"),
+        "{message}"
+    );
+    let (code, body) = fixture
+        .send(
+            2,
+            Method::PATCH,
+            "/taskgroups/g1",
+            json!({"spec": {"parallelism": 1}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["spec"]["parallelism"], 1);
 }

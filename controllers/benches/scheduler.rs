@@ -8,6 +8,11 @@
 //! the p50/p99 latency from controller start to each binding, and checks that no core or
 //! GPU is held twice on any node.
 //!
+//! Then, with the controllers still running, it creates one `TaskGroup` of KR_BENCH_ARRAY
+//! members (default 10,000; 0 skips it; one core each) and prints how long the group
+//! controller took to create every member and the members' binding rate, for comparison
+//! with the single tasks above.
+//!
 //! Run: `cargo bench -p kohakuriver-controllers --bench scheduler`
 //! Quick: `KR_BENCH_NODES=100 KR_BENCH_TASKS=1000 cargo bench -p kohakuriver-controllers --bench scheduler`
 
@@ -15,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kohakuriver_api::{Node, Task};
+use kohakuriver_api::{Node, Task, TaskGroup};
 use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{Client, ListParams};
 use kohakuriver_controllers::ControllersConfig;
@@ -182,9 +187,66 @@ async fn bench() {
         overlaps.len(),
         per_node.len()
     );
+    let members = env("KR_BENCH_ARRAY", 10_000);
+    if members > 0 {
+        bench_array(&client, &mut events, members).await;
+    }
     shutdown.cancel();
     let _ = controllers.await;
     let _ = server.stop().await;
     assert!(overlaps.is_empty(), "double booking: {overlaps:?}");
     assert_eq!(bound_at.len(), tasks, "not every task was bound");
+}
+
+/// Creates one group of `members` one-core members and watches them being created and
+/// bound; prints the creation time and the binding rate.
+async fn bench_array(
+    client: &Client,
+    events: &mut (impl futures::Stream<Item = Result<Event<Task>, kohakuriver_client::Error>> + Unpin),
+    members: usize,
+) {
+    let template = Task::test("member").spec;
+    let group = TaskGroup::new("sweep", template, format!("0-{}", members - 1));
+    let started = Instant::now();
+    client
+        .api::<TaskGroup>()
+        .create(&group)
+        .await
+        .expect("create the group");
+    let mut created_at: HashMap<String, Duration> = HashMap::new();
+    let mut bound_at: HashMap<String, Duration> = HashMap::new();
+    let limit = Duration::from_secs(600);
+    while bound_at.len() < members && started.elapsed() < limit {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next()).await;
+        let Ok(Some(Ok(event))) = event else { continue };
+        let seen = match event {
+            Event::Applied(t) => vec![t],
+            Event::Restarted(all) => all,
+            Event::Deleted(_) => vec![],
+        };
+        for t in seen
+            .into_iter()
+            .filter(|t| t.metadata.name.starts_with("sweep-"))
+        {
+            let now = started.elapsed();
+            created_at.entry(t.metadata.name.clone()).or_insert(now);
+            if t.status.node.is_some() {
+                bound_at.entry(t.metadata.name.clone()).or_insert(now);
+            }
+        }
+    }
+    let last = |m: &HashMap<String, Duration>| m.values().max().copied().unwrap_or_default();
+    let (created, bound) = (last(&created_at), last(&bound_at));
+    println!(
+        "array of {members}: every member created in {:.2}s ({:.0} creates/s by the group controller)",
+        created.as_secs_f64(),
+        created_at.len() as f64 / created.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "array of {members}: bound {}/{members} in {:.2}s: {:.0} bindings/s end to end (from the group's creation)",
+        bound_at.len(),
+        bound.as_secs_f64(),
+        bound_at.len() as f64 / bound.as_secs_f64().max(1e-9)
+    );
+    assert_eq!(bound_at.len(), members, "not every member was bound");
 }

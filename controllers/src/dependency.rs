@@ -31,8 +31,9 @@ use kohakuriver_api::dependency::{
     DEPENDENCIES_MET, DEPENDENCY_FAILED, DependencyKind, DependencyState, Upstream,
     WAITING_FOR_DEPENDENCIES, dependency_state, released,
 };
+use kohakuriver_api::meta::find_condition;
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, set_condition};
-use kohakuriver_api::{Dependency, DesiredState, Task, TaskPhase, TaskStatus};
+use kohakuriver_api::{Dependency, DesiredState, Task, TaskGroup, TaskPhase, TaskStatus};
 
 use crate::retry::finished;
 
@@ -146,8 +147,13 @@ impl Outcomes {
         }
     }
 
-    /// How `dep` looks, given the cached tasks.
-    pub fn upstream(&self, tasks: &HashMap<String, Arc<Task>>, dep: &Dependency) -> Upstream {
+    /// How `dep` looks, given the cached tasks and task groups.
+    pub fn upstream(
+        &self,
+        tasks: &HashMap<String, Arc<Task>>,
+        groups: &HashMap<String, Arc<TaskGroup>>,
+        dep: &Dependency,
+    ) -> Upstream {
         match dep.kind {
             DependencyKind::Task => match tasks.get(&dep.name) {
                 Some(task) => as_upstream(task),
@@ -155,14 +161,28 @@ impl Outcomes {
                     last: self.last.get(&dep.name).copied(),
                 },
             },
-            // Admission refuses these until the TaskGroup kind is served; should one be
-            // stored anyway, its dependent waits rather than fail on a guess.
-            DependencyKind::TaskGroup => Upstream::Group {
-                complete: false,
-                failed: false,
-                finished: false,
+            DependencyKind::TaskGroup => match groups.get(&dep.name) {
+                Some(group) => group_upstream(group),
+                // A group is never a waiting task's only record of its members' outcome;
+                // gone, it is judged as deleted before it completed.
+                None => Upstream::Gone { last: None },
             },
         }
+    }
+}
+
+/// A group as an upstream: complete once its `Complete` condition is True, failed once its
+/// `Failed` condition is, finished once every member that will run has (or either holds).
+fn group_upstream(group: &TaskGroup) -> Upstream {
+    let holds = |type_: &str| {
+        find_condition(&group.status.conditions, type_)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    };
+    let (complete, failed) = (holds("Complete"), holds("Failed"));
+    Upstream::Group {
+        complete,
+        failed,
+        finished: complete || failed || group.status.finished_at.is_some(),
     }
 }
 
@@ -189,7 +209,9 @@ mod tests {
             .map(|t| (t.metadata.name.clone(), Arc::new(t.clone())))
             .collect();
         let outcomes = Outcomes::default();
-        match plan_dependencies(task, now(), |d| outcomes.upstream(&tasks, d)) {
+        match plan_dependencies(task, now(), |d| {
+            outcomes.upstream(&tasks, &HashMap::new(), d)
+        }) {
             None => "-".to_string(),
             Some(s) => {
                 let c = find_condition(&s.conditions, DEPENDENCIES_MET).unwrap();
@@ -283,25 +305,45 @@ mod tests {
         let tasks = |t: &Task| HashMap::from([("a".to_string(), Arc::new(t.clone()))]);
         let outcomes = Outcomes::default();
         let mut b = pending(Task::test("b").after("a", Succeeded));
-        let waiting = plan_dependencies(&b, now(), |d| outcomes.upstream(&tasks(&running), d));
+        let waiting = plan_dependencies(&b, now(), |d| {
+            outcomes.upstream(&tasks(&running), &HashMap::new(), d)
+        });
         b.status = waiting.expect("first look writes the waiting reason");
         assert!(!released(&b));
         assert_eq!(
-            plan_dependencies(&b, now(), |d| outcomes.upstream(&tasks(&running), d)),
+            plan_dependencies(&b, now(), |d| outcomes.upstream(
+                &tasks(&running),
+                &HashMap::new(),
+                d
+            )),
             None,
             "nothing new to say"
         );
-        b.status = plan_dependencies(&b, now(), |d| outcomes.upstream(&tasks(&ok), d)).unwrap();
+        b.status = plan_dependencies(&b, now(), |d| {
+            outcomes.upstream(&tasks(&ok), &HashMap::new(), d)
+        })
+        .unwrap();
         assert!(released(&b));
         assert_eq!(b.status.reason, None);
         assert_eq!(
-            plan_dependencies(&b, now(), |d| outcomes.upstream(&tasks(&ok), d)),
+            plan_dependencies(&b, now(), |d| outcomes.upstream(
+                &tasks(&ok),
+                &HashMap::new(),
+                d
+            )),
             None
         );
         // A new generation (its spec changed) is judged again before it is scheduled.
         b.metadata.generation = Some(2);
         assert!(!released(&b));
-        assert!(plan_dependencies(&b, now(), |d| outcomes.upstream(&tasks(&ok), d)).is_some());
+        assert!(
+            plan_dependencies(&b, now(), |d| outcomes.upstream(
+                &tasks(&ok),
+                &HashMap::new(),
+                d
+            ))
+            .is_some()
+        );
     }
 
     #[test]
@@ -317,7 +359,7 @@ mod tests {
                 .collect();
         let dep = &b.spec.depends_on[0];
         assert_eq!(
-            outcomes.upstream(&without_a, dep),
+            outcomes.upstream(&without_a, &HashMap::new(), dep),
             Upstream::Gone {
                 last: Some(TaskPhase::Succeeded)
             }
@@ -337,7 +379,72 @@ mod tests {
             });
         outcomes.observe([&released_b, &c].into_iter());
         assert_eq!(
-            outcomes.upstream(&without_a, dep),
+            outcomes.upstream(&without_a, &HashMap::new(), dep),
+            Upstream::Gone { last: None }
+        );
+    }
+
+    #[test]
+    fn a_group_is_an_upstream_through_its_conditions() {
+        use kohakuriver_api::meta::Condition;
+        let group = |conditions: &[(&str, ConditionStatus)]| {
+            let mut g = TaskGroup::new("sweep", Task::test("t").spec, "0-3");
+            g.status.conditions = conditions
+                .iter()
+                .map(|(t, s)| Condition {
+                    type_: t.to_string(),
+                    status: *s,
+                    reason: None,
+                    message: None,
+                    last_transition_time: None,
+                    observed_generation: None,
+                })
+                .collect();
+            g
+        };
+        let look = |g: &TaskGroup| {
+            let outcomes = Outcomes::default();
+            let groups = HashMap::from([("sweep".to_string(), Arc::new(g.clone()))]);
+            let dep = Dependency {
+                name: "sweep".into(),
+                kind: DependencyKind::TaskGroup,
+                condition: Succeeded,
+            };
+            outcomes.upstream(&HashMap::new(), &groups, &dep)
+        };
+        let running = Upstream::Group {
+            complete: false,
+            failed: false,
+            finished: false,
+        };
+        assert_eq!(look(&group(&[])), running);
+        assert_eq!(
+            look(&group(&[("Complete", ConditionStatus::True)])),
+            Upstream::Group {
+                complete: true,
+                failed: false,
+                finished: true
+            }
+        );
+        assert_eq!(
+            look(&group(&[
+                ("Complete", ConditionStatus::False),
+                ("Failed", ConditionStatus::True)
+            ])),
+            Upstream::Group {
+                complete: false,
+                failed: true,
+                finished: true
+            }
+        );
+        let outcomes = Outcomes::default();
+        let dep = Dependency {
+            name: "gone".into(),
+            kind: DependencyKind::TaskGroup,
+            condition: Succeeded,
+        };
+        assert_eq!(
+            outcomes.upstream(&HashMap::new(), &HashMap::new(), &dep),
             Upstream::Gone { last: None }
         );
     }

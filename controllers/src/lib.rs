@@ -1,11 +1,13 @@
-//! KohakuRiver controllers: scheduler and allocator, node lifecycle, task lifecycle.
+//! KohakuRiver controllers: scheduler and allocator, node lifecycle, task lifecycle, task
+//! groups.
 //!
 //! Decisions are pure functions with their own unit tests: [`allocator`] (exact cores,
 //! NUMA node, GPUs and memory on one node), [`placement`] (filter and score over the
 //! cluster), [`queue`] (order, starvation rule, one scheduling round), [`task_lifecycle`]
 //! and [`node_lifecycle`] (what to do with one object at a given time), [`dependency`]
 //! (waiting for, releasing or failing a task with `dependsOn`), [`retry`]
-//! (attempts and back-off). The loops — [`scheduler`] and the lifecycle loop — observe the
+//! (attempts and back-off), [`group`] (a task group's members to create, kill and count).
+//! The loops — [`scheduler`], the lifecycle loop and the group loop — observe the
 //! server through the `client` crate's watchers into a shared [`store::Store`], call the
 //! decisions and write the results back with `resourceVersion` preconditions.
 //!
@@ -14,6 +16,8 @@
 pub mod allocator;
 pub mod clock;
 pub mod dependency;
+pub mod group;
+mod group_loop;
 mod lifecycle;
 pub mod node_lifecycle;
 pub mod placement;
@@ -26,7 +30,7 @@ pub mod task_lifecycle;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kohakuriver_api::{Node, Task};
+use kohakuriver_api::{Node, Task, TaskGroup};
 use kohakuriver_client::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +66,8 @@ pub struct ControllersConfig {
     pub scheduler: bool,
     /// Run node and task lifecycle (default true).
     pub lifecycle: bool,
+    /// Run the task group controller (default true).
+    pub groups: bool,
     /// Where the time comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -79,6 +85,7 @@ impl Default for ControllersConfig {
             batch_window: Duration::from_millis(10),
             scheduler: true,
             lifecycle: true,
+            groups: true,
             clock: Arc::new(SystemClock),
         }
     }
@@ -114,6 +121,17 @@ pub async fn run(
     if config.scheduler {
         loops.spawn(scheduler::run(
             tasks.clone(),
+            store.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if config.groups {
+        let groups = client.api::<TaskGroup>();
+        loops.spawn(store.clone().feed_groups(groups.clone(), shutdown.clone()));
+        loops.spawn(group_loop::run(
+            tasks.clone(),
+            groups,
             store.clone(),
             config.clone(),
             shutdown.clone(),

@@ -208,7 +208,8 @@ fn decide(
                 let plan = plan_task(task, now, &config.retry);
                 soon(plan.requeue_after);
                 plan.action.or_else(|| {
-                    let upstream = |d: &_| outcomes.upstream(&cache.tasks.items, d);
+                    let upstream =
+                        |d: &_| outcomes.upstream(&cache.tasks.items, &cache.groups.items, d);
                     plan_dependencies(task, now, upstream).map(TaskAction::status)
                 })
             }

@@ -1,4 +1,4 @@
-//! The controllers' local cache of tasks and nodes, fed by the client's watchers.
+//! The controllers' local cache of tasks, nodes and task groups, fed by the client's watchers.
 //!
 //! One [`Store`] is shared by every loop of one `run`: a cheap `Clone` handle around a std
 //! `Mutex` (it is held only for short, synchronous reads and writes, never across an
@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
-use kohakuriver_api::{Node, Resource, Task};
+use kohakuriver_api::{Node, Resource, Task, TaskGroup};
 use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{Api, ListParams};
 use tokio::sync::watch;
@@ -110,6 +110,8 @@ pub struct Cache {
     pub tasks: Objects<Task>,
     /// Nodes by name.
     pub nodes: Objects<Node>,
+    /// Task groups by name (fed only when the group controller runs).
+    pub groups: Objects<TaskGroup>,
 }
 
 impl Cache {
@@ -166,6 +168,29 @@ impl Store {
     pub fn upsert_node(&self, node: Node) {
         self.lock().nodes.upsert(node);
         self.notify();
+    }
+
+    /// Stores a task group returned by a write.
+    pub fn upsert_group(&self, group: TaskGroup) {
+        self.lock().groups.upsert(group);
+        self.notify();
+    }
+
+    /// Feeds the store's groups from the task group watcher until shutdown.
+    pub async fn feed_groups(self, groups: Api<TaskGroup>, shutdown: CancellationToken) {
+        let mut events = groups.watcher(ListParams::default());
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(event) = events.next() => match event {
+                    Ok(event) => {
+                        self.lock().groups.apply(event);
+                        self.notify();
+                    }
+                    Err(error) => tracing::warn!(%error, "task group watch failed; retrying"),
+                },
+            }
+        }
     }
 
     /// Feeds the store from the task and node watchers until shutdown.

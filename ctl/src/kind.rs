@@ -1,4 +1,5 @@
-//! The kinds the CLI names on its command line: `task`, `tasks`, `node`, `nodes`.
+//! The kinds the CLI names on its command line: `task`, `taskgroup` (`tg`), `node`, and
+//! their plurals.
 
 use std::str::FromStr;
 
@@ -9,6 +10,8 @@ pub enum Kind {
     Task,
     /// `node`, `nodes`, `no`.
     Node,
+    /// `taskgroup`, `taskgroups`, `tg`, `group`, `groups`.
+    TaskGroup,
 }
 
 impl FromStr for Kind {
@@ -18,8 +21,9 @@ impl FromStr for Kind {
         match s.to_ascii_lowercase().as_str() {
             "task" | "tasks" | "t" => Ok(Kind::Task),
             "node" | "nodes" | "no" => Ok(Kind::Node),
+            "taskgroup" | "taskgroups" | "tg" | "group" | "groups" => Ok(Kind::TaskGroup),
             other => Err(format!(
-                "unknown kind {other:?}; expected task, tasks, node or nodes"
+                "unknown kind {other:?}; expected task, taskgroup (tg) or node, or their plurals"
             )),
         }
     }
@@ -42,5 +46,7 @@ mod tests {
         assert!("pods".parse::<Kind>().unwrap_err().contains("\"pods\""));
         assert_eq!(split_kind_name("task/a"), Some((Kind::Task, "a")));
         assert_eq!(split_kind_name("a"), None);
+        assert_eq!("tg".parse(), Ok(Kind::TaskGroup));
+        assert_eq!(split_kind_name("group/g"), Some((Kind::TaskGroup, "g")));
     }
 }

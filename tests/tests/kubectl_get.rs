@@ -190,3 +190,35 @@ fn explain_reads_the_field_docs() {
         .ok()
         .stdout_has("allocatable");
 }
+
+/// `kubectl get tg` shows task groups through the same server-side table as
+/// `kohakuriver get tg`, by short name and by plural.
+#[test]
+fn get_shows_task_groups() {
+    let Some(c) = cluster() else { return };
+    let k = Kubectl::admin(&c);
+    let g = c.submit(&[
+        "--name", "kg-arr", "--array", "0-1", "-c", "0", "--", "echo", "hi",
+    ]);
+    c.kr(&[
+        "wait",
+        &format!("group/{g}"),
+        "--for=condition=Complete",
+        "--timeout",
+        "60s",
+    ])
+    .ok();
+    let out = k.run(&["get", "tg"]).ok().stdout.clone();
+    assert_eq!(
+        header(&out),
+        ["NAME", "STATUS", "SUCCEEDED", "RUNNING", "FAILED", "AGE"],
+        "{out}"
+    );
+    assert_eq!(
+        &row(&out, "kg-arr")[..5],
+        ["kg-arr", "Complete", "2/2", "0", "0"]
+    );
+    k.run(&["get", "taskgroups", "kg-arr", "-o", "yaml"])
+        .ok()
+        .stdout_has("kind: TaskGroup");
+}

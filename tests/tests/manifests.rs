@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kohakuriver_api::Manifest;
+use kohakuriver_api::group::validate::validate_group;
 use kohakuriver_api::manifest::parse_manifests;
 use kohakuriver_api::schema::schema_files;
 use kohakuriver_api::validation::{validate_node, validate_task};
@@ -48,6 +49,7 @@ fn every_example_manifest_is_valid() {
             let errors = match &m {
                 Manifest::Task(t) => validate_task(t),
                 Manifest::Node(n) => validate_node(n),
+                Manifest::TaskGroup(g) => validate_group(g),
             };
             assert!(
                 errors.is_empty(),

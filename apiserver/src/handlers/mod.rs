@@ -18,7 +18,7 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post};
 use kohakuriver_api::discovery::GROUP;
-use kohakuriver_api::{API_PREFIX, Node, Task};
+use kohakuriver_api::{API_PREFIX, Node, Task, TaskGroup};
 use tower_http::trace::TraceLayer;
 
 use crate::admission::Served;
@@ -76,6 +76,11 @@ fn routes() -> Vec<Route> {
             &[Method::GET],
             get(server::node_schema),
         ),
+        route(
+            api("schemas/taskgroup"),
+            &[Method::GET],
+            get(server::task_group_schema),
+        ),
         route(api("whoami"), &[Method::GET], get(credentials::whoami)),
         route(
             api("tokens"),
@@ -97,6 +102,7 @@ fn routes() -> Vec<Route> {
         route(api("backup"), &[Method::GET], get(backup::backup)),
     ];
     all.extend(kind_routes::<Task>());
+    all.extend(kind_routes::<TaskGroup>());
     all.extend(kind_routes::<Node>());
     all
 }

@@ -142,6 +142,10 @@ impl Stored for View<'_> {
     fn task(&self, name: &str) -> Result<Option<Task>, AppError> {
         self.load::<Task>(name)
     }
+
+    fn group_exists(&self, name: &str) -> Result<bool, AppError> {
+        Ok(self.load::<kohakuriver_api::TaskGroup>(name)?.is_some())
+    }
 }
 
 impl View<'_> {

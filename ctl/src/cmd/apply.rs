@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kohakuriver_api::manifest::creation_order;
-use kohakuriver_api::{ApplyOutcome, Manifest, Node, Resource, Task};
+use kohakuriver_api::{ApplyOutcome, Manifest, Node, Resource, Task, TaskGroup};
 use kohakuriver_client::{Api, ApplyOptions, Client, Deleted, Error, ListParams};
 
 use crate::manifest_source::{self, Sourced};
@@ -66,6 +66,9 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
                 apply_one(&client.api::<Task>(), task, &opts, args.force).await
             }
             Manifest::Node(node) => apply_one(&client.api::<Node>(), node, &opts, args.force).await,
+            Manifest::TaskGroup(group) => {
+                apply_one(&client.api::<TaskGroup>(), group, &opts, args.force).await
+            }
         };
         let kn = format!(
             "{}/{}",

@@ -1,13 +1,16 @@
-//! `kohakuriver describe task|node NAME`: one object in a readable, multi-line form.
+//! `kohakuriver describe task|taskgroup|node NAME`: one object in a readable, multi-line form.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use kohakuriver_api::quantity::format_bytes;
-use kohakuriver_api::{Condition, DependencyCondition, Node, ObjectMeta, Task, Timestamp};
+use kohakuriver_api::{
+    Condition, DependencyCondition, Node, ObjectMeta, Task, TaskGroup, Timestamp,
+};
 use kohakuriver_client::Client;
 
+use crate::cmd::describe_group::describe_group;
 use crate::kind::{Kind, split_kind_name};
 use crate::output::{Table, age};
 use crate::rows::{allocation_summary, node_status, task_image};
@@ -16,9 +19,10 @@ use crate::rows::{allocation_summary, node_status, task_image};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   kohakuriver describe task train-resnet
-  kohakuriver describe node gpu-01")]
+  kohakuriver describe node gpu-01
+  kohakuriver describe tg sweep")]
 pub struct Args {
-    /// `task` or `node` (or `task/NAME`).
+    /// `task`, `taskgroup` (`tg`) or `node` (or `task/NAME`).
     #[arg(value_name = "KIND")]
     pub kind: String,
     /// The object's name.
@@ -45,28 +49,29 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let text = match kind {
         Kind::Task => describe_task(&client.api::<Task>().get(&name).await?, now),
         Kind::Node => describe_node(&client.api::<Node>().get(&name).await?, now),
+        Kind::TaskGroup => describe_group(&client.api::<TaskGroup>().get(&name).await?, now),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
 /// Label and value lines, labels padded to one width.
-struct Section {
-    out: String,
-    indent: usize,
+pub(crate) struct Section {
+    pub(crate) out: String,
+    pub(crate) indent: usize,
 }
 
 const LABEL_WIDTH: usize = 16;
 
 impl Section {
-    fn new() -> Section {
+    pub(crate) fn new() -> Section {
         Section {
             out: String::new(),
             indent: 0,
         }
     }
 
-    fn line(&mut self, label: &str, value: impl std::fmt::Display) {
+    pub(crate) fn line(&mut self, label: &str, value: impl std::fmt::Display) {
         // A label longer than the column still gets a space before its value.
         let pad = LABEL_WIDTH.saturating_sub(self.indent).max(label.len() + 2);
         let _ = writeln!(
@@ -78,17 +83,17 @@ impl Section {
         );
     }
 
-    fn opt(&mut self, label: &str, value: Option<impl std::fmt::Display>) {
+    pub(crate) fn opt(&mut self, label: &str, value: Option<impl std::fmt::Display>) {
         if let Some(v) = value {
             self.line(label, v);
         }
     }
 
-    fn heading(&mut self, title: &str) {
+    pub(crate) fn heading(&mut self, title: &str) {
         let _ = writeln!(self.out, "{:indent$}{title}:", "", indent = self.indent);
     }
 
-    fn map(&mut self, label: &str, map: &BTreeMap<String, String>) {
+    pub(crate) fn map(&mut self, label: &str, map: &BTreeMap<String, String>) {
         if map.is_empty() {
             self.line(label, "<none>");
             return;
@@ -97,7 +102,7 @@ impl Section {
         self.line(label, pairs.join(", "));
     }
 
-    fn when(&mut self, label: &str, t: Option<Timestamp>, now: Timestamp) {
+    pub(crate) fn when(&mut self, label: &str, t: Option<Timestamp>, now: Timestamp) {
         if let Some(t) = t {
             self.line(
                 label,
@@ -111,7 +116,7 @@ impl Section {
     }
 }
 
-fn metadata(s: &mut Section, meta: &ObjectMeta, now: Timestamp) {
+pub(crate) fn metadata(s: &mut Section, meta: &ObjectMeta, now: Timestamp) {
     s.line("Name", &meta.name);
     s.opt("Owner", meta.owner.as_deref());
     s.map("Labels", &meta.labels);
@@ -128,7 +133,7 @@ fn metadata(s: &mut Section, meta: &ObjectMeta, now: Timestamp) {
     s.opt("Version", meta.resource_version);
 }
 
-fn conditions(s: &mut Section, conditions: &[Condition], now: Timestamp) {
+pub(crate) fn conditions(s: &mut Section, conditions: &[Condition], now: Timestamp) {
     s.heading("Conditions");
     if conditions.is_empty() {
         s.out.push_str("  <none>\n");
@@ -335,7 +340,7 @@ fn indented(out: &mut String, table: &Table) {
 }
 
 /// The command as a shell would need it typed: arguments with spaces or quotes are quoted.
-fn shell_words(argv: &[String]) -> String {
+pub(crate) fn shell_words(argv: &[String]) -> String {
     let quote = |a: &String| {
         let plain = !a.is_empty()
             && a.chars()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kohakuriver_api::{Manifest, Node, Resource, Task};
+use kohakuriver_api::{Manifest, Node, Resource, Task, TaskGroup};
 use kohakuriver_client::{Api, ApplyOptions, Client};
 
 use crate::line_diff::unified;
@@ -56,6 +56,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         let result = match manifest {
             Manifest::Task(task) => diff_one(&client.api::<Task>(), task).await,
             Manifest::Node(node) => diff_one(&client.api::<Node>(), node).await,
+            Manifest::TaskGroup(group) => diff_one(&client.api::<TaskGroup>(), group).await,
         };
         match result {
             Ok(Some(text)) => {
@@ -75,7 +76,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .filter_map(|o| match &o.manifest {
                 Manifest::Task(t) => Some(t.metadata.name.clone()),
-                Manifest::Node(_) => None,
+                Manifest::Node(_) | Manifest::TaskGroup(_) => None,
             })
             .collect();
         let tasks = client.api::<Task>();

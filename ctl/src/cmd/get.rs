@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use kohakuriver_api::{Node, Task};
+use kohakuriver_api::{Node, Task, TaskGroup};
 use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{Api, Client, ListParams};
 
@@ -69,6 +69,7 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<ExitCode> {
     match kind {
         Kind::Task => get(&client.api::<Task>(), &args).await,
         Kind::Node => get(&client.api::<Node>(), &args).await,
+        Kind::TaskGroup => get(&client.api::<TaskGroup>(), &args).await,
     }
 }
 

@@ -8,13 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
+use kohakuriver_api::group::GROUP_LABEL;
+use kohakuriver_api::group::member::member_name;
 use kohakuriver_api::{
-    Dependency, DependencyCondition, DesiredState, Memory, Target, Task, TaskPhase,
+    Dependency, DependencyCondition, DesiredState, Memory, Target, Task, TaskGroup, TaskPhase,
 };
 use kohakuriver_client::{Client, LogParams, LogStream};
 
 use crate::cmd::describe::describe_task;
-use crate::cmd::get;
+use crate::cmd::{get, task_group};
 use crate::output::Format;
 use crate::wait::parse_duration;
 
@@ -35,13 +37,18 @@ One task per target, as a batch (one id per line; -w waits for all of them):
 Dependencies (Slurm's --dependency=afterok / afterany):
   pre=$(kohakuriver task submit -- sh -c 'echo preprocess')
   train=$(kohakuriver task submit --after $pre -- sh -c 'echo train')
-  kohakuriver task submit --after-any $train -- sh -c 'echo clean up'")]
+  kohakuriver task submit --after-any $train -- sh -c 'echo clean up'
+
+Arrays (Slurm's --array), one task per index:
+  kohakuriver task submit --array 0-9%3 -- python train.py --seed '$(KOHAKURIVER_ARRAY_INDEX)'
+  group=$(kohakuriver task submit --array 0-99%8 -w -- sh -c 'echo $KOHAKURIVER_ARRAY_INDEX')")]
     Submit(Box<SubmitArgs>),
     /// Print a task's captured stdout (or stderr), complete and byte-exact.
     #[command(after_help = "Examples:
   kohakuriver task logs 7234512345678901234
   kohakuriver task logs 7234512345678901234 --stderr
-  kohakuriver task logs 7234512345678901234 -f")]
+  kohakuriver task logs 7234512345678901234 -f
+  kohakuriver task logs GROUP --index 3     # member 3 of a task array")]
     Logs(LogsArgs),
     /// Kill running tasks (SIGTERM, then SIGKILL after a grace period).
     #[command(
@@ -52,7 +59,8 @@ first process ignores SIGTERM, so such a task ends only at the SIGKILL (exit cod
 Examples:
   kohakuriver task kill 7234512345678901234
   kohakuriver task kill --grace 60s 7234512345678901234   # time to save a checkpoint
-  kohakuriver task kill --now 7234512345678901234         # SIGKILL at once"
+  kohakuriver task kill --now 7234512345678901234         # SIGKILL at once
+  kohakuriver task kill GROUP      # a task array: every unfinished member, and no new ones"
     )]
     Kill(KillArgs),
     /// Pause running tasks (docker pause).
@@ -61,8 +69,11 @@ Examples:
     /// Resume paused tasks (docker unpause).
     #[command(after_help = "Example:\n  kohakuriver task resume 7234512345678901234")]
     Resume(ControlArgs),
-    /// Show a task in detail: phase, reason, node, allocation, image, command, times.
-    #[command(after_help = "Example:\n  kohakuriver task status 7234512345678901234")]
+    /// Show a task in detail: phase, reason, node, allocation, image, command, times; for a
+    /// task array, its members per phase and the failed ones.
+    #[command(
+        after_help = "Examples:\n  kohakuriver task status 7234512345678901234\n  kohakuriver task status GROUP"
+    )]
     Status(NameArg),
     /// Show a task's status live, refreshed in place, until it ends.
     #[command(after_help = "Example:\n  kohakuriver task watch 7234512345678901234")]
@@ -72,7 +83,8 @@ Examples:
   kohakuriver task list
   kohakuriver task list --mine
   kohakuriver task list -s running -n mynode
-  kohakuriver task list -l team=vision")]
+  kohakuriver task list -l team=vision
+  kohakuriver task list --group GROUP")]
     List(ListArgs),
 }
 
@@ -142,6 +154,13 @@ pub struct SubmitArgs {
     /// Comma-separated, repeatable.
     #[arg(long = "after-any", value_name = "ID[,ID]", value_delimiter = ',')]
     pub after_any: Vec<String>,
+    /// Submit a task array: one task per index, at most N running at once with %N, as
+    /// Slurm's --array (e.g. 0-9%3, 0-9,20,30-32). Prints the group's name; each member gets
+    /// KOHAKURIVER_ARRAY_INDEX and KOHAKURIVER_GROUP, and $(KOHAKURIVER_ARRAY_INDEX) in the
+    /// command is replaced by its index. With -w, waits for every member and exits with the
+    /// first failure's code.
+    #[arg(long, value_name = "INDEXES[%N]", conflicts_with = "attach")]
+    pub array: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -161,6 +180,9 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
+    /// NAME is a task array: show member N (the task NAME-N).
+    #[arg(long, value_name = "N")]
+    pub index: Option<u32>,
 }
 
 /// Task ids for kill/pause/resume.
@@ -222,6 +244,9 @@ pub struct ListArgs {
     /// Only the tasks you submitted (owned by the identity `kohakuriver whoami` shows).
     #[arg(long)]
     pub mine: bool,
+    /// Only the members of this task array (label kohakuriver.io/group=GROUP).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<Format>,
@@ -340,6 +365,14 @@ fn rand_bits() -> u64 {
 }
 
 async fn submit(client: &Client, args: SubmitArgs) -> Result<i32> {
+    if let Some(array) = &args.array {
+        if args.targets.len() > 1 {
+            anyhow::bail!(
+                "--array takes at most one -t (every member runs on that target); give one, or submit one array per target"
+            );
+        }
+        return task_group::submit_array(client, &args, array).await;
+    }
     if args.targets.len() > 1 {
         return crate::cmd::task_batch::submit_batch(client, args).await;
     }
@@ -388,13 +421,33 @@ pub(crate) async fn create(
     let tasks = client.api::<Task>();
     let mut attempt = 0;
     loop {
-        let task = task_for_target(args, name.clone().unwrap_or_else(snowflake_id), target);
+        let mut task = task_for_target(args, name.clone().unwrap_or_else(snowflake_id), target);
+        resolve_upstreams(client, &mut task.spec.depends_on).await?;
         match tasks.create(&task).await {
             Ok(created) => return Ok(created),
             Err(e) if e.is_already_exists() && name.is_none() && attempt < 3 => attempt += 1,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `--after NAME` names a task or, when no task has that name, a task group (every member):
+/// turns the dependencies on names that are only groups into `TaskGroup` ones. A name that
+/// is neither is left for the server to refuse, naming it.
+pub(crate) async fn resolve_upstreams(client: &Client, deps: &mut [Dependency]) -> Result<()> {
+    for dep in deps.iter_mut() {
+        if dep.kind == kohakuriver_api::dependency::DependencyKind::Task
+            && client.api::<Task>().get_opt(&dep.name).await?.is_none()
+            && client
+                .api::<TaskGroup>()
+                .get_opt(&dep.name)
+                .await?
+                .is_some()
+        {
+            dep.kind = kohakuriver_api::dependency::DependencyKind::TaskGroup;
+        }
+    }
+    Ok(())
 }
 
 /// Streams a task's stdout to stdout and its stderr to stderr until it ends.
@@ -521,9 +574,12 @@ pub(crate) async fn wait_for_end(client: &Client, name: &str, progress: bool) ->
 }
 
 async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
+    let mut args = args;
+    if let Some(index) = args.index {
+        args.name = member_name(&args.name, index);
+    }
     let tasks = client.api::<Task>();
     let task = tasks.get(&args.name).await?;
-    let mut args = args;
     if !has_started(&task) && !task.status.phase.is_terminal() && !args.follow {
         // Asked right after `task submit`, there is nothing to show yet: rather than an
         // error, show the whole output, following it until the task ends.
@@ -752,7 +808,16 @@ async fn control(
     let mut failures = 0;
     for name in &args.names {
         let result: Result<String> = async {
-            let task = tasks.get(name).await?;
+            let task = match tasks.get(name).await {
+                Ok(task) => task,
+                Err(e) if e.is_not_found() && verb == Control::Kill => {
+                    if client.api::<TaskGroup>().get_opt(name).await?.is_some() {
+                        return task_group::kill_group(client, name).await;
+                    }
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(why) = control_refusal(&task, verb) {
                 bail!(why);
             }
@@ -824,7 +889,17 @@ fn verb_word(verb: Control) -> &'static str {
 }
 
 async fn status(client: &Client, name: &str) -> Result<i32> {
-    let task = client.api::<Task>().get(name).await?;
+    let task = match client.api::<Task>().get(name).await {
+        Ok(task) => task,
+        Err(e) if e.is_not_found() => match client.api::<TaskGroup>().get_opt(name).await? {
+            Some(group) => {
+                task_group::print_status(&group);
+                return Ok(0);
+            }
+            None => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     print!("{}", describe_task(&task, chrono::Utc::now()));
     Ok(0)
 }
@@ -882,10 +957,15 @@ async fn list(client: &Client, args: ListArgs) -> Result<i32> {
             .context("cannot ask the server who you are (for --mine)")?;
         fields.push(format!("metadata.owner={}", me.name));
     }
+    let selector = match (&args.group, args.selector) {
+        (Some(group), Some(s)) => Some(format!("{GROUP_LABEL}={group},{s}")),
+        (Some(group), None) => Some(format!("{GROUP_LABEL}={group}")),
+        (None, s) => s,
+    };
     let get_args = get::Args {
         kind: "tasks".to_string(),
         names: Vec::new(),
-        selector: args.selector,
+        selector,
         field_selector: (!fields.is_empty()).then(|| fields.join(",")),
         output: args.output,
         watch: false,

@@ -1,4 +1,4 @@
-//! `kohakuriver wait task/NAME --for=condition=Succeeded|--for=delete [--timeout 30s]`.
+//! `kohakuriver wait task/NAME|group/NAME --for=condition=Succeeded|--for=delete [--timeout 30s]`.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use futures::StreamExt;
 use kohakuriver_api::meta::find_condition;
-use kohakuriver_api::{ConditionStatus, Task};
+use kohakuriver_api::{ConditionStatus, Task, TaskGroup};
 use kohakuriver_client::Client;
 
 use crate::wait::parse_duration;
@@ -16,12 +16,15 @@ use crate::wait::parse_duration;
 #[command(after_help = "Examples:
   kohakuriver wait task/train-resnet --for=condition=Succeeded --timeout 1h
   kohakuriver wait task/7234512345678901234 --for=delete
-  kohakuriver wait task/a task/b --for=condition=Running")]
+  kohakuriver wait task/a task/b --for=condition=Running
+  kohakuriver wait group/sweep --for=condition=Complete --timeout 2h")]
 pub struct WaitArgs {
-    /// What to wait on: task/NAME (or a bare task name), one or more.
+    /// What to wait on: task/NAME (or a bare task name) or group/NAME (taskgroup/, tg/),
+    /// one or more.
     #[arg(required = true, value_name = "task/NAME")]
     pub targets: Vec<String>,
-    /// condition=TYPE[=True|False] (Scheduled, Running, Succeeded, Failed) or delete.
+    /// condition=TYPE[=True|False] (tasks: Scheduled, Running, Succeeded, Failed; groups:
+    /// Complete, Failed) or delete.
     #[arg(long = "for", value_name = "CONDITION", value_parser = parse_for)]
     pub for_: WaitFor,
     /// Give up after this long (e.g. 30s, 10m, 1h).
@@ -71,13 +74,58 @@ fn parse_for(s: &str) -> Result<WaitFor, String> {
     Ok(WaitFor::Condition(type_.to_string(), status))
 }
 
-fn task_name(target: &str) -> Result<&str> {
-    match target.split_once('/') {
-        Some(("task" | "tasks", name)) if !name.is_empty() => Ok(name),
-        Some((kind, _)) => {
-            bail!("{target:?}: only tasks can be waited on (task/NAME), not {kind:?}")
+/// What a target names: a task or a task group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waited {
+    Task,
+    Group,
+}
+
+impl Waited {
+    fn word(self) -> &'static str {
+        match self {
+            Waited::Task => "task",
+            Waited::Group => "group",
         }
-        None => Ok(target),
+    }
+}
+
+fn target_name(target: &str) -> Result<(Waited, &str)> {
+    match target.split_once('/') {
+        Some(("task" | "tasks", name)) if !name.is_empty() => Ok((Waited::Task, name)),
+        Some(("group" | "groups" | "taskgroup" | "taskgroups" | "tg", name))
+            if !name.is_empty() =>
+        {
+            Ok((Waited::Group, name))
+        }
+        Some((kind, _)) => {
+            bail!(
+                "{target:?}: only tasks (task/NAME) and task groups (group/NAME) can be waited on, not {kind:?}"
+            )
+        }
+        None => Ok((Waited::Task, target)),
+    }
+}
+
+/// The outcome for one group as it is now (pure): Some(Ok) met, Some(Err) can never be met.
+fn check_group(group: &TaskGroup, want: &WaitFor) -> Option<Result<(), String>> {
+    match want {
+        WaitFor::Delete => None,
+        WaitFor::Condition(type_, status) => {
+            let met = find_condition(&group.status.conditions, type_)
+                .is_some_and(|c| c.status == *status);
+            if met {
+                Some(Ok(()))
+            } else if group.is_finished() {
+                Some(Err(format!(
+                    "group {} finished ({}); condition {type_}={status} will never be met",
+                    group.metadata.name,
+                    group.status.counts.summary()
+                )))
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -108,11 +156,18 @@ fn check(task: &Task, want: &WaitFor) -> Option<Result<(), String>> {
 pub async fn run(client: &Client, args: WaitArgs) -> Result<i32> {
     let mut failures = 0;
     for target in &args.targets {
-        let name = task_name(target)?;
-        let outcome = tokio::time::timeout(args.timeout, wait_one(client, name, &args.for_)).await;
+        let (what, name) = target_name(target)?;
+        let waiting = async {
+            match what {
+                Waited::Task => wait_one(client, name, &args.for_).await,
+                Waited::Group => wait_group(client, name, &args.for_).await,
+            }
+        };
+        let outcome = tokio::time::timeout(args.timeout, waiting).await;
+        let word = what.word();
         match outcome {
             Ok(Ok(())) => println!(
-                "task/{name} {}",
+                "{word}/{name} {}",
                 match &args.for_ {
                     WaitFor::Delete => "deleted".to_string(),
                     WaitFor::Condition(t, s) => format!("condition met ({t}={s})"),
@@ -124,7 +179,7 @@ pub async fn run(client: &Client, args: WaitArgs) -> Result<i32> {
             }
             Err(_) => {
                 eprintln!(
-                    "error: timed out after {}s waiting for task/{name}",
+                    "error: timed out after {}s waiting for {word}/{name}",
                     args.timeout.as_secs()
                 );
                 failures += 1;
@@ -162,6 +217,34 @@ async fn wait_one(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
     Err(anyhow!("the watch on task {name:?} ended unexpectedly"))
 }
 
+async fn wait_group(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
+    let api = client.api::<TaskGroup>();
+    if api.get_opt(name).await?.is_none() {
+        return match want {
+            WaitFor::Delete => Ok(()),
+            WaitFor::Condition(..) => Err(anyhow!("group {name:?} not found")),
+        };
+    }
+    let mut states = api.watch_object(name);
+    while let Some(state) = states.next().await {
+        let current = match state {
+            Ok(current) => current,
+            Err(e) if super::task::is_transient(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match (current, want) {
+            (None, WaitFor::Delete) => return Ok(()),
+            (None, WaitFor::Condition(..)) => bail!("group {name:?} was deleted"),
+            (Some(g), _) => match check_group(&g, want) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(why)) => bail!(why),
+                None => {}
+            },
+        }
+    }
+    Err(anyhow!("the watch on group {name:?} ended unexpectedly"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,9 +279,12 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(task_name("task/abc").unwrap(), "abc");
-        assert_eq!(task_name("abc").unwrap(), "abc");
-        assert!(task_name("node/x").is_err());
+        assert_eq!(target_name("task/abc").unwrap(), (Waited::Task, "abc"));
+        assert_eq!(target_name("abc").unwrap(), (Waited::Task, "abc"));
+        assert_eq!(target_name("group/g").unwrap(), (Waited::Group, "g"));
+        assert_eq!(target_name("tg/g").unwrap(), (Waited::Group, "g"));
+        assert_eq!(target_name("taskgroup/g").unwrap(), (Waited::Group, "g"));
+        assert!(target_name("node/x").is_err());
     }
 
     #[test]
@@ -225,5 +311,29 @@ mod tests {
             chrono::Utc::now(),
         );
         assert_eq!(check(&ok, &want), Some(Ok(())));
+    }
+
+    #[test]
+    fn group_conditions() {
+        let want = WaitFor::Condition("Complete".into(), ConditionStatus::True);
+        let mut g = TaskGroup::new("g", Task::test("x").spec, "0-1");
+        assert_eq!(check_group(&g, &want), None);
+        g.status.finished_at = Some(chrono::Utc::now());
+        assert!(
+            check_group(&g, &want)
+                .unwrap()
+                .unwrap_err()
+                .contains("will never be met")
+        );
+        set_condition(
+            &mut g.status.conditions,
+            "Complete",
+            ConditionStatus::True,
+            None,
+            None,
+            None,
+            chrono::Utc::now(),
+        );
+        assert_eq!(check_group(&g, &want), Some(Ok(())));
     }
 }
