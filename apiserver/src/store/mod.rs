@@ -76,6 +76,19 @@ pub enum Written {
     Unchanged,
 }
 
+/// Waits for the writer thread's answer in a blocking task rather than on the async
+/// receiver. The wait costs a blocking thread, as the write itself did before writes were
+/// batched, and tells tokio that work is under way: a runtime with a paused clock (the
+/// controllers' tests) advances time only when nothing runs, and a write in progress on
+/// the writer's own thread would otherwise look like idleness, letting a client's request
+/// timeout fire in virtual time while the write is still being committed.
+async fn awaited<T: Send + 'static>(answer: oneshot::Receiver<T>) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(move || answer.blocking_recv())
+        .await
+        .map_err(|e| AppError::internal(format!("database task failed: {e}")))?
+        .map_err(|_| writer_stopped())
+}
+
 /// A cheap `Clone` handle to the store.
 #[derive(Clone)]
 pub struct Store {
@@ -267,7 +280,7 @@ impl Store {
         .map_err(|e| AppError::internal(format!("database task failed: {e}")))?
     }
 
-    /// Hands `op` to the writer.
+    /// Hands `op` to the writer (see [`awaited`] for its answer).
     fn submit(&self, op: Op) -> Result<(), AppError> {
         self.inner.writes.send(op).map_err(|_| writer_stopped())
     }
@@ -389,7 +402,7 @@ impl Store {
             done: None,
             reply,
         })))?;
-        let (object, written, extra, compact) = answer.await.map_err(|_| writer_stopped())??;
+        let (object, written, extra, compact) = awaited(answer).await??;
         if compact {
             self.compact().await;
         }
@@ -404,7 +417,7 @@ impl Store {
         loop {
             let (reply, answer) = oneshot::channel();
             let done = match self.submit(Op::Compact(reply)) {
-                Ok(()) => answer.await.unwrap_or_else(|_| Err(writer_stopped())),
+                Ok(()) => awaited(answer).await.unwrap_or_else(Err),
                 Err(e) => Err(e),
             };
             match done {
