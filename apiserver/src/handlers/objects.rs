@@ -109,11 +109,32 @@ async fn image_refusal<R: Served>(
     let pinned = body
         .pointer(&format!("{spec}/placement/node"))
         .and_then(Value::as_str);
-    let (_, bodies) = state.store().list(Node::KIND, None, None).await?;
-    let nodes: Vec<Node> = bodies
-        .iter()
-        .filter_map(|b| serde_json::from_str(b).ok())
-        .collect();
+    // Every create of a task without an image asks this, so read as little as answers it:
+    // the pinned node alone, or the nodes up to the first that has a default image (one,
+    // on a cluster whose agents report theirs), never every node parsed for every create.
+    let nodes: Vec<Node> = match pinned {
+        Some(node) => state
+            .store()
+            .get::<Node>(node.to_string())
+            .await?
+            .into_iter()
+            .collect(),
+        None => {
+            let (_, bodies) = state.store().list(Node::KIND, None, None).await?;
+            let mut nodes = Vec::new();
+            for body in &bodies {
+                let Ok(node) = serde_json::from_str::<Node>(body) else {
+                    continue;
+                };
+                let enough = node.status.default_image.is_some();
+                nodes.push(node);
+                if enough {
+                    break;
+                }
+            }
+            nodes
+        }
+    };
     let name = body
         .pointer("/metadata/name")
         .and_then(Value::as_str)
