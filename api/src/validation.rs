@@ -214,25 +214,31 @@ fn memory_too_small(text: &str, bytes: u64) -> String {
     format!("{text:?} is {bytes} {unit}, below Docker's minimum of 6Mi (6291456 bytes){hint}")
 }
 
-/// Validates a task as written by a user (spec and metadata); status is not checked.
-pub fn validate_task(task: &Task) -> Vec<FieldError> {
+/// The errors of an object's `apiVersion` and `kind`, which must be ours and `kind`.
+pub fn type_errors(api_version: &str, kind: &str, expected: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if task.api_version != crate::API_VERSION {
+    if api_version != crate::API_VERSION {
         errors.push(FieldError::new(
             "apiVersion",
             format!(
-                "{:?} is not supported; expected {:?}",
-                task.api_version,
+                "{api_version:?} is not supported; expected {:?}",
                 crate::API_VERSION
             ),
         ));
     }
-    if task.kind != "Task" {
+    if kind != expected {
         errors.push(FieldError::new(
             "kind",
-            format!("{:?} where \"Task\" was expected", task.kind),
+            format!("{kind:?} where {expected:?} was expected"),
         ));
     }
+    errors
+}
+
+/// Validates a task as written by a user (spec and metadata); status is not checked.
+pub fn validate_task(task: &Task) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    errors.extend(type_errors(&task.api_version, &task.kind, "Task"));
     if let Err(e) = check_dns_label(&task.metadata.name) {
         errors.push(FieldError::new("metadata.name", e));
     }
@@ -435,22 +441,7 @@ pub fn unresolvable_image(pinned: Option<&str>, nodes: &[Node]) -> Option<FieldE
 /// Validates a node as written by a user or agent.
 pub fn validate_node(node: &Node) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if node.api_version != crate::API_VERSION {
-        errors.push(FieldError::new(
-            "apiVersion",
-            format!(
-                "{:?} is not supported; expected {:?}",
-                node.api_version,
-                crate::API_VERSION
-            ),
-        ));
-    }
-    if node.kind != "Node" {
-        errors.push(FieldError::new(
-            "kind",
-            format!("{:?} where \"Node\" was expected", node.kind),
-        ));
-    }
+    errors.extend(type_errors(&node.api_version, &node.kind, "Node"));
     if let Err(e) = check_dns_subdomain(&node.metadata.name) {
         errors.push(FieldError::new("metadata.name", e));
     }

@@ -74,47 +74,8 @@ async fn start(auth: bool, dir: &std::path::Path) -> (String, Option<String>, Ca
 async fn round(auth: bool, creates: usize, clients: usize, tag: &str) -> (f64, Vec<Duration>) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let (url, token, stop) = start(auth, dir.path()).await;
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for c in 0..clients {
-        let url = url.clone();
-        let token = token.clone();
-        let tag = tag.to_string();
-        workers.push(tokio::spawn(async move {
-            let http = kohakuriver_tls::http_client();
-            let mut latencies = Vec::new();
-            for i in (c..creates).step_by(clients) {
-                let body = serde_json::json!({
-                    "apiVersion": "kohakuriver/v1", "kind": "Task",
-                    "metadata": {"name": format!("{tag}-{i}")},
-                    "spec": {"command": ["true"]}
-                });
-                let mut request = http
-                    .post(format!("{url}/apis/kohakuriver/v1/tasks"))
-                    .json(&body);
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
-                }
-                let t = Instant::now();
-                let answer = request.send().await.expect("create");
-                assert_eq!(
-                    answer.status().as_u16(),
-                    201,
-                    "{}",
-                    answer.text().await.unwrap_or_default()
-                );
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.await.unwrap());
-    }
-    let rate = creates as f64 / started.elapsed().as_secs_f64();
+    let (rate, latencies) = support::create_tasks(&url, token, creates, clients, tag).await;
     stop.cancel();
-    latencies.sort();
     (rate, latencies)
 }
 

@@ -69,45 +69,7 @@ async fn start(dir: &std::path::Path) -> (String, CancellationToken) {
 /// Creates `creates` tasks named `tag-N` from `clients` concurrent clients; answers
 /// creates/s and the sorted latencies.
 async fn create(url: &str, creates: usize, clients: usize, tag: &str) -> (f64, Vec<Duration>) {
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for c in 0..clients {
-        let url = url.to_string();
-        let tag = tag.to_string();
-        workers.push(tokio::spawn(async move {
-            let http = kohakuriver_tls::http_client();
-            let mut latencies = Vec::new();
-            for i in (c..creates).step_by(clients) {
-                let body = serde_json::json!({
-                    "apiVersion": "kohakuriver/v1", "kind": "Task",
-                    "metadata": {"name": format!("{tag}-{i}")},
-                    "spec": {"command": ["true"]}
-                });
-                let t = Instant::now();
-                let answer = http
-                    .post(format!("{url}/apis/kohakuriver/v1/tasks"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("create");
-                assert_eq!(
-                    answer.status().as_u16(),
-                    201,
-                    "{}",
-                    answer.text().await.unwrap_or_default()
-                );
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.await.unwrap());
-    }
-    let rate = creates as f64 / started.elapsed().as_secs_f64();
-    latencies.sort();
-    (rate, latencies)
+    support::create_tasks(url, None, creates, clients, tag).await
 }
 
 /// Lists every task from each of `listers` clients in a loop until `stop`; answers how

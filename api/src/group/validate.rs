@@ -10,28 +10,13 @@ use crate::group::indexes::parse_indexes;
 use crate::group::member::member_task;
 use crate::group::{GROUP_ENV, INDEX_ENV, TaskGroup};
 use crate::validation::{
-    FieldError, check_dns_label, check_labels, check_metadata_size, validate_task,
+    FieldError, check_dns_label, check_labels, check_metadata_size, type_errors, validate_task,
 };
 
 /// Field errors of a group's metadata and spec; empty when it is valid.
 pub fn validate_group(group: &TaskGroup) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if group.api_version != crate::API_VERSION {
-        errors.push(FieldError::new(
-            "apiVersion",
-            format!(
-                "{:?} is not supported; expected {:?}",
-                group.api_version,
-                crate::API_VERSION
-            ),
-        ));
-    }
-    if group.kind != "TaskGroup" {
-        errors.push(FieldError::new(
-            "kind",
-            format!("{:?} where \"TaskGroup\" was expected", group.kind),
-        ));
-    }
+    errors.extend(type_errors(&group.api_version, &group.kind, "TaskGroup"));
     let name = &group.metadata.name;
     let name_ok = match check_dns_label(name) {
         Ok(()) => true,

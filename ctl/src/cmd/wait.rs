@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use futures::StreamExt;
 use kohakuriver_api::meta::find_condition;
-use kohakuriver_api::{ConditionStatus, Task, TaskGroup};
+use kohakuriver_api::{ConditionStatus, Resource, Task, TaskGroup};
 use kohakuriver_client::Client;
 
 use crate::wait::parse_duration;
@@ -159,8 +159,8 @@ pub async fn run(client: &Client, args: WaitArgs) -> Result<i32> {
         let (what, name) = target_name(target)?;
         let waiting = async {
             match what {
-                Waited::Task => wait_one(client, name, &args.for_).await,
-                Waited::Group => wait_group(client, name, &args.for_).await,
+                Waited::Task => wait_object(client, name, "task", &args.for_, check).await,
+                Waited::Group => wait_object(client, name, "group", &args.for_, check_group).await,
             }
         };
         let outcome = tokio::time::timeout(args.timeout, waiting).await;
@@ -189,12 +189,20 @@ pub async fn run(client: &Client, args: WaitArgs) -> Result<i32> {
     Ok(if failures > 0 { 1 } else { 0 })
 }
 
-async fn wait_one(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
-    let api = client.api::<Task>();
+/// Waits until `check` says the object named `name` is as `want`ed (or, for `delete`, that
+/// it is gone); `noun` names the kind in messages.
+async fn wait_object<R: Resource>(
+    client: &Client,
+    name: &str,
+    noun: &str,
+    want: &WaitFor,
+    check: fn(&R, &WaitFor) -> Option<Result<(), String>>,
+) -> Result<()> {
+    let api = client.api::<R>();
     if api.get_opt(name).await?.is_none() {
         return match want {
             WaitFor::Delete => Ok(()),
-            WaitFor::Condition(..) => Err(anyhow!("task {name:?} not found")),
+            WaitFor::Condition(..) => Err(anyhow!("{noun} {name:?} not found")),
         };
     }
     let mut states = api.watch_object(name);
@@ -206,43 +214,15 @@ async fn wait_one(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
         };
         match (current, want) {
             (None, WaitFor::Delete) => return Ok(()),
-            (None, WaitFor::Condition(..)) => bail!("task {name:?} was deleted"),
-            (Some(t), _) => match check(&t, want) {
+            (None, WaitFor::Condition(..)) => bail!("{noun} {name:?} was deleted"),
+            (Some(object), _) => match check(&object, want) {
                 Some(Ok(())) => return Ok(()),
                 Some(Err(why)) => bail!(why),
                 None => {}
             },
         }
     }
-    Err(anyhow!("the watch on task {name:?} ended unexpectedly"))
-}
-
-async fn wait_group(client: &Client, name: &str, want: &WaitFor) -> Result<()> {
-    let api = client.api::<TaskGroup>();
-    if api.get_opt(name).await?.is_none() {
-        return match want {
-            WaitFor::Delete => Ok(()),
-            WaitFor::Condition(..) => Err(anyhow!("group {name:?} not found")),
-        };
-    }
-    let mut states = api.watch_object(name);
-    while let Some(state) = states.next().await {
-        let current = match state {
-            Ok(current) => current,
-            Err(e) if super::task::is_transient(&e) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match (current, want) {
-            (None, WaitFor::Delete) => return Ok(()),
-            (None, WaitFor::Condition(..)) => bail!("group {name:?} was deleted"),
-            (Some(g), _) => match check_group(&g, want) {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(why)) => bail!(why),
-                None => {}
-            },
-        }
-    }
-    Err(anyhow!("the watch on group {name:?} ended unexpectedly"))
+    Err(anyhow!("the watch on {noun} {name:?} ended unexpectedly"))
 }
 
 #[cfg(test)]
