@@ -32,12 +32,30 @@ pub trait Served: Tabular + PartialEq {
     fn validate(&self) -> Vec<FieldError>;
     /// The kind's JSON Schema, against which unknown fields are found.
     fn schema() -> &'static serde_json::Value;
+    /// The part users write (`spec`).
+    type Spec: Clone + PartialEq;
+    /// The part controllers and agents report (`status`).
+    type Status: Clone;
+    /// The object's spec.
+    fn spec(&self) -> &Self::Spec;
+    /// The object's spec, mutably.
+    fn spec_mut(&mut self) -> &mut Self::Spec;
+    /// The object's status.
+    fn status(&self) -> &Self::Status;
+    /// The object's status, mutably.
+    fn status_mut(&mut self) -> &mut Self::Status;
     /// True when both specs are equal.
-    fn same_spec(&self, other: &Self) -> bool;
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec() == other.spec()
+    }
     /// Replaces this object's spec with `from`'s.
-    fn take_spec(&mut self, from: &Self);
+    fn take_spec(&mut self, from: &Self) {
+        *self.spec_mut() = from.spec().clone();
+    }
     /// Replaces this object's status with `from`'s.
-    fn take_status(&mut self, from: &Self);
+    fn take_status(&mut self, from: &Self) {
+        *self.status_mut() = from.status().clone();
+    }
     /// Resets the status of a new object; tasks start `Pending`, stamped `submittedAt`.
     fn start_status(&mut self, now: Timestamp);
     /// Server rules on a status write, given the stored object: a task newly bound to a
@@ -109,6 +127,28 @@ pub trait Served: Tabular + PartialEq {
     }
 }
 
+/// The `Spec` and `Status` of a kind whose fields are named `spec` and `status`, with
+/// their accessors: written once here rather than in every `Served` impl.
+macro_rules! spec_and_status {
+    ($spec:ty, $status:ty) => {
+        type Spec = $spec;
+        type Status = $status;
+        fn spec(&self) -> &$spec {
+            &self.spec
+        }
+        fn spec_mut(&mut self) -> &mut $spec {
+            &mut self.spec
+        }
+        fn status(&self) -> &$status {
+            &self.status
+        }
+        fn status_mut(&mut self) -> &mut $status {
+            &mut self.status
+        }
+    };
+}
+use spec_and_status;
+
 /// What a task holds: its node's name and its allocation there.
 pub type Holding = (String, Allocation);
 
@@ -135,6 +175,7 @@ fn schema_once(
 }
 
 impl Served for Task {
+    spec_and_status!(kohakuriver_api::TaskSpec, TaskStatus);
     const RUNS_AN_IMAGE: bool = true;
     fn validate(&self) -> Vec<FieldError> {
         validate_task(self)
@@ -190,15 +231,6 @@ impl Served for Task {
     ) -> Result<(), AppError> {
         check_status_precondition(current, sent_uid, &self.status)
             .map_err(|Stale(m)| AppError::stale(Task::KIND, &current.metadata.name, m))
-    }
-    fn same_spec(&self, other: &Self) -> bool {
-        self.spec == other.spec
-    }
-    fn take_spec(&mut self, from: &Self) {
-        self.spec = from.spec.clone();
-    }
-    fn take_status(&mut self, from: &Self) {
-        self.status = from.status.clone();
     }
     fn start_status(&mut self, now: Timestamp) {
         self.status = TaskStatus {
@@ -352,6 +384,7 @@ pub fn binding_conflict(new: &Task, holders: &[Task], node: Option<&Node>) -> Op
 }
 
 impl Served for Node {
+    spec_and_status!(kohakuriver_api::NodeSpec, kohakuriver_api::NodeStatus);
     fn validate(&self) -> Vec<FieldError> {
         validate_node(self)
     }
@@ -403,15 +436,6 @@ impl Served for Node {
             )));
         }
         Ok(())
-    }
-    fn same_spec(&self, other: &Self) -> bool {
-        self.spec == other.spec
-    }
-    fn take_spec(&mut self, from: &Self) {
-        self.spec = from.spec.clone();
-    }
-    fn take_status(&mut self, from: &Self) {
-        self.status = from.status.clone();
     }
     fn start_status(&mut self, _now: Timestamp) {
         self.status = Default::default();

@@ -100,13 +100,15 @@ pub(crate) async fn run(
             );
         }
         while workers.try_join_next().is_some() {}
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(config.resync) => {}
-            _ = async {
-                let _ = changes.changed().await;
-                tokio::time::sleep(config.sweep_interval).await;
-            } => {}
+        if !crate::round::next_round(
+            &mut changes,
+            config.resync,
+            config.sweep_interval,
+            &shutdown,
+        )
+        .await
+        {
+            break;
         }
     }
     while workers.join_next().await.is_some() {}

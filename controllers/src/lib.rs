@@ -23,6 +23,7 @@ pub mod node_lifecycle;
 pub mod placement;
 pub mod queue;
 pub mod retry;
+mod round;
 pub mod scheduler;
 pub mod store;
 pub mod task_lifecycle;

@@ -96,13 +96,8 @@ pub(crate) async fn run(
         }
         while workers.try_join_next().is_some() {}
         let wait = wake.map_or(config.resync, |w| w.min(config.resync));
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
-            _ = async {
-                let _ = changes.changed().await;
-                tokio::time::sleep(config.sweep_interval).await;
-            } => {}
+        if !crate::round::next_round(&mut changes, wait, config.sweep_interval, &shutdown).await {
+            break;
         }
     }
     while workers.join_next().await.is_some() {}

@@ -122,14 +122,8 @@ pub(crate) async fn run(
         }
         while writers.try_join_next().is_some() {}
         let wait = round.wake.map_or(config.resync, |w| w.min(config.resync));
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
-            _ = async {
-                let _ = changes.changed().await;
-                // Gather the burst of events a round of writes causes into one round.
-                tokio::time::sleep(config.batch_window).await;
-            } => {}
+        if !crate::round::next_round(&mut changes, wait, config.batch_window, &shutdown).await {
+            break;
         }
     }
     // Let the writes already sent finish (they are short) so nothing is left half-done.

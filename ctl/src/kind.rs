@@ -35,6 +35,18 @@ pub fn split_kind_name(arg: &str) -> Option<(Kind, &str)> {
     Some((kind.parse().ok()?, name))
 }
 
+/// The kind a command's first argument names, where `task/NAME` also names the first
+/// object: NAME goes before the other `names` (`get` and `delete` take both forms).
+pub fn kind_and_names(arg: &str, names: &mut Vec<String>) -> Result<Kind, String> {
+    match split_kind_name(arg) {
+        Some((kind, name)) => {
+            names.insert(0, name.to_string());
+            Ok(kind)
+        }
+        None => arg.parse(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +60,28 @@ mod tests {
         assert_eq!(split_kind_name("a"), None);
         assert_eq!("tg".parse(), Ok(Kind::TaskGroup));
         assert_eq!(split_kind_name("group/g"), Some((Kind::TaskGroup, "g")));
+    }
+
+    #[test]
+    fn kind_and_names_table() {
+        let cases: &[(&str, &[&str], Result<(Kind, &[&str]), &str>)] = &[
+            ("tasks", &["a", "b"], Ok((Kind::Task, &["a", "b"]))),
+            ("task/a", &["b"], Ok((Kind::Task, &["a", "b"]))),
+            ("tg/g", &[], Ok((Kind::TaskGroup, &["g"]))),
+            ("node", &[], Ok((Kind::Node, &[]))),
+            ("pods", &["a"], Err("unknown kind \"pods\"")),
+            ("pods/a", &[], Err("unknown kind \"pods/a\"")),
+        ];
+        for (arg, names, want) in cases {
+            let mut got: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            match (kind_and_names(arg, &mut got), want) {
+                (Ok(kind), Ok((want_kind, want_names))) => {
+                    let got: Vec<&str> = got.iter().map(String::as_str).collect();
+                    assert_eq!((kind, got.as_slice()), (*want_kind, *want_names), "{arg}")
+                }
+                (Err(e), Err(start)) => assert!(e.starts_with(start), "{arg}: {e}"),
+                (got, want) => panic!("{arg}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -16,6 +16,26 @@ pub struct Sourced {
     pub manifest: Manifest,
 }
 
+/// The `-f` arguments of `apply` and `diff`.
+#[derive(clap::Args, Debug)]
+pub struct ManifestFiles {
+    /// Manifest file, directory (its *.yaml, *.yml, *.json, sorted) or `-` for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "FILE|DIR|-"
+    )]
+    pub files: Vec<PathBuf>,
+}
+
+impl ManifestFiles {
+    /// Reads every object of every source, in order (`read_all`).
+    pub fn read_all(&self) -> anyhow::Result<Vec<Sourced>> {
+        read_all(&self.files)
+    }
+}
+
 /// Reads every object of every source, in order. Nothing is returned unless everything
 /// parsed: applying half of a broken set (and pruning the rest) would be worse than nothing.
 pub fn read_all(sources: &[PathBuf]) -> anyhow::Result<Vec<Sourced>> {

@@ -8,11 +8,12 @@ use kohakuriver_api::auth::{Policy, Target};
 use kohakuriver_api::group::validate::{frozen_group_changes, validate_group};
 use kohakuriver_api::{FieldError, TaskGroup, TaskGroupStatus, Timestamp};
 
-use super::{Served, Stored, schema_once};
+use super::{Served, Stored, schema_once, spec_and_status};
 use crate::auth::Caller;
 use crate::error::AppError;
 
 impl Served for TaskGroup {
+    spec_and_status!(kohakuriver_api::TaskGroupSpec, TaskGroupStatus);
     // A group whose members could never get an image is refused when it is written, not
     // member by member.
     const RUNS_AN_IMAGE: bool = true;
@@ -23,15 +24,6 @@ impl Served for TaskGroup {
     fn schema() -> &'static serde_json::Value {
         static SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
         schema_once(&SCHEMA, kohakuriver_api::schema::task_group_schema_json)
-    }
-    fn same_spec(&self, other: &Self) -> bool {
-        self.spec == other.spec
-    }
-    fn take_spec(&mut self, from: &Self) {
-        self.spec = from.spec.clone();
-    }
-    fn take_status(&mut self, from: &Self) {
-        self.status = from.status.clone();
     }
     fn start_status(&mut self, _now: Timestamp) {
         self.status = TaskGroupStatus::default();

@@ -226,9 +226,7 @@ pub async fn replace<R: Served>(
         .store()
         .write(name.clone(), dry_run, move |current: Option<R>, _| {
             let current = exists(current, &name)?;
-            let new = admit_replace(&current, body)?;
-            changed(&st, &caller, &current, &new)?;
-            updated(current, new, &manager, now)
+            Ok((replaced(&st, &caller, current, body, &manager, now)?, ()))
         })
         .await?;
     Ok((StatusCode::OK, Warnings(warnings), Json(object)))
@@ -279,10 +277,10 @@ pub async fn patch<R: Served>(
                 meta.remove("resourceVersion");
             }
             let (body, _, warnings) = decode_value::<R>(&doc, &duplicates, validation)?;
-            let new = admit_replace(&current, body)?;
-            changed(&st, &caller, &current, &new)?;
-            let (change, ()) = updated(current, new, &manager, now)?;
-            Ok((change, warnings))
+            Ok((
+                replaced(&st, &caller, current, body, &manager, now)?,
+                warnings,
+            ))
         })
         .await?;
     Ok((StatusCode::OK, Warnings(warnings), Json(object)))
@@ -421,20 +419,25 @@ fn record<R: Served>(
         field_manager::record_update(before, after, &managed, writer);
 }
 
-/// The change of an update: `new` with `manager`'s ownership recorded, or nothing when it
-/// is the stored object (no new revision, as in Kubernetes).
-fn updated<R: Served>(
+/// The change of a replace (`PUT`, or a merge or JSON patch) of the stored `current` by
+/// `body`: admitted, allowed to `caller`, and `manager`'s ownership recorded; nothing when
+/// the result is the stored object (no new revision, as in Kubernetes).
+fn replaced<R: Served>(
+    state: &AppState,
+    caller: &Caller,
     current: R,
-    mut new: R,
+    body: R,
     manager: &str,
     now: kohakuriver_api::Timestamp,
-) -> Result<(Change<R>, ()), AppError> {
+) -> Result<Change<R>, AppError> {
+    let mut new = admit_replace(&current, body)?;
+    changed(state, caller, &current, &new)?;
     if new == current {
-        return Ok((Change::Unchanged(current), ()));
+        return Ok(Change::Unchanged(current));
     }
     let (old, after) = (to_value(&current)?, to_value(&new)?);
     record(Some(&old), &after, &mut new, manager, now);
-    Ok((Change::Put(new), ()))
+    Ok(Change::Put(new))
 }
 
 /// The stored object with the status and `resourceVersion` of a status write put in, so a
@@ -461,32 +464,7 @@ pub async fn replace_status<R: Served>(
     params: Params,
     Payload(value): Payload,
 ) -> Answer<R> {
-    let dry_run = params.dry_run()?;
-    check_body_name(&value, &name)?;
-    let status = value
-        .get("status")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    let version = value
-        .pointer("/metadata/resourceVersion")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let sent_uid = sent_uid(&value);
-    R::precheck_status(&status)?;
-    let policy = state.config().auth.policy.clone();
-    let (object, _, ()) = state
-        .store()
-        .write(name.clone(), dry_run, move |current: Option<R>, stored| {
-            let current = exists(current, &name)?;
-            caller.allow(Verb::UpdateStatus, &current.target(), &policy)?;
-            let body = with_status(&current, status, version)?;
-            body.check_status_precondition(&current, sent_uid.as_deref())?;
-            let new = admit_status(&current, &body)?;
-            new.admit_status_by(&caller, &current, stored)?;
-            Ok((Change::Put(new), ()))
-        })
-        .await?;
-    Ok((StatusCode::OK, Json(object)))
+    write_status(state, caller, name, params, value, StatusBody::Whole).await
 }
 
 /// `PATCH /{plural}/{name}/status`: a JSON merge patch of the status only.
@@ -497,25 +475,61 @@ pub async fn patch_status<R: Served>(
     params: Params,
     Payload(patch): Payload,
 ) -> Answer<R> {
+    write_status(state, caller, name, params, patch, StatusBody::MergePatch).await
+}
+
+/// How a status write's body gives the new status.
+#[derive(Clone, Copy, PartialEq)]
+enum StatusBody {
+    /// The body's `status` (an empty one when absent) is the whole new status.
+    Whole,
+    /// The body's `status`, when present, is a JSON merge patch of the stored one.
+    MergePatch,
+}
+
+/// A status write: the status the body gives, checked against the stored object and its
+/// preconditions (uid, `resourceVersion`, binding), then admitted for `caller`.
+async fn write_status<R: Served>(
+    state: AppState,
+    caller: Caller,
+    name: String,
+    params: Params,
+    body: Value,
+    how: StatusBody,
+) -> Answer<R> {
     let dry_run = params.dry_run()?;
-    check_body_name(&patch, &name)?;
-    if let Some(status) = patch.get("status") {
+    check_body_name(&body, &name)?;
+    let sent = match how {
+        StatusBody::Whole => Some(
+            body.get("status")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default())),
+        ),
+        StatusBody::MergePatch => body.get("status").cloned(),
+    };
+    if let Some(status) = &sent {
         R::precheck_status(status)?;
     }
-    let sent_uid = sent_uid(&patch);
+    let version = body
+        .pointer("/metadata/resourceVersion")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let sent_uid = sent_uid(&body);
     let policy = state.config().auth.policy.clone();
     let (object, _, ()) = state
         .store()
         .write(name.clone(), dry_run, move |current: Option<R>, stored| {
             let current = exists(current, &name)?;
             caller.allow(Verb::UpdateStatus, &current.target(), &policy)?;
-            let mut status = to_value(&current)?["status"].take();
-            if let Some(p) = patch.get("status") {
-                merge_patch(&mut status, p);
-            }
-            let version = match patch.pointer("/metadata/resourceVersion") {
-                Some(v) => v.clone(),
-                None => Value::Null,
+            let status = match (how, sent) {
+                (StatusBody::Whole, Some(status)) => status,
+                (_, patch) => {
+                    let mut status = to_value(&current)?["status"].take();
+                    if let Some(patch) = &patch {
+                        merge_patch(&mut status, patch);
+                    }
+                    status
+                }
             };
             let body = with_status(&current, status, version)?;
             body.check_status_precondition(&current, sent_uid.as_deref())?;

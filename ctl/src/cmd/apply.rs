@@ -2,7 +2,6 @@
 //! their order except that a task comes after the tasks of the same set it depends on.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use kohakuriver_api::manifest::creation_order;
 use kohakuriver_api::{ApplyOutcome, Manifest, Node, Resource, Task, TaskGroup};
 use kohakuriver_client::{Api, ApplyOptions, Client, Deleted, Error, ListParams};
 
-use crate::manifest_source::{self, Sourced};
+use crate::manifest_source::{ManifestFiles, Sourced};
 use crate::output::kind_name;
 
 /// How long `--force` waits for the old task to go before recreating it.
@@ -24,14 +23,8 @@ const FORCE_DELETE_TIMEOUT: Duration = Duration::from_secs(120);
   kohakuriver apply -f manifests/gitops/ --prune -l sweep=lr
   cat task.yaml | kohakuriver apply -f - --dry-run")]
 pub struct Args {
-    /// Manifest file, directory (its *.yaml, *.yml, *.json, sorted) or `-` for stdin; repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        required = true,
-        value_name = "FILE|DIR|-"
-    )]
-    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub manifests: ManifestFiles,
     /// Validate and show what would happen; store nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -49,7 +42,7 @@ pub struct Args {
 /// Applies every object, reporting each on stdout and each failure on stderr; the exit code
 /// is 1 when any object failed.
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let objects = manifest_source::read_all(&args.files)?;
+    let objects = args.manifests.read_all()?;
     let suffix = if args.dry_run { " (dry run)" } else { "" };
     let opts = ApplyOptions {
         dry_run: args.dry_run,

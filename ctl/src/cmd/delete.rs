@@ -7,7 +7,7 @@ use std::time::Duration;
 use kohakuriver_api::{Node, Resource, Task, TaskGroup};
 use kohakuriver_client::{Api, Client, Deleted};
 
-use crate::kind::{Kind, split_kind_name};
+use crate::kind::{Kind, kind_and_names};
 use crate::wait::{parse_duration, until_deleted};
 
 /// Options of `kohakuriver delete`.
@@ -32,13 +32,7 @@ pub struct Args {
 
 /// Deletes each object; exit 1 when any failed.
 pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<ExitCode> {
-    let kind = match split_kind_name(&args.kind) {
-        Some((kind, name)) => {
-            args.names.insert(0, name.to_string());
-            kind
-        }
-        None => args.kind.parse::<Kind>().map_err(anyhow::Error::msg)?,
-    };
+    let kind = kind_and_names(&args.kind, &mut args.names).map_err(anyhow::Error::msg)?;
     if args.names.is_empty() {
         anyhow::bail!("delete needs at least one NAME");
     }

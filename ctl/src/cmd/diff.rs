@@ -2,7 +2,6 @@
 //! (live versus the server's dry-run answer), ignoring status and server-managed metadata.
 //! Exit 0: no change; 1: changes; 2: an error (reported after trying every object).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,7 +9,7 @@ use kohakuriver_api::{Manifest, Node, Resource, Task, TaskGroup};
 use kohakuriver_client::{Api, ApplyOptions, Client};
 
 use crate::line_diff::unified;
-use crate::manifest_source::{self, Sourced};
+use crate::manifest_source::{ManifestFiles, Sourced};
 use crate::output::kind_name;
 
 /// Metadata the server owns; a difference there is not a change the user made.
@@ -30,14 +29,8 @@ const SERVER_METADATA: &[&str] = &[
   kohakuriver diff -f manifests/gitops/    # exit 0: no change, 1: changes, 2: error
   kohakuriver diff -f manifests/gitops/ --prune -l sweep=lr   # also what apply --prune deletes")]
 pub struct Args {
-    /// Manifest file, directory or `-` for stdin; repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        required = true,
-        value_name = "FILE|DIR|-"
-    )]
-    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub manifests: ManifestFiles,
     /// Also show the tasks matching -l that are not in the manifests, which `apply --prune`
     /// would delete.
     #[arg(long, requires = "selector")]
@@ -49,7 +42,7 @@ pub struct Args {
 
 /// Prints a diff per changed object.
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let objects = manifest_source::read_all(&args.files)?;
+    let objects = args.manifests.read_all()?;
     let mut changed = false;
     let mut failed = false;
     for Sourced { origin, manifest } in &objects {

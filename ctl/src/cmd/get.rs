@@ -8,7 +8,7 @@ use kohakuriver_api::{Node, Task, TaskGroup};
 use kohakuriver_client::watcher::Event;
 use kohakuriver_client::{Api, Client, ListParams};
 
-use crate::kind::{Kind, split_kind_name};
+use crate::kind::{Kind, kind_and_names};
 use crate::output::{Format, Table, kind_name, list_of, render_row, to_json, to_yaml};
 use crate::rows::Columns;
 
@@ -59,13 +59,7 @@ impl Args {
 
 /// Prints the objects.
 pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<ExitCode> {
-    let kind = match split_kind_name(&args.kind) {
-        Some((kind, name)) => {
-            args.names.insert(0, name.to_string());
-            kind
-        }
-        None => args.kind.parse::<Kind>().map_err(anyhow::Error::msg)?,
-    };
+    let kind = kind_and_names(&args.kind, &mut args.names).map_err(anyhow::Error::msg)?;
     match kind {
         Kind::Task => get(&client.api::<Task>(), &args).await,
         Kind::Node => get(&client.api::<Node>(), &args).await,
