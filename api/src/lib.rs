@@ -6,6 +6,7 @@
 //! one error shape the server answers with, and watch events. It does no IO and knows no
 //! clock: anything time-dependent takes `now` as an argument.
 
+pub mod agent_url;
 pub mod auth;
 pub mod columns;
 pub mod cpuset;

@@ -1,5 +1,6 @@
 //! The log proxy: `GET /tasks/{name}/log` is streamed from the agent of the node the task is
-//! bound to (`GET {address}/v1/tasks/{name}/log?uid=…`), bytes passed through as they come.
+//! bound to (`GET {address}/v1/tasks/{name}/log?uid=…`, `kohakuriver_api::agent_url`), bytes
+//! passed through as they come.
 //!
 //! The server calls only an address the node's own agent reported (`http(s)://HOST:PORT`,
 //! checked again here), presents that node's agent secret, and answers with a fixed content
@@ -10,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use kohakuriver_api::auth::{Target, Verb, check_agent_address};
+use kohakuriver_api::agent_url::AgentUrl;
+use kohakuriver_api::auth::{Target, Verb};
 use kohakuriver_api::{Node, Status, StatusReason, Task};
 
 use crate::auth::Caller;
@@ -55,12 +57,12 @@ pub async fn proxy(
             "node {node_name} (running task {name}) has no agent address; is its agent registered?"
         )));
     };
-    check_agent_address(&address).map_err(|e| {
+    let agent = AgentUrl::parse(&address).map_err(|e| {
         AppError::unavailable(format!(
             "node {node_name} reported an agent address the server will not call: {e}"
         ))
     })?;
-    let url = format!("{}/v1/tasks/{name}/log", address.trim_end_matches('/'));
+    let url = agent.task_log(&name);
     let mut query = vec![
         ("uid", task.metadata.uid.clone().unwrap_or_default()),
         ("stream", stream.to_string()),

@@ -27,6 +27,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use kohakuriver_api::agent_url::AgentUrl;
 use kohakuriver_api::{Status, StatusReason};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -142,8 +143,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `into_make_service_with_connect_info::<SocketAddr>()` so refusals name the caller.
 pub fn router(state: EndpointState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/tasks/{name}/log", get(task_log))
+        .route(AgentUrl::HEALTHZ_ROUTE, get(|| async { "ok" }))
+        .route(AgentUrl::TASK_LOG_ROUTE, get(task_log))
         .fallback(|| async {
             EndpointError::new(StatusReason::NotFound, "no such path on the agent endpoint")
         })
@@ -166,7 +167,7 @@ async fn require_secret(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path() == "/healthz" {
+    if request.uri().path() == AgentUrl::HEALTHZ_ROUTE {
         return next.run(request).await;
     }
     let header = request
