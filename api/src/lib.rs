@@ -33,6 +33,7 @@ pub mod selector;
 pub mod table;
 pub mod target;
 pub mod task;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod validation;
 pub mod watch;

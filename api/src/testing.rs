@@ -1,6 +1,7 @@
 //! Builders for tests: `Task::test("t").cpu(2).gpus(1)`, `Node::test("a").numa(2).cores(8).gpus(4)`.
 //!
-//! Compiled always (it is small) so every crate's tests can use the same fixtures.
+//! Compiled for this crate's tests and, through the `testing` feature that only
+//! dev-dependencies turn on, for every other crate's tests, never into the shipped binary.
 
 use crate::cpuset::CpuSet;
 use crate::meta::{ConditionStatus, set_condition};

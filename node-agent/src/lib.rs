@@ -29,6 +29,7 @@ pub mod discovery;
 pub mod docker;
 pub mod endpoint;
 pub mod engine_fault;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake_runtime;
 pub mod fence;
 pub mod gpu;

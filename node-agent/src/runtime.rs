@@ -1,7 +1,7 @@
 //! The container runtime seen through a small trait that speaks our types.
 //!
 //! [`ContainerRuntime`] has the Docker implementation in [`crate::docker`] and a recording
-//! fake in [`crate::fake_runtime`]. Everything the reconciler learns about a container comes
+//! fake in `fake_runtime` (behind the `testing` feature). Everything the reconciler learns about a container comes
 //! through [`ContainerState`], so the reconcile plan never sees a bollard type.
 
 use std::collections::BTreeMap;
