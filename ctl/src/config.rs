@@ -210,7 +210,8 @@ pub fn server_url(flag: Option<&str>, host: Option<&str>, port: Option<u16>) -> 
         .unwrap_or(DEFAULT_HOST);
     let port = port.unwrap_or(DEFAULT_PORT);
     if host.contains("://") {
-        // KOHAKURIVER_HOST given as a URL: take it as is unless it lacks a port.
+        // KOHAKURIVER_HOST given as a URL: taken as it is, with its own port or none (the
+        // scheme's default); KOHAKURIVER_PORT does not apply to it.
         return host.trim_end_matches('/').to_string();
     }
     if host.contains(':') && !host.starts_with('[') {

@@ -1,4 +1,4 @@
-//! Whole-system fault scenarios of issue 6 (DESIGN.md §8.4): many nodes and many tasks,
+//! Whole-system fault scenarios: many nodes and many tasks,
 //! an agent killed mid-task, the server killed mid-burst, a node lost for good, Docker
 //! trouble, and a restart of everything. Real processes, real Docker, the test image.
 //!
