@@ -67,7 +67,11 @@ pub(crate) async fn run(
                 permits.clone(),
             );
             let span = match &job {
-                Job::Task(t, _) => tracing::info_span!("task", task = %t.metadata.name),
+                Job::Task(t, _) => tracing::info_span!(
+                    "task",
+                    task = %t.metadata.name,
+                    node = t.status.node.as_deref().unwrap_or("")
+                ),
                 Job::Node(n, _) => tracing::info_span!("node", node = %n.metadata.name),
             };
             workers.spawn(

@@ -111,7 +111,7 @@ pub(crate) async fn run(
             let store = store.clone();
             let in_flight = in_flight.clone();
             let permits = permits.clone();
-            let span = tracing::debug_span!("bind", task = %write.task.metadata.name, node = write.hold.as_ref().map(|h| h.0.as_str()).unwrap_or(""));
+            let span = tracing::info_span!("bind", task = %write.task.metadata.name, node = write.hold.as_ref().map(|h| h.0.as_str()).unwrap_or(""));
             writers.spawn(
                 async move {
                     let _permit = permits.acquire_owned().await;

@@ -15,6 +15,7 @@ mod kind;
 mod kubeconfig;
 mod line_diff;
 mod local_cli;
+mod log_format;
 mod manifest_source;
 mod output;
 mod rows;

@@ -8,7 +8,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::daemon::{AgentFlags, default_data_dir};
-use super::server::{cancel_on_signal, init_tracing};
+use super::server::cancel_on_signal;
+use crate::log_format::{LogFlags, init_tracing};
 use crate::tls_flags::AgentTlsFlags;
 
 /// Options of `kohakuriver agent`.
@@ -36,6 +37,8 @@ pub struct Args {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: AgentTlsFlags,
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// The credential: `--token`, else `--token-file`, else `$KOHAKURIVER_TOKEN`.
@@ -64,7 +67,7 @@ pub async fn run(
     ca_pem: Option<Vec<u8>>,
     args: Args,
 ) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(args.log.log_format);
     let token = credential(&args)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir).join("agent");
     let mut config = args.agent.config(&server_url, data_dir, args.default_image);

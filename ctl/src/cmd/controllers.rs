@@ -8,7 +8,8 @@ use kohakuriver_client::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::daemon::ControllerFlags;
-use super::server::{cancel_on_signal, init_tracing};
+use super::server::cancel_on_signal;
+use crate::log_format::{LogFlags, init_tracing};
 
 /// Options of `kohakuriver controllers`.
 #[derive(clap::Args, Debug)]
@@ -18,11 +19,13 @@ use super::server::{cancel_on_signal, init_tracing};
 pub struct Args {
     #[command(flatten)]
     pub controllers: ControllerFlags,
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// Runs the controllers until a shutdown signal.
 pub async fn run(client: Client, args: Args) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(args.log.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     kohakuriver_controllers::run(client, args.controllers.config(), shutdown)

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::daemon::{ControllerFlags, LimitFlags, StoreFlags, default_data_dir};
 use crate::auth_flags::{AuthFlags, admin_token_file};
 use crate::local_cli;
+use crate::log_format::{LogFlags, init_tracing};
 use crate::tls_flags::{CaFlag, ServerTlsFlags, ServerTlsSetup};
 
 /// How long `server` and `up` wait for their own API server to answer.
@@ -57,11 +58,13 @@ pub struct Args {
     pub controllers: ControllerFlags,
     #[command(flatten)]
     pub tls: ServerTlsFlags,
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// Runs the server (and the controllers) until a shutdown signal; `ca` is `--ca`.
 pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(args.log.log_format);
     args.auth.check(args.listen).map_err(anyhow::Error::msg)?;
     let (data_dir, db) = data_paths(args.data_dir.clone(), args.db.clone())?;
     let tls = args.tls.setup(args.listen, &data_dir.join("tls"), ca)?;
@@ -406,17 +409,6 @@ pub fn local_url(addr: SocketAddr, https: bool) -> String {
     };
     let scheme = if https { "https" } else { "http" };
     format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use anyhow::Context;
 
 use super::daemon::{AgentFlags, ControllerFlags, LimitFlags, StoreFlags, host_name};
-use super::server::{Daemons, ServerSettings, cancel_on_signal, data_paths, init_tracing, start};
+use super::server::{Daemons, ServerSettings, cancel_on_signal, data_paths, start};
 use crate::auth_flags::AuthFlags;
 use crate::local_cli;
+use crate::log_format::{LogFlags, init_tracing};
 use crate::tls_flags::{CaFlag, ServerTlsFlags, self_signed_names};
 
 /// Options of `kohakuriver up`.
@@ -52,11 +53,13 @@ pub struct Args {
     pub controllers: ControllerFlags,
     #[command(flatten)]
     pub tls: ServerTlsFlags,
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// Runs everything until a shutdown signal; `ca` is `--ca`.
 pub async fn run(args: Args, ca: &CaFlag) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(args.log.log_format);
     args.auth.check(args.listen).map_err(anyhow::Error::msg)?;
     let (data_dir, db) = data_paths(args.data_dir.clone(), None)?;
     let tls = args.tls.setup(args.listen, &data_dir.join("tls"), ca)?;
