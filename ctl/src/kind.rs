@@ -64,7 +64,13 @@ mod tests {
 
     #[test]
     fn kind_and_names_table() {
-        let cases: &[(&str, &[&str], Result<(Kind, &[&str]), &str>)] = &[
+        // (argument, names given, the kind and names wanted or the error's start)
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            Result<(Kind, &'a [&'a str]), &'a str>,
+        );
+        let cases: &[Case] = &[
             ("tasks", &["a", "b"], Ok((Kind::Task, &["a", "b"]))),
             ("task/a", &["b"], Ok((Kind::Task, &["a", "b"]))),
             ("tg/g", &[], Ok((Kind::TaskGroup, &["g"]))),
