@@ -333,7 +333,12 @@ impl std::fmt::Display for Denial {
     }
 }
 
-pub(crate) fn deny(who: &Identity, verb: Verb, target: &Target<'_>, why: &str) -> Result<(), Denial> {
+pub(crate) fn deny(
+    who: &Identity,
+    verb: Verb,
+    target: &Target<'_>,
+    why: &str,
+) -> Result<(), Denial> {
     let mut message = format!(
         "{} {:?} may not {} {}",
         who.role,
@@ -477,9 +482,7 @@ fn authorize_person(
             _ => refuse(""),
         },
         Target::TaskGroup(group) => authorize_group(who, verb, group, policy),
-        Target::Events | Target::Event(_) => {
-            events::person_on_events(who, verb, target, policy)
-        }
+        Target::Events | Target::Event(_) => events::person_on_events(who, verb, target, policy),
         Target::Task(task) if verb == Create && !task.metadata.owner_references.is_empty() => {
             refuse(
                 "metadata.ownerReferences is set by the group controller on the members it creates; leave it out",

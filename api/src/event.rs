@@ -257,7 +257,12 @@ pub fn validate_event(event: &Event) -> Vec<FieldError> {
         errors.push(FieldError::new("metadata.name", e));
     }
     check_labels(&mut errors, "metadata.labels", &meta.labels, true);
-    check_labels(&mut errors, "metadata.annotations", &meta.annotations, false);
+    check_labels(
+        &mut errors,
+        "metadata.annotations",
+        &meta.annotations,
+        false,
+    );
     check_metadata_size(&mut errors, &meta.labels, &meta.annotations);
     let involved = &event.involved_object;
     if !INVOLVED_KINDS.contains(&involved.kind.as_str()) {
@@ -356,12 +361,7 @@ impl Tabular for Event {
             "The object it is about (involvedObject), as kind/name.",
         ),
         col("Message", "string", 0, "What happened (message)."),
-        col(
-            "Count",
-            "integer",
-            0,
-            "How many times it happened (count).",
-        ),
+        col("Count", "integer", 0, "How many times it happened (count)."),
         col(
             "First Seen",
             "string",
@@ -419,15 +419,39 @@ mod tests {
     fn validation_names_each_bad_field() {
         assert_eq!(fields(&event()), Vec::<String>::new());
         let cases: Vec<(&str, fn(&mut Event), &str)> = vec![
-            ("kind", |e| e.involved_object.kind = "Pod".into(), "involvedObject.kind"),
-            ("name", |e| e.involved_object.name.clear(), "involvedObject.name"),
+            (
+                "kind",
+                |e| e.involved_object.kind = "Pod".into(),
+                "involvedObject.kind",
+            ),
+            (
+                "name",
+                |e| e.involved_object.name.clear(),
+                "involvedObject.name",
+            ),
             ("reason", |e| e.reason.clear(), "reason"),
-            ("spaced reason", |e| e.reason = "Was Scheduled".into(), "reason"),
-            ("component", |e| e.source.component.clear(), "source.component"),
+            (
+                "spaced reason",
+                |e| e.reason = "Was Scheduled".into(),
+                "reason",
+            ),
+            (
+                "component",
+                |e| e.source.component.clear(),
+                "source.component",
+            ),
             ("message", |e| e.message = "x".repeat(1025), "message"),
             ("count", |e| e.count = 0, "count"),
-            ("times", |e| e.last_timestamp = Some(at(-1)), "lastTimestamp"),
-            ("own name", |e| e.metadata.name = "Bad_Name".into(), "metadata.name"),
+            (
+                "times",
+                |e| e.last_timestamp = Some(at(-1)),
+                "lastTimestamp",
+            ),
+            (
+                "own name",
+                |e| e.metadata.name = "Bad_Name".into(),
+                "metadata.name",
+            ),
         ];
         for (what, break_it, field) in cases {
             let mut e = event();
@@ -464,7 +488,14 @@ mod tests {
         let row = crate::columns::text_row(&e, false, at(90));
         assert_eq!(
             row,
-            ["90s", "Normal", "Scheduled", "task/train", "bound to n1", "3"]
+            [
+                "90s",
+                "Normal",
+                "Scheduled",
+                "task/train",
+                "bound to n1",
+                "3"
+            ]
         );
     }
 }

@@ -869,7 +869,10 @@ async fn events_are_reported_by_their_source_and_private_to_the_task_owner() {
         .await;
     assert_eq!(code, 403, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("source.host: node-a"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("source.host: node-a"),
         "{body}"
     );
     let (code, body) = fixture
@@ -905,7 +908,9 @@ async fn events_are_reported_by_their_source_and_private_to_the_task_owner() {
     let (code, list) = private.send(3, Method::GET, "/events", Value::Null).await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(names(&list), ["e-bob"]);
-    let (code, body) = private.send(3, Method::GET, "/events/e1", Value::Null).await;
+    let (code, body) = private
+        .send(3, Method::GET, "/events/e1", Value::Null)
+        .await;
     assert_eq!(code, 403, "{body}");
     let (code, list) = private.send(1, Method::GET, "/events", Value::Null).await;
     assert_eq!(code, 200, "{list}");

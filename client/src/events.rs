@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::api::Api;
 use crate::error::Error;
-use bucket::{Budget, Bucket};
+use bucket::{Bucket, Budget};
 use fold::{Aggregate, FoldKey, to_write};
 
 /// How long a key whose write failed waits before it is tried again.
@@ -393,7 +393,8 @@ impl Worker {
                 tracing::debug!(%error, event = %key.event_name(), "event write failed; trying again later");
                 // Read afresh next time: the stored copy may be stale or gone.
                 aggregate.stored = None;
-                self.retry_at.insert(key.clone(), self.start.elapsed() + RETRY_AFTER);
+                self.retry_at
+                    .insert(key.clone(), self.start.elapsed() + RETRY_AFTER);
             }
         }
         if aggregate.unwritten > 0 && !self.pending.contains(&key) {

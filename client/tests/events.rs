@@ -105,7 +105,11 @@ async fn repeats_beyond_the_budget_are_written_later() {
     })
     .await;
     // Far fewer writes than occurrences: the repeats were folded while waiting.
-    assert!(recorder.stats().writes() < 30, "{}", recorder.stats().writes());
+    assert!(
+        recorder.stats().writes() < 30,
+        "{}",
+        recorder.stats().writes()
+    );
 }
 
 /// Another writer (or this one before a restart) made the event already: the recorder reads

@@ -113,6 +113,9 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(period(s(3600)), s(60));
         assert_eq!(period(s(2)), Duration::from_millis(500));
-        assert_eq!(period(Duration::from_millis(10)), Duration::from_millis(100));
+        assert_eq!(
+            period(Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
     }
 }

@@ -98,7 +98,10 @@ pub fn task_action(task: &Task, action: &TaskAction) -> Vec<Said> {
             let node = task.status.node.as_deref().unwrap_or("?");
             match (status.phase, status.reason.as_deref()) {
                 (TaskPhase::Pending, Some("Retrying")) => {
-                    vec![warning("Retrying", format!("{stable}; retrying after back-off"))]
+                    vec![warning(
+                        "Retrying",
+                        format!("{stable}; retrying after back-off"),
+                    )]
                 }
                 (TaskPhase::Pending, Some("NodeLost")) => vec![
                     warning("TaskLost", stable),
@@ -182,11 +185,25 @@ mod tests {
             "no node has 64 free cores",
             now(),
         );
-        let never = crate::scheduler::unschedulable(&Task::test("t"), "no node has 9999 cores", now(), true);
+        let never = crate::scheduler::unschedulable(
+            &Task::test("t"),
+            "no node has 9999 cores",
+            now(),
+            true,
+        );
         let cases = [
-            (bound, Some("Normal Scheduled: assigned to node n1 (cpus 0-1 gpus 0,1)")),
-            (waiting, Some("Warning FailedScheduling: no node has 64 free cores")),
-            (never, Some("Warning FailedScheduling: no node has 9999 cores")),
+            (
+                bound,
+                Some("Normal Scheduled: assigned to node n1 (cpus 0-1 gpus 0,1)"),
+            ),
+            (
+                waiting,
+                Some("Warning FailedScheduling: no node has 64 free cores"),
+            ),
+            (
+                never,
+                Some("Warning FailedScheduling: no node has 9999 cores"),
+            ),
             (Task::test("t"), None),
         ];
         for (task, want) in cases {
@@ -204,13 +221,34 @@ mod tests {
         let lines = |task: &Task, action: &TaskAction| -> Vec<String> {
             task_action(task, action).iter().map(line).collect()
         };
-        let first = TaskAction::status(requeued(&failed, now(), &policy, "Retrying", "attempt failed (Error, exit code 1)"));
+        let first = TaskAction::status(requeued(
+            &failed,
+            now(),
+            &policy,
+            "Retrying",
+            "attempt failed (Error, exit code 1)",
+        ));
         failed.status.attempts = 3;
-        let later = TaskAction::status(requeued(&failed, now(), &policy, "Retrying", "attempt failed (Error, exit code 1)"));
-        assert_eq!(lines(&failed, &first), ["Warning Retrying: attempt failed (Error, exit code 1); retrying after back-off"]);
+        let later = TaskAction::status(requeued(
+            &failed,
+            now(),
+            &policy,
+            "Retrying",
+            "attempt failed (Error, exit code 1)",
+        ));
+        assert_eq!(
+            lines(&failed, &first),
+            ["Warning Retrying: attempt failed (Error, exit code 1); retrying after back-off"]
+        );
         assert_eq!(lines(&failed, &first), lines(&failed, &later));
         let bound = Task::test("t").bound("n1", "0", &[]);
-        let lost = TaskAction::status(requeued(&bound, now(), &policy, "NodeLost", "node n1 lost (no heartbeat for 31s)"));
+        let lost = TaskAction::status(requeued(
+            &bound,
+            now(),
+            &policy,
+            "NodeLost",
+            "node n1 lost (no heartbeat for 31s)",
+        ));
         assert_eq!(
             lines(&bound, &lost),
             [
@@ -222,7 +260,10 @@ mod tests {
             reason: "DeadlineExceeded".into(),
             message: "ran past its 60s deadline".into(),
         };
-        assert_eq!(lines(&bound, &kill), ["Warning DeadlineExceeded: ran past its 60s deadline"]);
+        assert_eq!(
+            lines(&bound, &kill),
+            ["Warning DeadlineExceeded: ran past its 60s deadline"]
+        );
         assert_eq!(lines(&bound, &TaskAction::Delete), Vec::<String>::new());
     }
 
@@ -231,22 +272,46 @@ mod tests {
         let with_ready = |status: Option<ConditionStatus>| {
             let mut n = Node::test("n1");
             if let Some(s) = status {
-                set_condition(&mut n.status.conditions, "Ready", s, Some("R"), Some("no heartbeat for 31s"), None, now());
+                set_condition(
+                    &mut n.status.conditions,
+                    "Ready",
+                    s,
+                    Some("R"),
+                    Some("no heartbeat for 31s"),
+                    None,
+                    now(),
+                );
             }
             n
         };
         let t = Some(ConditionStatus::True);
         let f = Some(ConditionStatus::False);
         let cases = [
-            (t, f, Some("Warning NodeNotReady: node n1 is not ready: no heartbeat for 31s")),
-            (None, f, Some("Warning NodeNotReady: node n1 is not ready: no heartbeat for 31s")),
-            (f, t, Some("Normal NodeReady: node n1 is ready: heartbeats resumed")),
+            (
+                t,
+                f,
+                Some("Warning NodeNotReady: node n1 is not ready: no heartbeat for 31s"),
+            ),
+            (
+                None,
+                f,
+                Some("Warning NodeNotReady: node n1 is not ready: no heartbeat for 31s"),
+            ),
+            (
+                f,
+                t,
+                Some("Normal NodeReady: node n1 is ready: heartbeats resumed"),
+            ),
             (t, t, None),
             (f, f, None),
         ];
         for (before, after, want) in cases {
             let got = node_readiness(&with_ready(before), &with_ready(after).status);
-            assert_eq!(got.as_ref().map(line).as_deref(), want, "{before:?} -> {after:?}");
+            assert_eq!(
+                got.as_ref().map(line).as_deref(),
+                want,
+                "{before:?} -> {after:?}"
+            );
         }
     }
 }

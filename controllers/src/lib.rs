@@ -152,11 +152,7 @@ pub async fn run(
         ));
     }
     if config.lifecycle {
-        loops.spawn(event_expiry::run(
-            events,
-            config.clone(),
-            shutdown.clone(),
-        ));
+        loops.spawn(event_expiry::run(events, config.clone(), shutdown.clone()));
         loops.spawn(lifecycle::run(
             tasks,
             nodes,

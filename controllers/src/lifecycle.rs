@@ -77,7 +77,10 @@ pub(crate) async fn run(
                     let (key, result) = match job {
                         Job::Task(task, action) => {
                             let key = ("Task", task.metadata.name.clone());
-                            let said = (crate::events::task_action(&task, &action), ObjectRef::of(&*task));
+                            let said = (
+                                crate::events::task_action(&task, &action),
+                                ObjectRef::of(&*task),
+                            );
                             let result = act_on_task(&tasks, &store, *task, action).await;
                             if result.is_ok() {
                                 crate::events::report(events.as_ref(), "lifecycle", said.1, said.0);
@@ -86,10 +89,18 @@ pub(crate) async fn run(
                         }
                         Job::Node(node, status) => {
                             let key = ("Node", node.metadata.name.clone());
-                            let said = (crate::events::node_readiness(&node, &status), ObjectRef::of(&*node));
+                            let said = (
+                                crate::events::node_readiness(&node, &status),
+                                ObjectRef::of(&*node),
+                            );
                             let result = act_on_node(&nodes, &store, *node, *status).await;
                             if result.is_ok() {
-                                crate::events::report(events.as_ref(), "node-lifecycle", said.1, said.0);
+                                crate::events::report(
+                                    events.as_ref(),
+                                    "node-lifecycle",
+                                    said.1,
+                                    said.0,
+                                );
                             }
                             (key, result)
                         }

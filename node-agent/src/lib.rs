@@ -39,9 +39,9 @@ pub mod log_retention;
 pub mod mount_policy;
 pub mod plan;
 mod reconciler;
-mod task_events;
 pub mod runtime;
 pub mod tarball_tags;
+mod task_events;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

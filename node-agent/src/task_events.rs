@@ -41,7 +41,11 @@ pub fn fetching(image: &str, how: Provided) -> Said {
             "Pulling",
             format!("loading image {image:?} from its environment tarball"),
         ),
-        _ => said(EventType::Normal, "Pulling", format!("pulling image {image:?}")),
+        _ => said(
+            EventType::Normal,
+            "Pulling",
+            format!("pulling image {image:?}"),
+        ),
     }
 }
 
@@ -57,12 +61,20 @@ pub fn provided(image: &str, how: Provided) -> Said {
 
 /// The container was created.
 pub fn created(container: &str) -> Said {
-    said(EventType::Normal, "Created", format!("created container {container}"))
+    said(
+        EventType::Normal,
+        "Created",
+        format!("created container {container}"),
+    )
 }
 
 /// The container was started.
 pub fn started(container: &str) -> Said {
-    said(EventType::Normal, "Started", format!("started container {container}"))
+    said(
+        EventType::Normal,
+        "Started",
+        format!("started container {container}"),
+    )
 }
 
 /// The container is being stopped.
@@ -83,7 +95,9 @@ pub fn exited(code: i64, oom_killed: bool) -> Said {
         return said(
             EventType::Warning,
             "OOMKilled",
-            format!("the container used more memory than its limit and was killed (exit code {code})"),
+            format!(
+                "the container used more memory than its limit and was killed (exit code {code})"
+            ),
         );
     }
     let type_ = if code == 0 {
@@ -91,7 +105,11 @@ pub fn exited(code: i64, oom_killed: bool) -> Said {
     } else {
         EventType::Warning
     };
-    said(type_, "Exited", format!("container exited with code {code}"))
+    said(
+        type_,
+        "Exited",
+        format!("container exited with code {code}"),
+    )
 }
 
 /// The task failed with `reason` before or without a container.
@@ -108,7 +126,12 @@ impl TaskEvents {
     /// Records `said` about `task`.
     pub fn say(&self, task: &Task, said: Said) {
         if let Some(recorder) = &self.0 {
-            recorder.record(&ObjectRef::of(task), said.type_, &said.reason, &said.message);
+            recorder.record(
+                &ObjectRef::of(task),
+                said.type_,
+                &said.reason,
+                &said.message,
+            );
         }
     }
 
@@ -134,16 +157,46 @@ mod tests {
     #[test]
     fn what_each_step_says() {
         let cases = [
-            (fetching("busybox", Provided::Pulled), "Normal Pulling: pulling image \"busybox\""),
-            (provided("busybox", Provided::Present), "Normal Pulled: image \"busybox\" already present on the node"),
-            (provided("busybox", Provided::Pulled), "Normal Pulled: pulled image \"busybox\""),
-            (created("kohakuriver-task-a"), "Normal Created: created container kohakuriver-task-a"),
-            (started("kohakuriver-task-a"), "Normal Started: started container kohakuriver-task-a"),
-            (killing("c", Duration::from_secs(10)), "Normal Killing: stopping container c (SIGTERM, then SIGKILL after 10s)"),
-            (exited(0, false), "Normal Exited: container exited with code 0"),
-            (exited(3, false), "Warning Exited: container exited with code 3"),
-            (exited(137, true), "Warning OOMKilled: the container used more memory than its limit and was killed (exit code 137)"),
-            (failed("ImagePullFailed", "no such registry"), "Warning ImagePullFailed: no such registry"),
+            (
+                fetching("busybox", Provided::Pulled),
+                "Normal Pulling: pulling image \"busybox\"",
+            ),
+            (
+                provided("busybox", Provided::Present),
+                "Normal Pulled: image \"busybox\" already present on the node",
+            ),
+            (
+                provided("busybox", Provided::Pulled),
+                "Normal Pulled: pulled image \"busybox\"",
+            ),
+            (
+                created("kohakuriver-task-a"),
+                "Normal Created: created container kohakuriver-task-a",
+            ),
+            (
+                started("kohakuriver-task-a"),
+                "Normal Started: started container kohakuriver-task-a",
+            ),
+            (
+                killing("c", Duration::from_secs(10)),
+                "Normal Killing: stopping container c (SIGTERM, then SIGKILL after 10s)",
+            ),
+            (
+                exited(0, false),
+                "Normal Exited: container exited with code 0",
+            ),
+            (
+                exited(3, false),
+                "Warning Exited: container exited with code 3",
+            ),
+            (
+                exited(137, true),
+                "Warning OOMKilled: the container used more memory than its limit and was killed (exit code 137)",
+            ),
+            (
+                failed("ImagePullFailed", "no such registry"),
+                "Warning ImagePullFailed: no such registry",
+            ),
         ];
         for (said, want) in cases {
             assert_eq!(line(said), want);

@@ -47,7 +47,11 @@ fn a_tasks_events_tell_its_life_in_order() {
             .iter()
             .all(|want| r.iter().any(|got| got == want))
     });
-    let text = c.kr(&["events", "--for", &format!("task/{id}")]).ok().stdout.clone();
+    let text = c
+        .kr(&["events", "--for", &format!("task/{id}")])
+        .ok()
+        .stdout
+        .clone();
     let header = text.lines().next().unwrap();
     for column in ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE", "COUNT"] {
         assert!(header.contains(column), "{header}");
@@ -72,7 +76,10 @@ fn a_tasks_events_tell_its_life_in_order() {
     // describe ends with the same story.
     let described = c.kr(&["describe", "task", &id]).ok().stdout.clone();
     let section = &described[described.find("Events:").expect("an Events section")..];
-    assert!(line_of(section, "Scheduled") < line_of(section, "Exited"), "{section}");
+    assert!(
+        line_of(section, "Scheduled") < line_of(section, "Exited"),
+        "{section}"
+    );
 
     // `get events` lists them too, and people may not forge or delete them.
     c.kr(&["get", "events"]).ok().stdout_has("Exited");
@@ -80,7 +87,11 @@ fn a_tasks_events_tell_its_life_in_order() {
     let user = c.create_token("eve", "user");
     let refused = c.kr_as(&user, &["delete", "event", name]);
     refused.fails();
-    assert!(refused.stderr.contains("may not delete event"), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("may not delete event"),
+        "{}",
+        refused.describe()
+    );
     c.kr(&["delete", "event", name]).ok();
 }
 

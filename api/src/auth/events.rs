@@ -8,7 +8,11 @@
 use super::{Denial, Identity, Policy, Role, Target, Verb, deny};
 
 /// A node's rights on events.
-pub(super) fn node_on_events(who: &Identity, verb: Verb, target: &Target<'_>) -> Result<(), Denial> {
+pub(super) fn node_on_events(
+    who: &Identity,
+    verb: Verb,
+    target: &Target<'_>,
+) -> Result<(), Denial> {
     use Verb::*;
     let refuse = |why: &str| deny(who, verb, target, why);
     match target {
@@ -90,23 +94,93 @@ mod tests {
         let cases: Vec<(Role, &str, Verb, Target<'_>, &Policy, bool)> = vec![
             (Role::Viewer, "v", List, Target::Events, &open, true),
             (Role::Viewer, "v", Get, Target::Event(&theirs), &open, true),
-            (Role::Viewer, "v", Create, Target::Event(&theirs), &open, false),
-            (Role::User, "alice", Get, Target::Event(&mine), &private, true),
-            (Role::User, "alice", Get, Target::Event(&theirs), &private, false),
-            (Role::User, "alice", Get, Target::Event(&theirs), &open, true),
-            (Role::User, "alice", Create, Target::Event(&mine), &open, false),
-            (Role::User, "alice", Update, Target::Event(&mine), &open, false),
-            (Role::Operator, "o", Delete, Target::Event(&mine), &open, false),
+            (
+                Role::Viewer,
+                "v",
+                Create,
+                Target::Event(&theirs),
+                &open,
+                false,
+            ),
+            (
+                Role::User,
+                "alice",
+                Get,
+                Target::Event(&mine),
+                &private,
+                true,
+            ),
+            (
+                Role::User,
+                "alice",
+                Get,
+                Target::Event(&theirs),
+                &private,
+                false,
+            ),
+            (
+                Role::User,
+                "alice",
+                Get,
+                Target::Event(&theirs),
+                &open,
+                true,
+            ),
+            (
+                Role::User,
+                "alice",
+                Create,
+                Target::Event(&mine),
+                &open,
+                false,
+            ),
+            (
+                Role::User,
+                "alice",
+                Update,
+                Target::Event(&mine),
+                &open,
+                false,
+            ),
+            (
+                Role::Operator,
+                "o",
+                Delete,
+                Target::Event(&mine),
+                &open,
+                false,
+            ),
             (Role::Admin, "a", Delete, Target::Event(&mine), &open, true),
             (Role::Admin, "a", Create, Target::Event(&mine), &open, false),
             (Role::Node, "n1", Create, Target::Event(&mine), &open, true),
             (Role::Node, "n1", Update, Target::Event(&mine), &open, true),
             (Role::Node, "n1", Get, Target::Event(&mine), &open, true),
             (Role::Node, "n1", Delete, Target::Event(&mine), &open, false),
-            (Role::Node, "n1", Create, Target::Event(&theirs), &open, false),
+            (
+                Role::Node,
+                "n1",
+                Create,
+                Target::Event(&theirs),
+                &open,
+                false,
+            ),
             (Role::Node, "n1", List, Target::Events, &open, false),
-            (Role::Controllers, "c", Create, Target::Event(&theirs), &open, true),
-            (Role::Controllers, "c", Delete, Target::Event(&theirs), &open, true),
+            (
+                Role::Controllers,
+                "c",
+                Create,
+                Target::Event(&theirs),
+                &open,
+                true,
+            ),
+            (
+                Role::Controllers,
+                "c",
+                Delete,
+                Target::Event(&theirs),
+                &open,
+                true,
+            ),
             (Role::Controllers, "c", List, Target::Events, &open, true),
             (Role::Join, "j", List, Target::Events, &open, false),
         ];

@@ -136,7 +136,10 @@ pub fn to_write(key: &FoldKey, aggregate: &Aggregate, unwritten: u32) -> Event {
         Some(stored) => {
             let mut e = stored.clone();
             e.count = e.count.saturating_add(unwritten);
-            e.last_timestamp = Some(e.last_timestamp.map_or(aggregate.last, |t| t.max(aggregate.last)));
+            e.last_timestamp = Some(
+                e.last_timestamp
+                    .map_or(aggregate.last, |t| t.max(aggregate.last)),
+            );
             e
         }
         None => {
@@ -181,19 +184,49 @@ mod tests {
             component: "agent".into(),
             host: host.map(str::to_string),
         };
-        FoldKey::new(object(name, uid), EventType::Normal, reason, message, source)
+        FoldKey::new(
+            object(name, uid),
+            EventType::Normal,
+            reason,
+            message,
+            source,
+        )
     }
 
     #[test]
     fn what_folds_and_what_does_not() {
         let base = key("t", "u1", "Exited", "exit code 1", Some("n1"));
         let cases = [
-            ("same everything", key("t", "u1", "Exited", "exit code 1", Some("n1")), true),
-            ("other message", key("t", "u1", "Exited", "exit code 2", Some("n1")), false),
-            ("other reason", key("t", "u1", "Started", "exit code 1", Some("n1")), false),
-            ("other task of that name", key("t", "u2", "Exited", "exit code 1", Some("n1")), false),
-            ("other node", key("t", "u1", "Exited", "exit code 1", Some("n2")), false),
-            ("other object", key("s", "u1", "Exited", "exit code 1", Some("n1")), false),
+            (
+                "same everything",
+                key("t", "u1", "Exited", "exit code 1", Some("n1")),
+                true,
+            ),
+            (
+                "other message",
+                key("t", "u1", "Exited", "exit code 2", Some("n1")),
+                false,
+            ),
+            (
+                "other reason",
+                key("t", "u1", "Started", "exit code 1", Some("n1")),
+                false,
+            ),
+            (
+                "other task of that name",
+                key("t", "u2", "Exited", "exit code 1", Some("n1")),
+                false,
+            ),
+            (
+                "other node",
+                key("t", "u1", "Exited", "exit code 1", Some("n2")),
+                false,
+            ),
+            (
+                "other object",
+                key("s", "u1", "Exited", "exit code 1", Some("n1")),
+                false,
+            ),
         ];
         for (what, other, folds) in cases {
             assert_eq!(other == base, folds, "{what}");
@@ -213,7 +246,10 @@ mod tests {
         let name = key("train", "u1", "Exited", "exit code 1", None).event_name();
         assert!(name.starts_with("train."), "{name}");
         assert_eq!(name.len(), "train.".len() + 16);
-        assert_eq!(name, key("train", "u1", "Exited", "exit code 1", None).event_name());
+        assert_eq!(
+            name,
+            key("train", "u1", "Exited", "exit code 1", None).event_name()
+        );
         // A long valid name (labels of 60 characters) stays a valid name once shortened.
         let long = [&"a".repeat(60)[..]; 4].join(".") + ".b-c";
         let name = key(&long, "u1", "Exited", "m", None).event_name();
@@ -235,7 +271,10 @@ mod tests {
         assert_eq!((agg.unwritten, agg.last), (3, at(5)));
         let new = to_write(&k, &agg, agg.unwritten);
         assert_eq!(new.count, 3);
-        assert_eq!((new.first_timestamp, new.last_timestamp), (Some(at(0)), Some(at(5))));
+        assert_eq!(
+            (new.first_timestamp, new.last_timestamp),
+            (Some(at(0)), Some(at(5)))
+        );
         assert_eq!(new.metadata.owner.as_deref(), Some("alice"));
         assert_eq!(new.name(), k.event_name());
         let mut stored = new.clone();

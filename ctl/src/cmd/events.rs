@@ -49,22 +49,25 @@ pub fn selector_for(kind: &str, name: &str, uid: Option<&str>) -> String {
 /// The field selector of `--for KIND/NAME`, or a clear refusal.
 fn for_selector(arg: &str) -> anyhow::Result<String> {
     let Some((kind, name)) = split_kind_name(arg).filter(|(_, n)| !n.is_empty()) else {
-        bail!("--for {arg:?} is not KIND/NAME; write e.g. --for task/train-resnet or --for node/gpu-01");
+        bail!(
+            "--for {arg:?} is not KIND/NAME; write e.g. --for task/train-resnet or --for node/gpu-01"
+        );
     };
     let kind = match kind {
         Kind::Task => Task::KIND,
         Kind::Node => Node::KIND,
         Kind::TaskGroup => TaskGroup::KIND,
-        Kind::Event => bail!("--for {arg:?}: events are about tasks, task groups and nodes, not events"),
+        Kind::Event => {
+            bail!("--for {arg:?}: events are about tasks, task groups and nodes, not events")
+        }
     };
     Ok(selector_for(kind, name, None))
 }
 
 /// Events in the order people read them: by when they last happened, then by name.
 pub fn sort(events: &mut [Event]) {
-    events.sort_by(|a, b| {
-        (a.last_seen(), &a.metadata.name).cmp(&(b.last_seen(), &b.metadata.name))
-    });
+    events
+        .sort_by(|a, b| (a.last_seen(), &a.metadata.name).cmp(&(b.last_seen(), &b.metadata.name)));
 }
 
 /// Prints the events.
@@ -75,15 +78,23 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     };
     let format = args.output.unwrap_or_default();
     if format == Format::Name {
-        bail!("events print as a table (-o wide for more columns), yaml or json; -o name is for get");
+        bail!(
+            "events print as a table (-o wide for more columns), yaml or json; -o name is for get"
+        );
     }
     let api = client.api::<Event>();
     if !args.watch {
         let mut list = api.list(&params).await.context("cannot list events")?;
         sort(&mut list.items);
         match format {
-            Format::Yaml => print!("{}", to_yaml(&list_of(list.items, list.metadata.resource_version))?),
-            Format::Json => print!("{}", to_json(&list_of(list.items, list.metadata.resource_version))?),
+            Format::Yaml => print!(
+                "{}",
+                to_yaml(&list_of(list.items, list.metadata.resource_version))?
+            ),
+            Format::Json => print!(
+                "{}",
+                to_json(&list_of(list.items, list.metadata.resource_version))?
+            ),
             _ if list.items.is_empty() => eprintln!("no events found"),
             _ => print!("{}", table(&list.items, format == Format::Wide).render()),
         }
@@ -261,12 +272,18 @@ mod tests {
 
     #[test]
     fn describe_section_like_kubectl() {
-        let events = [event("a", "Scheduled", 0, 0, 1), event("c", "Exited", 5, 30, 3)];
+        let events = [
+            event("a", "Scheduled", 0, 0, 1),
+            event("c", "Exited", 5, 30, 3),
+        ];
         let text = render_section(&events, at(90));
         let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
         assert_eq!(lines[0], "Events:");
         assert!(lines[1].starts_with("  Type    Reason     Age"), "{text}");
-        assert!(lines[3].contains("Scheduled  90s") && lines[3].contains("agent, n1"), "{text}");
+        assert!(
+            lines[3].contains("Scheduled  90s") && lines[3].contains("agent, n1"),
+            "{text}"
+        );
         assert!(lines[4].contains("60s (x3 over 85s)"), "{text}");
         assert_eq!(render_section(&[], at(0)), "Events:          <none>\n");
     }
