@@ -279,9 +279,23 @@ mod tests {
         let text = render_section(&events, at(90));
         let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
         assert_eq!(lines[0], "Events:");
-        assert!(lines[1].starts_with("  Type    Reason     Age"), "{text}");
-        assert!(
-            lines[3].contains("Scheduled  90s") && lines[3].contains("agent, n1"),
+        let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            words(lines[1]),
+            ["Type", "Reason", "Age", "From", "Message"],
+            "{text}"
+        );
+        assert_eq!(
+            words(lines[3]),
+            [
+                "Normal",
+                "Scheduled",
+                "90s",
+                "agent,",
+                "n1",
+                "Scheduled",
+                "happened"
+            ],
             "{text}"
         );
         assert!(lines[4].contains("60s (x3 over 85s)"), "{text}");
