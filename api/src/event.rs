@@ -418,7 +418,8 @@ mod tests {
     #[test]
     fn validation_names_each_bad_field() {
         assert_eq!(fields(&event()), Vec::<String>::new());
-        let cases: Vec<(&str, fn(&mut Event), &str)> = vec![
+        type Break = fn(&mut Event);
+        let cases: Vec<(&str, Break, &str)> = vec![
             (
                 "kind",
                 |e| e.involved_object.kind = "Pod".into(),

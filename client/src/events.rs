@@ -105,12 +105,16 @@ impl RecorderStats {
     }
 }
 
+/// One occurrence: the object, its fold key and when it happened.
+struct Occurrence {
+    object: ObjectRef,
+    key: FoldKey,
+    at: Timestamp,
+}
+
 enum Message {
-    Occurred {
-        object: ObjectRef,
-        key: FoldKey,
-        at: Timestamp,
-    },
+    // Boxed: the queue holds up to `queue` messages, most of them flush-sized otherwise.
+    Occurred(Box<Occurrence>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -172,11 +176,11 @@ impl Recorder {
             message,
             self.source.clone(),
         );
-        let message = Message::Occurred {
+        let message = Message::Occurred(Box::new(Occurrence {
             object: object.clone(),
             key,
             at: chrono::Utc::now(),
-        };
+        }));
         match self.queue.try_send(message) {
             Ok(()) => {
                 self.stats.recorded.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +272,10 @@ async fn run(
         let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
         tokio::select! {
             message = rx.recv(), if open => match message {
-                Some(Message::Occurred { object, key, at }) => w.observe(object, key, at),
+                Some(Message::Occurred(o)) => {
+                    let Occurrence { object, key, at } = *o;
+                    w.observe(object, key, at);
+                }
                 Some(Message::Flush(done)) => w.flushes.push(done),
                 None => open = false,
             },

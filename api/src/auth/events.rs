@@ -91,7 +91,8 @@ mod tests {
         let open = Policy::default();
         let mine = event(Some("alice"), Some("n1"));
         let theirs = event(Some("bob"), Some("n2"));
-        let cases: Vec<(Role, &str, Verb, Target<'_>, &Policy, bool)> = vec![
+        type Case<'a> = (Role, &'a str, Verb, Target<'a>, &'a Policy, bool);
+        let cases: Vec<Case<'_>> = vec![
             (Role::Viewer, "v", List, Target::Events, &open, true),
             (Role::Viewer, "v", Get, Target::Event(&theirs), &open, true),
             (
