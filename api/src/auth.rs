@@ -12,6 +12,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::event::Event;
 use crate::group::TaskGroup;
 use crate::meta::Timestamp;
 use crate::node::{Node, NodeStatus};
@@ -252,6 +253,10 @@ pub enum Target<'a> {
     TaskGroups,
     /// One task group: the stored one, or the new one on create.
     TaskGroup(&'a TaskGroup),
+    /// The event collection.
+    Events,
+    /// One event: the stored one, or the new one on create.
+    Event(&'a Event),
     /// The node collection.
     Nodes,
     /// One node, by name.
@@ -282,6 +287,12 @@ impl Target<'_> {
                 Some(owner) => format!("task group {} owned by {owner:?}", g.metadata.name),
                 None => format!("task group {} (no owner)", g.metadata.name),
             },
+            Target::Events => "events".to_string(),
+            Target::Event(e) => format!(
+                "event {} about {}",
+                e.metadata.name,
+                e.involved_object.kind_name()
+            ),
             Target::Nodes => "nodes".to_string(),
             Target::Node(n) => format!("node {n}"),
             Target::Tokens => "tokens".to_string(),
@@ -322,7 +333,12 @@ impl std::fmt::Display for Denial {
     }
 }
 
-fn deny(who: &Identity, verb: Verb, target: &Target<'_>, why: &str) -> Result<(), Denial> {
+pub(crate) fn deny(
+    who: &Identity,
+    verb: Verb,
+    target: &Target<'_>,
+    why: &str,
+) -> Result<(), Denial> {
     let mut message = format!(
         "{} {:?} may not {} {}",
         who.role,
@@ -395,6 +411,7 @@ pub fn authorize(
             Target::TaskGroups | Target::TaskGroup(_) => {
                 refuse("a node reads only the tasks bound to it, never task groups")
             }
+            Target::Events | Target::Event(_) => events::node_on_events(who, verb, target),
             Target::Tokens | Target::Store | Target::Server | Target::Discovery => refuse(""),
         },
         Role::Controllers => match (verb, target) {
@@ -408,6 +425,10 @@ pub fn authorize(
                 Ok(())
             }
             (Create, Target::Task(t)) if t.metadata.owned_by(TaskGroup::KIND).is_some() => Ok(()),
+            // Events: written by the scheduler and lifecycles, expired after --event-ttl.
+            (Get | List | Watch | Create | Update | Delete, Target::Events | Target::Event(_)) => {
+                Ok(())
+            }
             _ => refuse("the controllers bind tasks and write lifecycle status only"),
         },
         Role::Viewer | Role::User | Role::Operator | Role::Admin => {
@@ -461,6 +482,7 @@ fn authorize_person(
             _ => refuse(""),
         },
         Target::TaskGroup(group) => authorize_group(who, verb, group, policy),
+        Target::Events | Target::Event(_) => events::person_on_events(who, verb, target, policy),
         Target::Task(task) if verb == Create && !task.metadata.owner_references.is_empty() => {
             refuse(
                 "metadata.ownerReferences is set by the group controller on the members it creates; leave it out",
@@ -1083,5 +1105,6 @@ pub struct NodeCredentials {
     pub agent_secret: String,
 }
 
+mod events;
 #[cfg(test)]
 mod tests;

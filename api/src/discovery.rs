@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 
+use crate::event::Event;
 use crate::group::TaskGroup;
 use crate::media::parse_accept;
 use crate::node::Node;
@@ -68,6 +69,7 @@ pub fn served_kinds() -> Vec<KindInfo> {
         KindInfo::of::<Task>(),
         KindInfo::of::<TaskGroup>(),
         KindInfo::of::<Node>(),
+        KindInfo::of::<Event>(),
     ]
 }
 
@@ -524,6 +526,7 @@ mod tests {
                 "Task tasks task short=tk categories=all,kohakuriver sub=status,log",
                 "TaskGroup taskgroups taskgroup short=tg categories=all,kohakuriver sub=status",
                 "Node nodes node short=no categories=kohakuriver sub=status",
+                "Event events event short=ev categories=kohakuriver sub=",
             ]
         );
     }
@@ -560,7 +563,8 @@ mod tests {
                 "taskgroups",
                 "taskgroups/status",
                 "nodes",
-                "nodes/status"
+                "nodes/status",
+                "events"
             ]
         );
         let tasks = &list["resources"][0];

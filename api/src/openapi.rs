@@ -11,6 +11,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::event::Event;
 use crate::group::TaskGroup;
 use crate::node::Node;
 use crate::resource::Resource;
@@ -30,17 +31,19 @@ pub fn document() -> Value {
     add_kind::<Task>(&mut schemas, schemars::schema_for!(Task));
     add_kind::<Node>(&mut schemas, schemars::schema_for!(Node));
     add_kind::<TaskGroup>(&mut schemas, schemars::schema_for!(TaskGroup));
+    add_kind::<Event>(&mut schemas, schemars::schema_for!(Event));
     add_schema(&mut schemas, "ListMeta", schemars::schema_for!(ListMeta));
     let mut paths = Map::new();
     kind_paths::<Task>(&mut paths);
     kind_paths::<Node>(&mut paths);
     kind_paths::<TaskGroup>(&mut paths);
+    kind_paths::<Event>(&mut paths);
     json!({
         "openapi": "3.0.0",
         "info": {
             "title": "KohakuRiver",
             "version": VERSION,
-            "description": "Tasks, task groups and nodes of a KohakuRiver cluster.",
+            "description": "Tasks, task groups, nodes and events of a KohakuRiver cluster.",
         },
         "paths": paths,
         "components": { "schemas": schemas },
@@ -430,6 +433,10 @@ fn kind_paths<R: Resource>(paths: &mut Map<String, Value>) {
                 "delete", kind, vec![dry_run()], answer(kind, &["200", "202"]), None),
         }),
     );
+    // Kinds without a status (events) have no status path.
+    if !R::SUBRESOURCES.contains(&crate::resource::STATUS_SUBRESOURCE) {
+        return;
+    }
     paths.insert(
         format!("{base}/{{name}}/status"),
         json!({
@@ -496,6 +503,8 @@ mod tests {
             "NodeList",
             "TaskGroup",
             "TaskGroupList",
+            "Event",
+            "EventList",
         ] {
             assert_eq!(
                 doc["components"]["schemas"][kind]["x-kubernetes-group-version-kind"],

@@ -6,6 +6,7 @@
 //! current object and writing the new one, so a check such as the `resourceVersion`
 //! precondition can never race with another write.
 
+mod event;
 mod group;
 mod node;
 mod task;
@@ -25,6 +26,9 @@ pub trait Served: Tabular + PartialEq {
     const RUNS_AN_IMAGE: bool = false;
     /// Where the task spec is in a body of this kind (`/spec`, or a group's template).
     const TASK_SPEC_POINTER: &'static str = "/spec";
+    /// True for kinds whose owner is the one the (machine) writer names in the body rather
+    /// than the caller: events carry the owner of the task they are about.
+    const OWNER_FROM_BODY: bool = false;
     /// Field errors of the user-written parts (metadata and spec).
     fn validate(&self) -> Vec<FieldError>;
     /// The kind's JSON Schema, against which unknown fields are found.

@@ -3,8 +3,8 @@
 //! The table below is checked against `route_table()`, the list the router itself is built
 //! from: a route added without a row here fails `every_route_is_in_the_table`. Each case
 //! runs on a fresh in-memory server with the same fixture: nodes `node-a` and `node-b`
-//! (registered by their own agents), task `t1` owned by `alice`, bound to `node-a`, and
-//! task group `g1` owned by `alice`.
+//! (registered by their own agents), task `t1` owned by `alice`, bound to `node-a`,
+//! task group `g1` owned by `alice`, and event `e1` about `t1` reported by `node-a`.
 
 use std::collections::BTreeSet;
 
@@ -46,6 +46,7 @@ GET    /info                          | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/task                  | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/node                  | 401 200 200 200 200 200 200 200 200 200
 GET    /schemas/taskgroup             | 401 200 200 200 200 200 200 200 200 200
+GET    /schemas/event                 | 401 200 200 200 200 200 200 200 200 200
 GET    /whoami                        | 401 200 200 200 200 200 200 200 200 200
 GET    /tokens                        | 401 403 403 403 403 200 403 403 403 403
 POST   /tokens                        | 401 403 403 403 403 201 403 403 403 403
@@ -84,6 +85,13 @@ GET    /taskgroups/{name}/status      | 401 200 200 200 200 200 403 403 200 403
 PUT    /taskgroups/{name}/status      | 401 403 403 403 403 200 403 403 200 403
 PATCH  /taskgroups/{name}/status      | 401 403 403 403 403 200 403 403 200 403
 POST   /taskgroups/{name}/apply       | 401 403 200 403 200 200 403 403 403 403
+GET    /events                        | 401 200 200 200 200 200 403 403 200 403
+POST   /events                        | 401 403 403 403 403 403 201 403 201 403
+GET    /events/{name}                 | 401 200 200 200 200 200 200 403 200 403
+PUT    /events/{name}                 | 401 403 403 403 403 403 200 403 200 403
+PATCH  /events/{name}                 | 401 403 403 403 403 403 200 403 200 403
+DELETE /events/{name}                 | 401 403 403 403 403 200 403 403 200 403
+POST   /events/{name}/apply           | 401 403 403 403 403 403 200 403 200 403
 ";
 
 struct Row {
@@ -159,6 +167,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_policy(kohakuriver_api::Policy::default()).await
+    }
+
+    async fn with_policy(policy: kohakuriver_api::Policy) -> Fixture {
         let identities = [
             ("vic", Role::Viewer),
             ("alice", Role::User),
@@ -179,6 +191,7 @@ impl Fixture {
         let config = Config {
             auth: AuthConfig {
                 static_tokens,
+                policy,
                 ..AuthConfig::default()
             },
             // The tasks here name no image; a server default lets them be created.
@@ -261,6 +274,12 @@ impl Fixture {
             .await;
         assert_eq!(code, 201, "{body}");
         assert_eq!(body["metadata"]["owner"], "alice", "{body}");
+        // node-a's agent reports an event about alice's task.
+        let (code, body) = fixture
+            .send(6, Method::POST, "/events", event("e1", "node-a", 1))
+            .await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["metadata"]["owner"], "alice", "{body}");
         fixture
     }
 
@@ -321,6 +340,21 @@ fn group(name: &str, labels: &[(&str, &str)]) -> Value {
     })
 }
 
+/// An event about alice's task `t1`, as node `host`'s agent reports it, seen `count` times.
+fn event(name: &str, host: &str, count: u32) -> Value {
+    json!({
+        "apiVersion": "kohakuriver/v1",
+        "kind": "Event",
+        "metadata": {"name": name, "owner": "alice"},
+        "involvedObject": {"kind": "Task", "name": "t1"},
+        "reason": "Started",
+        "message": "started container",
+        "type": "Normal",
+        "count": count,
+        "source": {"component": "agent", "host": host},
+    })
+}
+
 /// The concrete request for a table row.
 fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
     let labelled_task = json!({
@@ -348,6 +382,8 @@ fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
             "{name}",
             if row.path.starts_with("/taskgroups") {
                 "g1"
+            } else if row.path.starts_with("/events") {
+                "e1"
             } else if row.path.starts_with("/tasks") {
                 "t1"
             } else {
@@ -385,6 +421,9 @@ fn request(row: &Row, spare_token_id: &str) -> (String, Value) {
         ("PUT" | "PATCH", "/taskgroups/{name}/status") => {
             json!({"status": {"total": 4, "counts": {"notCreated": 4}}})
         }
+        ("POST", "/events") => event("e-new", "node-a", 1),
+        ("PUT", "/events/{name}") | ("POST", "/events/{name}/apply") => event("e1", "node-a", 2),
+        ("PATCH", "/events/{name}") => json!({"count": 2}),
         _ => Value::Null,
     };
     (path, body)
@@ -816,4 +855,64 @@ async fn a_started_groups_template_is_fixed() {
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["spec"]["parallelism"], 1);
+}
+
+/// Events are machines' to write: a node reports only as itself, on create and when it
+/// rewrites its own event; the owner the writer names is kept (it is the involved task's),
+/// and on a `--private-tasks` server a user lists and reads only the events of their own
+/// tasks.
+#[tokio::test]
+async fn events_are_reported_by_their_source_and_private_to_the_task_owner() {
+    let fixture = Fixture::new().await;
+    let (code, body) = fixture
+        .send(6, Method::POST, "/events", event("e2", "node-b", 1))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("source.host: node-a"),
+        "{body}"
+    );
+    let (code, body) = fixture
+        .send(6, Method::PUT, "/events/e1", event("e1", "node-b", 2))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("source.host must be \"node-a\""),
+        "{body}"
+    );
+    let (code, body) = fixture
+        .send(8, Method::POST, "/events", event("e3", "node-b", 4))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["metadata"]["owner"], "alice", "{body}");
+    assert_eq!(body["count"], 4, "{body}");
+
+    let private = Fixture::with_policy(kohakuriver_api::Policy {
+        private_tasks: true,
+        ..Default::default()
+    })
+    .await;
+    let mut bobs = event("e-bob", "node-a", 1);
+    bobs["metadata"]["owner"] = json!("bob");
+    let (code, body) = private.send(8, Method::POST, "/events", bobs).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, list) = private.send(2, Method::GET, "/events", Value::Null).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(names(&list), ["e1"]);
+    let (code, list) = private.send(3, Method::GET, "/events", Value::Null).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(names(&list), ["e-bob"]);
+    let (code, body) = private
+        .send(3, Method::GET, "/events/e1", Value::Null)
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let (code, list) = private.send(1, Method::GET, "/events", Value::Null).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(names(&list), ["e-bob", "e1"]);
 }

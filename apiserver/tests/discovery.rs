@@ -81,7 +81,7 @@ async fn aggregated_discovery_when_asked() {
         .iter()
         .map(|r| r["resource"].as_str().unwrap())
         .collect();
-    assert_eq!(resources, ["tasks", "taskgroups", "nodes"]);
+    assert_eq!(resources, ["tasks", "taskgroups", "nodes", "events"]);
     assert_eq!(version["resources"][0]["scope"], "Cluster");
 
     let (_, headers, body) = get(&api, "/api", &[("accept", KUBECTL_ACCEPT)]).await;

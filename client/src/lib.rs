@@ -11,6 +11,7 @@ mod auth;
 mod backoff;
 mod client;
 mod error;
+pub mod events;
 mod ndjson;
 mod params;
 pub mod watcher;
@@ -21,6 +22,7 @@ pub use client::{
     Client, ClientOptions, DEFAULT_REQUEST_TIMEOUT, fetch_pinned_ca, plaintext_token_risk,
 };
 pub use error::Error;
+pub use events::{ObjectRef, Recorder, RecorderOptions};
 pub use ndjson::MAX_LINE_BYTES;
 pub use params::{ApplyOptions, ListParams, LogParams, LogStream};
 

@@ -16,6 +16,8 @@
 pub mod allocator;
 pub mod clock;
 pub mod dependency;
+pub mod event_expiry;
+pub mod events;
 pub mod group;
 mod group_loop;
 mod lifecycle;
@@ -31,8 +33,8 @@ pub mod task_lifecycle;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kohakuriver_api::{Node, Task, TaskGroup};
-use kohakuriver_client::Client;
+use kohakuriver_api::{Event, Node, Task, TaskGroup};
+use kohakuriver_client::{Client, Recorder};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
@@ -71,6 +73,11 @@ pub struct ControllersConfig {
     pub groups: bool,
     /// Where the time comes from.
     pub clock: Arc<dyn Clock>,
+    /// Events that last happened longer ago than this are deleted (default 1 h).
+    pub event_ttl: Duration,
+    /// Where the loops report events; `run` makes one on the controllers' own client when
+    /// none is given.
+    pub events: Option<Recorder>,
 }
 
 impl Default for ControllersConfig {
@@ -88,6 +95,8 @@ impl Default for ControllersConfig {
             lifecycle: true,
             groups: true,
             clock: Arc::new(SystemClock),
+            event_ttl: Duration::from_secs(3600),
+            events: None,
         }
     }
 }
@@ -110,6 +119,11 @@ pub async fn run(
     config: ControllersConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let mut config = config;
+    let events = client.api::<Event>();
+    config
+        .events
+        .get_or_insert_with(|| Recorder::new(events.clone(), "controllers", None));
     let store = store::Store::new();
     let tasks = client.api::<Task>();
     let nodes = client.api::<Node>();
@@ -139,17 +153,26 @@ pub async fn run(
         ));
     }
     if config.lifecycle {
+        loops.spawn(event_expiry::run(events, config.clone(), shutdown.clone()));
         loops.spawn(lifecycle::run(
             tasks,
             nodes,
             store,
-            config,
+            config.clone(),
             shutdown.clone(),
         ));
     }
     tracing::info!("controllers started");
     while let Some(done) = loops.join_next().await {
         done?;
+    }
+    // Repeats held back by the events' write budgets are counted in before stopping.
+    if let Some(events) = &config.events
+        && tokio::time::timeout(Duration::from_secs(5), events.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!("events not all written before the controllers stopped");
     }
     tracing::info!("controllers stopped");
     Ok(())

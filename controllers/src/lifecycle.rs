@@ -15,7 +15,7 @@ use std::time::Duration;
 use kohakuriver_api::{
     CONTAINER_FINALIZER, DesiredState, Node, NodeStatus, Resource, Task, TaskPhase,
 };
-use kohakuriver_client::{Api, Error};
+use kohakuriver_client::{Api, Error, ObjectRef};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,7 @@ pub(crate) async fn run(
         changes.borrow_and_update();
         let (jobs, wake) = decide(&store, &acted, &mut seen, &mut outcomes, &config);
         for job in jobs {
+            let events = config.events.clone();
             let (tasks, nodes, store, acted, permits) = (
                 tasks.clone(),
                 nodes.clone(),
@@ -80,11 +81,32 @@ pub(crate) async fn run(
                     let (key, result) = match job {
                         Job::Task(task, action) => {
                             let key = ("Task", task.metadata.name.clone());
-                            (key, act_on_task(&tasks, &store, *task, action).await)
+                            let said = (
+                                crate::events::task_action(&task, &action),
+                                ObjectRef::of(&*task),
+                            );
+                            let result = act_on_task(&tasks, &store, *task, action).await;
+                            if result.is_ok() {
+                                crate::events::report(events.as_ref(), "lifecycle", said.1, said.0);
+                            }
+                            (key, result)
                         }
                         Job::Node(node, status) => {
                             let key = ("Node", node.metadata.name.clone());
-                            (key, act_on_node(&nodes, &store, *node, *status).await)
+                            let said = (
+                                crate::events::node_readiness(&node, &status),
+                                ObjectRef::of(&*node),
+                            );
+                            let result = act_on_node(&nodes, &store, *node, *status).await;
+                            if result.is_ok() {
+                                crate::events::report(
+                                    events.as_ref(),
+                                    "node-lifecycle",
+                                    said.1,
+                                    said.0,
+                                );
+                            }
+                            (key, result)
                         }
                     };
                     if let Err(error) = result {

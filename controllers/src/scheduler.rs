@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use kohakuriver_api::meta::{ConditionStatus, Timestamp, set_condition};
 use kohakuriver_api::{Allocation, Resource, Task, TaskPhase};
-use kohakuriver_client::{Api, ListParams};
+use kohakuriver_client::{Api, ListParams, ObjectRef};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -111,11 +111,12 @@ pub(crate) async fn run(
             let store = store.clone();
             let in_flight = in_flight.clone();
             let permits = permits.clone();
+            let events = config.events.clone();
             let span = tracing::info_span!("bind", task = %write.task.metadata.name, node = write.hold.as_ref().map(|h| h.0.as_str()).unwrap_or(""));
             writers.spawn(
                 async move {
                     let _permit = permits.acquire_owned().await;
-                    send(&api, &store, &in_flight, write.task).await;
+                    send(&api, &store, &in_flight, write.task, events.as_ref()).await;
                 }
                 .instrument(span),
             );
@@ -131,12 +132,20 @@ pub(crate) async fn run(
 }
 
 /// Sends one status write and records the answer.
-async fn send(api: &Api<Task>, store: &Store, in_flight: &InFlightMap, task: Task) {
+async fn send(
+    api: &Api<Task>,
+    store: &Store,
+    in_flight: &InFlightMap,
+    task: Task,
+    events: Option<&kohakuriver_client::Recorder>,
+) {
     let name = task.metadata.name.clone();
     let rv = task.resource_version();
     match api.replace_status(&task).await {
         Ok(stored) => {
             tracing::debug!(phase = %stored.status.phase, "written");
+            let said = crate::events::scheduling(&stored);
+            crate::events::report(events, "scheduler", ObjectRef::of(&stored), said);
             store.upsert_task(stored);
         }
         Err(e) if e.is_conflict() => {

@@ -12,6 +12,8 @@ pub enum Kind {
     Node,
     /// `taskgroup`, `taskgroups`, `tg`, `group`, `groups`.
     TaskGroup,
+    /// `event`, `events`, `ev`.
+    Event,
 }
 
 impl FromStr for Kind {
@@ -22,8 +24,9 @@ impl FromStr for Kind {
             "task" | "tasks" | "t" => Ok(Kind::Task),
             "node" | "nodes" | "no" => Ok(Kind::Node),
             "taskgroup" | "taskgroups" | "tg" | "group" | "groups" => Ok(Kind::TaskGroup),
+            "event" | "events" | "ev" => Ok(Kind::Event),
             other => Err(format!(
-                "unknown kind {other:?}; expected task, taskgroup (tg) or node, or their plurals"
+                "unknown kind {other:?}; expected task, taskgroup (tg), node or event (ev), or their plurals"
             )),
         }
     }
@@ -60,6 +63,7 @@ mod tests {
         assert_eq!(split_kind_name("a"), None);
         assert_eq!("tg".parse(), Ok(Kind::TaskGroup));
         assert_eq!(split_kind_name("group/g"), Some((Kind::TaskGroup, "g")));
+        assert_eq!("ev".parse(), Ok(Kind::Event));
     }
 
     #[test]

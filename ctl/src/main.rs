@@ -56,6 +56,8 @@ enum Command {
     Get(cmd::get::Args),
     /// Show one object in detail.
     Describe(cmd::describe::Args),
+    /// List what happened to tasks and nodes (scheduled, started, exited, lost…); -w follows.
+    Events(cmd::events::Args),
     /// Delete objects.
     Delete(cmd::delete::Args),
     /// Submit and manage command tasks (submit, logs, kill, pause, resume, status, watch, list).
@@ -135,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => cmd::diff::run(&cli.server.client()?, args).await,
         Command::Get(args) => cmd::get::run(&cli.server.client()?, args).await,
         Command::Describe(args) => cmd::describe::run(&cli.server.client()?, args).await,
+        Command::Events(args) => cmd::events::run(&cli.server.client()?, args).await,
         Command::Delete(args) => cmd::delete::run(&cli.server.client()?, args).await,
         Command::Task(c) => exit(cmd::task::run(&cli.server.client()?, *c).await?),
         Command::Node(c) => exit(cmd::node::run(&cli.server.client()?, c).await?),

@@ -19,6 +19,17 @@ use crate::tarball_tags;
 /// How long an image pull may take unless the agent is told otherwise (`--pull-timeout`).
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// How an image came to be available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provided {
+    /// It was there already.
+    Present,
+    /// It was pulled from its registry.
+    Pulled,
+    /// It was loaded from an environment tarball.
+    Loaded,
+}
+
 /// Ensures images, one at a time per image.
 #[derive(Clone)]
 pub struct ImageEnsurer {
@@ -105,6 +116,17 @@ impl ImageEnsurer {
     /// Makes `source` available locally; the error is ImageNotFound or ImagePullFailed with
     /// a message saying what was tried.
     pub async fn ensure(&self, source: &ImageSource) -> Result<(), RuntimeError> {
+        self.ensure_reporting(source, |_| {}).await.map(|_| ())
+    }
+
+    /// As [`ImageEnsurer::ensure`]; `starting` is told just before a pull or a tarball load
+    /// begins (so a long pull can be reported while it runs), and the answer says how the
+    /// image came to be there.
+    pub async fn ensure_reporting(
+        &self,
+        source: &ImageSource,
+        starting: impl FnOnce(Provided),
+    ) -> Result<Provided, RuntimeError> {
         let image = source.image();
         let lock = self.lock_for(&image);
         let _guard = lock.lock().await;
@@ -113,6 +135,7 @@ impl ImageEnsurer {
             ImageSource::Registry(_) => {
                 if local.is_none() {
                     tracing::info!(image = %image, "pulling image");
+                    starting(Provided::Pulled);
                     let pull = tokio::time::timeout(self.pull_timeout, self.runtime.pull(&image));
                     pull.await.map_err(|_| RuntimeError::ImagePullFailed {
                         image: image.clone(),
@@ -121,14 +144,15 @@ impl ImageEnsurer {
                             self.pull_timeout.as_secs()
                         ),
                     })??;
+                    return Ok(Provided::Pulled);
                 }
-                Ok(())
+                Ok(Provided::Present)
             }
             ImageSource::Environment { name, tarball_dir } => {
                 let tarball = tarball_dir.as_deref().and_then(|d| find_tarball(d, name));
                 let Some((tarball, mtime)) = tarball else {
                     return match local {
-                        Some(_) => Ok(()),
+                        Some(_) => Ok(Provided::Present),
                         None => Err(RuntimeError::ImageNotFound {
                             image: environment_image(name),
                             message: match tarball_dir {
@@ -161,9 +185,10 @@ impl ImageEnsurer {
                         .is_none_or(|created| SystemTime::from(created) < mtime),
                 };
                 if local.is_some() && (already_loaded || !local_is_older) {
-                    return Ok(());
+                    return Ok(Provided::Present);
                 }
                 check_tarball(&tarball, name, &image).await?;
+                starting(Provided::Loaded);
                 tracing::info!(image = %image, tarball = %tarball.display(), "loading environment tarball");
                 self.runtime.load(&tarball).await?;
                 if self.runtime.image(&image).await?.is_none() {
@@ -174,7 +199,7 @@ impl ImageEnsurer {
                 }
                 let _ = std::fs::create_dir_all(&self.markers);
                 let _ = std::fs::write(&marker, stamp);
-                Ok(())
+                Ok(Provided::Loaded)
             }
         }
     }

@@ -42,6 +42,7 @@ pub mod plan;
 mod reconciler;
 pub mod runtime;
 pub mod tarball_tags;
+mod task_events;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -516,7 +517,12 @@ pub async fn start(
         config.resync_interval,
         config.max_log_bytes_per_task,
         shutdown.clone(),
-    );
+    )
+    .with_events(kohakuriver_client::Recorder::new(
+        client.api::<kohakuriver_api::Event>(),
+        "agent",
+        Some(&config.name),
+    ));
     let router = endpoint::router(endpoint::EndpointState {
         logs: log_capture::LogStore::new(&logs_dir),
         shutdown: shutdown.clone(),
@@ -535,6 +541,7 @@ pub async fn start(
         async move {
             let counter = reconciler.clone();
             let tracker = reconciler.tracker();
+            let events = reconciler.events.clone();
             let sweeping = log_retention::run(
                 log_capture::LogStore::new(&logs_dir),
                 {
@@ -585,6 +592,8 @@ pub async fn start(
                     "steps still under way after --shutdown-timeout; stopping anyway (the next start adopts their containers)"
                 );
             }
+            // Repeats held back by the events' write budgets are counted in before exiting.
+            events.flush(config.shutdown_timeout).await;
             tracing::info!("agent stopped; containers keep running");
         }
     });

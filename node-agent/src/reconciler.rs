@@ -30,6 +30,7 @@ use crate::log_capture::{Captures, LogStore};
 use crate::mount_policy::{MountPolicy, check_mount, with_real_path};
 use crate::plan::{Step, plan};
 use crate::runtime::{ContainerRuntime, ContainerState, ContainerStatus, RuntimeError};
+use crate::task_events::{self, TaskEvents};
 
 /// How often the agent lists its tasks afresh instead of trusting the watch alone.
 const RELIST_INTERVAL: Duration = Duration::from_secs(60);
@@ -73,6 +74,8 @@ pub(crate) struct Reconciler {
     pub engine_patience: Duration,
     pub requeue: Duration,
     pub shutdown: CancellationToken,
+    /// Where events about the tasks are reported.
+    pub events: TaskEvents,
     /// Every task this reconciler spawns (workers, captures, orphan removal), so shutdown
     /// can wait for the steps under way.
     tracker: TaskTracker,
@@ -167,9 +170,16 @@ impl Reconciler {
             engine_patience,
             requeue,
             shutdown,
+            events: TaskEvents::default(),
             tracker,
             shared: Arc::default(),
         }
+    }
+
+    /// Reports events about the tasks through `recorder`.
+    pub fn with_events(mut self, recorder: kohakuriver_client::Recorder) -> Reconciler {
+        self.events = TaskEvents(Some(recorder));
+        self
     }
 
     /// The tracker of every task this reconciler spawned.
@@ -583,10 +593,15 @@ impl Reconciler {
                 }
                 // A kill or delete during a long pull abandons it: the cache follows the
                 // watch, so it shows the change while the pull is still under way.
+                let image = spec.image.image();
+                let fetching = |how| self.events.say(task, task_events::fetching(&image, how));
                 let pulled = tokio::select! {
-                    r = self.images.ensure(&spec.image) => Some(r),
+                    r = self.images.ensure_reporting(&spec.image, fetching) => Some(r),
                     () = self.until_unwanted(task) => None,
                 };
+                if let Some(Ok(how)) = &pulled {
+                    self.events.say(task, task_events::provided(&image, *how));
+                }
                 if let Some(Err(err)) = pulled {
                     return match err {
                         RuntimeError::ImageNotFound { .. } => {
@@ -623,7 +638,10 @@ impl Reconciler {
                     tracing::warn!(error = %err, "cannot prepare log files");
                 }
                 match self.runtime.create(&spec).await {
-                    Ok(id) => tracing::info!(container = %id, "container created"),
+                    Ok(id) => {
+                        tracing::info!(container = %id, "container created");
+                        self.events.say(task, task_events::created(&cname));
+                    }
                     // Someone (an earlier round, before a restart) created it: look again
                     // and let the plan decide whether to adopt it.
                     Err(RuntimeError::AlreadyExists(_)) => return Ok(StepResult::Replan),
@@ -686,6 +704,7 @@ impl Reconciler {
                         _ => return Err(err.into()),
                     }
                 }
+                self.events.say(task, task_events::started(&cname));
                 return Ok(StepResult::Replan);
             }
             // By the id inspected, never by name: the name may be another container's by now.
@@ -707,6 +726,7 @@ impl Reconciler {
                 };
                 let grace = kill_grace(task, self.kill_grace);
                 tracing::info!(?grace, "stopping container");
+                self.events.say(task, task_events::killing(&cname, grace));
                 match self.runtime.stop(&c.id, grace).await {
                     Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                     Err(err) => return Err(err.into()),
@@ -783,6 +803,7 @@ impl Reconciler {
                     })
                     .await?;
                 tracing::info!(phase = %task.status.phase, exit_code, "reported exit");
+                self.events.say(task, task_events::exited(exit_code, oom));
             }
             Step::ReportKilled => {
                 if let Some(c) = actual
@@ -952,6 +973,7 @@ impl Reconciler {
                 outcome::finish(t, &Ending::failed(reason, message), now, now);
             })
             .await?;
+        self.events.say(task, task_events::failed(reason, message));
         if let Some(uid) = &task.metadata.uid {
             let _ = self.logs.mark_final(&task.metadata.name, uid);
         }

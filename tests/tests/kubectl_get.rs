@@ -222,3 +222,33 @@ fn get_shows_task_groups() {
         .ok()
         .stdout_has("kind: TaskGroup");
 }
+
+/// `kubectl get events` (and `ev`) shows a task's events through the server-side table,
+/// with kubectl's columns and the count; a field selector narrows them to one task.
+#[test]
+fn get_shows_events() {
+    let Some(c) = cluster() else { return };
+    let k = Kubectl::admin(&c);
+    let id = c.submit(&["--name", "kg-ev", "--", "echo", "hi"]);
+    c.wait_phase(&id, &["Succeeded"], T);
+    let selector = format!("--field-selector=involvedObject.name={id}");
+    let out = wait_for(T, "the task's Exited event", || {
+        let out = k.run(&["get", "events", &selector]).ok().stdout.clone();
+        out.contains("Exited").then_some(out)
+    });
+    assert_eq!(
+        header(&out),
+        [
+            "LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE", "COUNT"
+        ],
+        "{out}"
+    );
+    for reason in ["Scheduled", "Started", "Exited"] {
+        assert!(out.contains(reason), "{out}");
+    }
+    assert!(out.contains(&format!("task/{id}")), "{out}");
+    k.run(&["get", "ev", &selector, "-o", "yaml"])
+        .ok()
+        .stdout_has("kind: Event")
+        .stdout_has("involvedObject:");
+}

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post};
 use kohakuriver_api::discovery::GROUP;
-use kohakuriver_api::{API_PREFIX, Node, Task, TaskGroup};
+use kohakuriver_api::{API_PREFIX, Event, Node, Task, TaskGroup};
 use tower_http::trace::TraceLayer;
 
 use crate::admission::Served;
@@ -81,6 +81,11 @@ fn routes() -> Vec<Route> {
             &[Method::GET],
             get(server::task_group_schema),
         ),
+        route(
+            api("schemas/event"),
+            &[Method::GET],
+            get(server::event_schema),
+        ),
         route(api("whoami"), &[Method::GET], get(credentials::whoami)),
         route(
             api("tokens"),
@@ -104,13 +109,15 @@ fn routes() -> Vec<Route> {
     all.extend(kind_routes::<Task>());
     all.extend(kind_routes::<TaskGroup>());
     all.extend(kind_routes::<Node>());
+    all.extend(kind_routes::<Event>());
     all
 }
 
 /// The routes of one kind: `/{plural}`, `/{plural}/{name}`, `…/status` and `…/apply`.
 fn kind_routes<R: Served>() -> Vec<Route> {
     let base = format!("{API_PREFIX}/{}", R::PLURAL);
-    vec![
+    let has_status = R::SUBRESOURCES.contains(&kohakuriver_api::resource::STATUS_SUBRESOURCE);
+    let mut routes = vec![
         route(
             base.clone(),
             &[Method::GET, Method::POST],
@@ -125,18 +132,22 @@ fn kind_routes<R: Served>() -> Vec<Route> {
                 .delete(objects::delete::<R>),
         ),
         route(
+            format!("{base}/{{name}}/apply"),
+            &[Method::POST],
+            post(objects::apply::<R>),
+        ),
+    ];
+    // Kinds without a status (events) have no status route.
+    if has_status {
+        routes.push(route(
             format!("{base}/{{name}}/status"),
             &[Method::GET, Method::PUT, Method::PATCH],
             get(objects::get::<R>)
                 .put(objects::replace_status::<R>)
                 .patch(objects::patch_status::<R>),
-        ),
-        route(
-            format!("{base}/{{name}}/apply"),
-            &[Method::POST],
-            post(objects::apply::<R>),
-        ),
-    ]
+        ));
+    }
+    routes
 }
 
 /// Every (method, path) the API serves, paths in axum syntax (`/tasks/{name}`).

@@ -82,6 +82,11 @@ fn created<R: Served>(
         body.admit_spec_by(caller, None, policy)?;
         caller.owner()
     };
+    let owner = if R::OWNER_FROM_BODY {
+        body.metadata().owner.clone()
+    } else {
+        owner
+    };
     let mut object = admit_create(body, uid, now)?;
     object.stamp_owner(owner);
     Ok(object)

@@ -62,6 +62,14 @@ pub async fn task_group_schema() -> impl IntoResponse {
     )
 }
 
+/// `GET /apis/kohakuriver/v1/schemas/event`.
+pub async fn event_schema() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        schema::event_schema_json(),
+    )
+}
+
 /// Any path the API does not have; a namespaced or core-group path (as kubectl asks
 /// before it has read discovery, or with a guessed path) says why it cannot exist.
 pub async fn not_found(method: Method, uri: Uri) -> AppError {

@@ -161,6 +161,9 @@ pub struct ControllerFlags {
     /// Longest delay between retries.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub retry_backoff_max: Duration,
+    /// Events that last happened longer ago than this are deleted.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
 }
 
 impl ControllerFlags {
@@ -169,6 +172,7 @@ impl ControllerFlags {
         let mut config = ControllersConfig {
             node_grace: self.node_grace,
             lost_after: self.lost_after,
+            event_ttl: self.event_ttl,
             ..Default::default()
         };
         config.retry.base = self.retry_backoff;

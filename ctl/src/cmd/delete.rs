@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kohakuriver_api::{Node, Resource, Task, TaskGroup};
+use kohakuriver_api::{Event, Node, Resource, Task, TaskGroup};
 use kohakuriver_client::{Api, Client, Deleted};
 
 use crate::kind::{Kind, kind_and_names};
@@ -40,6 +40,7 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<ExitCode> {
         Kind::Task => delete_all(&client.api::<Task>(), &args).await,
         Kind::Node => delete_all(&client.api::<Node>(), &args).await,
         Kind::TaskGroup => delete_all(&client.api::<TaskGroup>(), &args).await,
+        Kind::Event => delete_all(&client.api::<Event>(), &args).await,
     }
 }
 

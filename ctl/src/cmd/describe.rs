@@ -47,9 +47,18 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     };
     let now = chrono::Utc::now();
     let text = match kind {
-        Kind::Task => describe_task(&client.api::<Task>().get(&name).await?, now),
-        Kind::Node => describe_node(&client.api::<Node>().get(&name).await?, now),
+        Kind::Task => {
+            let task = client.api::<Task>().get(&name).await?;
+            describe_task(&task, now) + &super::events::section(client, &task, now).await
+        }
+        Kind::Node => {
+            let node = client.api::<Node>().get(&name).await?;
+            describe_node(&node, now) + &super::events::section(client, &node, now).await
+        }
         Kind::TaskGroup => describe_group(&client.api::<TaskGroup>().get(&name).await?, now),
+        Kind::Event => anyhow::bail!(
+            "describe shows tasks, task groups and nodes (with their events); for one event: kohakuriver get event {name} -o yaml"
+        ),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

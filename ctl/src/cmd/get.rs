@@ -18,7 +18,8 @@ use crate::rows::Columns;
   kohakuriver get tasks
   kohakuriver get tasks -l team=vision -o wide
   kohakuriver get task train-resnet -o yaml
-  kohakuriver get nodes -w")]
+  kohakuriver get nodes -w
+  kohakuriver get events --field-selector involvedObject.name=train-resnet")]
 pub struct Args {
     /// `tasks`, `nodes` (or `task`, `node`); `task/NAME` also works.
     #[arg(value_name = "KIND")]
@@ -64,6 +65,7 @@ pub async fn run(client: &Client, mut args: Args) -> anyhow::Result<ExitCode> {
         Kind::Task => get(&client.api::<Task>(), &args).await,
         Kind::Node => get(&client.api::<Node>(), &args).await,
         Kind::TaskGroup => get(&client.api::<TaskGroup>(), &args).await,
+        Kind::Event => get(&client.api::<kohakuriver_api::Event>(), &args).await,
     }
 }
 

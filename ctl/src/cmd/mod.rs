@@ -10,6 +10,7 @@ pub mod delete;
 pub mod describe;
 pub mod describe_group;
 pub mod diff;
+pub mod events;
 pub mod get;
 pub mod kubeconfig;
 pub mod login;
