@@ -33,6 +33,7 @@ pub mod table;
 pub mod target;
 pub mod task;
 pub mod testing;
+pub mod usage;
 pub mod validation;
 pub mod watch;
 
@@ -53,6 +54,7 @@ pub use target::Target;
 pub use task::{
     Allocation, DesiredState, Placement, Resources, Task, TaskPhase, TaskSpec, TaskStatus,
 };
+pub use usage::{GpuUsage, TaskUsage};
 pub use validation::FieldError;
 pub use watch::{ApplyOutcome, ApplyResult, Bookmark, List, ListMeta, WatchEvent};
 

@@ -1,12 +1,19 @@
-//! GPU inventory: NVML on real machines, a static list from config for tests.
+//! GPU inventory and live readings: NVML on real machines, a static list from config, and a
+//! scripted fake for tests.
 //!
-//! The agent asks a [`GpuInventory`] once at start and again at every heartbeat (health can
-//! change). A machine without the NVIDIA driver runs with no GPUs: [`NvmlInventory`] logs one
-//! info line and then reports an empty list, it never fails the agent.
+//! The agent asks a [`GpuInventory`] for its GPUs once at start and again at every heartbeat
+//! (health can change), and for their live readings (utilisation, memory, temperature,
+//! power) at every usage sample. A machine without the NVIDIA driver runs with no GPUs:
+//! [`NvmlInventory`] logs one info line and then reports an empty list and no readings, it
+//! never fails the agent. [`FakeGpus`] holds readings a test sets, so everything built on
+//! readings (node usage, task usage, the idle-GPU flag, the agent's metrics) is tested
+//! without a GPU.
 
 use std::path::{Path, PathBuf};
 
-use kohakuriver_api::Gpu;
+use std::sync::{Arc, Mutex};
+
+use kohakuriver_api::{Gpu, GpuUsage};
 use serde::Deserialize;
 
 /// Why a static GPU list could not be read.
@@ -37,6 +44,10 @@ pub trait GpuInventory: Send + Sync + 'static {
     /// The GPUs, ordered by index. Never fails: an inventory that cannot see its GPUs
     /// reports none.
     fn gpus(&self) -> Vec<Gpu>;
+
+    /// Each GPU's live readings now, ordered by index. Never fails: a GPU that cannot be
+    /// read has no entry, and a source that measures nothing (a static list) reports none.
+    fn readings(&self) -> Vec<GpuUsage>;
 }
 
 /// A fixed GPU list, for tests and for machines where NVML is not wanted.
@@ -113,6 +124,95 @@ impl GpuInventory for StaticGpus {
     fn gpus(&self) -> Vec<Gpu> {
         self.0.clone()
     }
+
+    /// A list written in a config file describes GPUs, it does not measure them: no
+    /// readings, so nothing is shown that was not measured.
+    fn readings(&self) -> Vec<GpuUsage> {
+        Vec::new()
+    }
+}
+
+/// GPUs whose readings a test sets: the fake that drives every test of usage, the idle-GPU
+/// flag and the GPU metrics. A cheap `Clone` handle; clones share the readings. A std
+/// `Mutex` is right: it is held only to copy a short list.
+#[derive(Clone, Debug, Default)]
+pub struct FakeGpus {
+    inventory: Vec<Gpu>,
+    readings: Arc<Mutex<Vec<GpuUsage>>>,
+}
+
+impl FakeGpus {
+    /// `count` GPUs as [`StaticGpus::fake`] makes them, each read as idle (0 %) with
+    /// 1 GiB of its 16 GiB in use, at 40 °C and 60 W.
+    pub fn new(count: u32) -> FakeGpus {
+        let inventory = StaticGpus::fake(count).0;
+        let readings = inventory
+            .iter()
+            .map(|g| GpuUsage {
+                index: g.index,
+                utilization_percent: 0,
+                memory_used_bytes: 1 << 30,
+                memory_total_bytes: g.memory_bytes,
+                temperature_celsius: Some(40),
+                power_watts: Some(60.0),
+            })
+            .collect();
+        FakeGpus {
+            inventory,
+            readings: Arc::new(Mutex::new(readings)),
+        }
+    }
+
+    /// Sets GPU `index`'s utilisation and memory in use (a GPU it does not have is ignored).
+    pub fn set(&self, index: u32, utilization_percent: u32, memory_used_bytes: u64) {
+        let mut readings = self.readings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = readings.iter_mut().find(|r| r.index == index) {
+            r.utilization_percent = utilization_percent;
+            r.memory_used_bytes = memory_used_bytes;
+        }
+    }
+
+    /// Replaces every reading (an empty list: the GPUs cannot be read now).
+    pub fn set_readings(&self, readings: Vec<GpuUsage>) {
+        *self.readings.lock().unwrap_or_else(|e| e.into_inner()) = readings;
+    }
+}
+
+impl GpuInventory for FakeGpus {
+    fn gpus(&self) -> Vec<Gpu> {
+        self.inventory.clone()
+    }
+
+    fn readings(&self) -> Vec<GpuUsage> {
+        self.readings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One GPU's reading from what NVML answered: None when neither its utilisation nor its
+/// memory could be read (no entry is better than zeros that were never measured).
+/// `power_milliwatts` is NVML's unit; the reading is in watts.
+pub fn nvml_reading(
+    index: u32,
+    utilization_percent: Option<u32>,
+    memory_used_total: Option<(u64, u64)>,
+    temperature_celsius: Option<u32>,
+    power_milliwatts: Option<u32>,
+) -> Option<GpuUsage> {
+    if utilization_percent.is_none() && memory_used_total.is_none() {
+        return None;
+    }
+    let (memory_used_bytes, memory_total_bytes) = memory_used_total.unwrap_or((0, 0));
+    Some(GpuUsage {
+        index,
+        utilization_percent: utilization_percent.unwrap_or(0).min(100),
+        memory_used_bytes,
+        memory_total_bytes,
+        temperature_celsius,
+        power_watts: power_milliwatts.map(|mw| f64::from(mw) / 1000.0),
+    })
 }
 
 /// GPUs seen through NVML. Holds the library open for the agent's life; without a driver it
@@ -207,6 +307,32 @@ impl GpuInventory for NvmlInventory {
         }
         gpus
     }
+    fn readings(&self) -> Vec<GpuUsage> {
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
+        let count = match nvml.device_count() {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::debug!(error = %err, "nvml cannot count gpus");
+                return Vec::new();
+            }
+        };
+        (0..count)
+            .filter_map(|i| {
+                let device = nvml.device_by_index(i).ok()?;
+                nvml_reading(
+                    device.index().unwrap_or(i),
+                    device.utilization_rates().ok().map(|u| u.gpu),
+                    device.memory_info().ok().map(|m| (m.used, m.total)),
+                    device
+                        .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
+                        .ok(),
+                    device.power_usage().ok(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -265,5 +391,151 @@ mod tests {
         // The test machines have no NVIDIA driver; on one that has, this still must not panic.
         let inv = NvmlInventory::open(Path::new("/sys"));
         let _ = inv.gpus();
+        let _ = inv.readings();
+    }
+
+    #[test]
+    fn nvml_readings_from_answers() {
+        let gib = 1u64 << 30;
+        let cases: &[(
+            &str,
+            Option<u32>,
+            Option<(u64, u64)>,
+            Option<u32>,
+            Option<u32>,
+            &str,
+        )] = &[
+            (
+                "all known",
+                Some(37),
+                Some((2 * gib, 16 * gib)),
+                Some(61),
+                Some(215_500),
+                "Some(37% 2147483648/17179869184 Some(61) Some(215.5))",
+            ),
+            (
+                "no sensors",
+                Some(0),
+                Some((0, 16 * gib)),
+                None,
+                None,
+                "Some(0% 0/17179869184 None None)",
+            ),
+            (
+                "utilisation only",
+                Some(100),
+                None,
+                None,
+                None,
+                "Some(100% 0/0 None None)",
+            ),
+            (
+                "memory only",
+                None,
+                Some((5, 10)),
+                None,
+                None,
+                "Some(0% 5/10 None None)",
+            ),
+            (
+                "over 100 is capped",
+                Some(250),
+                None,
+                None,
+                None,
+                "Some(100% 0/0 None None)",
+            ),
+            ("nothing readable", None, None, Some(50), Some(1), "None"),
+        ];
+        for (what, util, memory, temperature, power, want) in cases {
+            let got = nvml_reading(3, *util, *memory, *temperature, *power).map(|r| {
+                assert_eq!(r.index, 3);
+                format!(
+                    "{}% {}/{} {:?} {:?}",
+                    r.utilization_percent,
+                    r.memory_used_bytes,
+                    r.memory_total_bytes,
+                    r.temperature_celsius,
+                    r.power_watts
+                )
+            });
+            let got = match got {
+                Some(text) => format!("Some({text})"),
+                None => "None".to_string(),
+            };
+            assert_eq!(got, *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn static_lists_have_no_readings() {
+        assert!(StaticGpus::fake(4).readings().is_empty());
+    }
+
+    #[test]
+    fn fake_gpus_report_what_the_test_sets() {
+        let fake = FakeGpus::new(2);
+        assert_eq!(fake.gpus().len(), 2);
+        let shared = fake.clone();
+        shared.set(1, 93, 7 << 30);
+        shared.set(9, 50, 1);
+        let readings = fake.readings();
+        assert_eq!(
+            readings
+                .iter()
+                .map(|r| (r.index, r.utilization_percent, r.memory_used_bytes))
+                .collect::<Vec<_>>(),
+            vec![(0, 0, 1 << 30), (1, 93, 7 << 30)]
+        );
+        assert!(readings.iter().all(|r| r.memory_total_bytes == 16 << 30));
+        fake.set_readings(Vec::new());
+        assert!(shared.readings().is_empty());
+    }
+
+    /// Real readings from a real GPU. Run by hand on a machine with an NVIDIA GPU and its
+    /// driver: `KOHAKURIVER_GPU_TESTS=1 cargo test -p kohakuriver-node-agent --lib
+    /// real_gpu_readings -- --ignored`. Fails, saying why, when there is no GPU to read.
+    #[test]
+    #[ignore = "needs an NVIDIA GPU and driver; run with KOHAKURIVER_GPU_TESTS=1 and --ignored"]
+    fn real_gpu_readings() {
+        assert_eq!(
+            std::env::var("KOHAKURIVER_GPU_TESTS").as_deref(),
+            Ok("1"),
+            "this test reads a real GPU: set KOHAKURIVER_GPU_TESTS=1 on a machine with an NVIDIA GPU and driver"
+        );
+        if let Err(err) = nvml_wrapper::Nvml::init() {
+            panic!(
+                "KOHAKURIVER_GPU_TESTS=1 but NVML cannot start ({err}): this machine has no usable NVIDIA driver"
+            );
+        }
+        let inv = NvmlInventory::open(Path::new("/sys"));
+        let gpus = inv.gpus();
+        assert!(
+            !gpus.is_empty(),
+            "KOHAKURIVER_GPU_TESTS=1 but NVML sees no GPU on this machine"
+        );
+        let readings = inv.readings();
+        assert_eq!(
+            readings.len(),
+            gpus.len(),
+            "every GPU NVML lists should be readable: {gpus:?} vs {readings:?}"
+        );
+        for (gpu, r) in gpus.iter().zip(&readings) {
+            assert_eq!(gpu.index, r.index);
+            assert!(r.utilization_percent <= 100, "{r:?}");
+            assert!(r.memory_total_bytes > 0, "{r:?}");
+            assert!(r.memory_used_bytes <= r.memory_total_bytes, "{r:?}");
+            assert_eq!(r.memory_total_bytes, gpu.memory_bytes, "{r:?}");
+            if let Some(t) = r.temperature_celsius {
+                assert!(
+                    (1..150).contains(&t),
+                    "a die temperature of {t} °C is not a reading: {r:?}"
+                );
+            }
+            if let Some(w) = r.power_watts {
+                assert!(w > 0.0 && w < 2000.0, "{w} W is not a reading: {r:?}");
+            }
+            println!("gpu {}: {r:?}", gpu.index);
+        }
     }
 }

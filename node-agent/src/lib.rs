@@ -15,7 +15,9 @@
 //! directories go, and when), `endpoint` (HTTP, closed by the agent secret),
 //! `credential` (the node credential and the agent secret), `address` (where to listen),
 //! `heartbeat` (Node registration and usage), `fence` (stopping re-queueable tasks when
-//! cut off from the server).
+//! cut off from the server), `usage` (live GPU and container usage, the idle-GPU flag),
+//! `metrics` (the Prometheus registry behind `/metrics`), `metered_runtime` (Docker calls
+//! timed and counted).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
 //! Architecture Invariant: on shutdown the agent stops its loops, waits (at most
@@ -36,11 +38,14 @@ mod heartbeat;
 pub mod image;
 pub mod log_capture;
 pub mod log_retention;
+pub mod metered_runtime;
+pub mod metrics;
 pub mod mount_policy;
 pub mod plan;
 mod reconciler;
 pub mod runtime;
 pub mod tarball_tags;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +114,9 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// How often every task is reconciled even without events (default 10 s).
     pub resync_interval: Duration,
+    /// How often GPUs and task containers are measured (`--usage-interval`, default
+    /// [`usage::DEFAULT_USAGE_INTERVAL`], 10 s); the heartbeat carries the last sample.
+    pub usage_interval: Duration,
     /// How long a killed task has between SIGTERM and SIGKILL (default 10 s).
     pub kill_grace: Duration,
     /// How long without reaching the server before the containers of tasks with a retry
@@ -179,6 +187,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("static_gpus", &self.static_gpus)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("resync_interval", &self.resync_interval)
+            .field("usage_interval", &self.usage_interval)
             .field("kill_grace", &self.kill_grace)
             .field("fence_after", &self.fence_after)
             .field("default_image", &self.default_image)
@@ -220,6 +229,7 @@ impl AgentConfig {
             static_gpus: None,
             heartbeat_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(10),
+            usage_interval: usage::DEFAULT_USAGE_INTERVAL,
             kill_grace: Duration::from_secs(10),
             fence_after: DEFAULT_FENCE_AFTER,
             default_image: None,
@@ -382,6 +392,12 @@ pub async fn start(
         ),
         DockerConnection::Runtime(r) => r.clone(),
     };
+    // Every engine call is timed and its failures counted for `/metrics`.
+    let docker_metrics = metrics::DockerMetrics::default();
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(metered_runtime::MeteredRuntime::new(
+        runtime,
+        docker_metrics.clone(),
+    ));
     let docker_version = runtime.version().await.map_err(Error::Docker)?;
 
     let logs_dir = config.data_dir.join("logs");
@@ -488,6 +504,13 @@ pub async fn start(
         log_limits: config.log_limits,
     };
 
+    let board = usage::UsageBoard::default();
+    let sampler = usage::UsageSampler::new(
+        runtime.clone(),
+        gpus.clone(),
+        board.clone(),
+        usage::IdlePolicy::standard(config.usage_interval),
+    );
     let facts = heartbeat::NodeFacts {
         name: config.name.clone(),
         topology,
@@ -502,12 +525,13 @@ pub async fn start(
     heartbeat::beat(&nodes, &facts, NodeUsage::default()).await?;
     let contact = Arc::new(fence::Contact::now());
 
+    let capture_store = log_capture::LogStore::new(&logs_dir);
     let reconciler = reconciler::Reconciler::new(
         client.api::<Task>(),
         runtime.clone(),
         image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images"))
             .pull_timeout(config.pull_timeout),
-        log_capture::LogStore::new(&logs_dir),
+        capture_store.clone(),
         settings,
         mounts,
         config.kill_grace,
@@ -520,6 +544,11 @@ pub async fn start(
         logs: log_capture::LogStore::new(&logs_dir),
         shutdown: shutdown.clone(),
         secret: secret.clone(),
+        metrics: metrics::AgentMetrics::new(
+            &docker_metrics,
+            capture_store.captured_bytes(),
+            board.clone(),
+        ),
     });
     let refresher = credential::SecretRefresher {
         client: client.clone(),
@@ -527,6 +556,7 @@ pub async fn start(
         secret,
     };
 
+    let tasks_api = client.api::<Task>();
     tracing::info!(node = %config.name, endpoint = %advertise_url, "agent started");
     let join = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -564,10 +594,22 @@ pub async fn start(
                 move || counter.active_tasks(),
                 refresher,
                 contact,
+                board,
                 shutdown.clone(),
             );
-            let (served, _, _, _, _) =
-                tokio::join!(serve, beats, reconciler.run(), fencing, sweeping);
+            let measuring = usage::run(
+                sampler,
+                {
+                    let reconciler = reconciler.clone();
+                    move || reconciler.cached_tasks()
+                },
+                tasks_api,
+                config.name.clone(),
+                config.usage_interval,
+                shutdown.clone(),
+            );
+            let (served, _, _, _, _, _) =
+                tokio::join!(serve, beats, reconciler.run(), fencing, sweeping, measuring);
             if let Err(err) = served {
                 tracing::warn!(error = %err, "agent endpoint failed");
             }

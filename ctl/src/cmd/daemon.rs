@@ -208,6 +208,10 @@ pub struct AgentFlags {
     /// Heartbeat interval.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// How often GPUs and task containers are measured (`top`, the agent's /metrics, the
+    /// IdleGPU flag); the heartbeat carries the last sample. At least 1s.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_usage_interval)]
+    pub usage_interval: Duration,
     /// Time a killed task has between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kill_grace: Duration,
@@ -253,6 +257,18 @@ pub struct AgentFlags {
     pub agent_max_connections: u32,
 }
 
+/// Parses `--usage-interval`: a duration of at least a second (measuring every container
+/// more often would cost more than it tells).
+fn parse_usage_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_secs(1) {
+        return Err(format!(
+            "invalid usage interval {text:?}: it must be at least 1s, e.g. 10s"
+        ));
+    }
+    Ok(interval)
+}
+
 /// Parses `--log-max-size` (512M, 1Gi, bytes).
 fn parse_log_size(text: &str) -> Result<u64, String> {
     match kohakuriver_api::quantity::parse_bytes(text)? {
@@ -284,6 +300,7 @@ impl AgentFlags {
             (None, None) => None,
         };
         config.heartbeat_interval = self.heartbeat_interval;
+        config.usage_interval = self.usage_interval;
         config.kill_grace = self.kill_grace;
         config.fence_after = self.fence_after;
         config.pull_timeout = self.pull_timeout;
