@@ -19,7 +19,7 @@ use crate::credential::SecretRefresher;
 use crate::discovery::{Topology, meminfo_field};
 use crate::gpu::GpuInventory;
 
-/// What the agent reports about its machine, apart from usage.
+/// What the agent reports about its machine, and where the usage sampler publishes.
 pub(crate) struct NodeFacts {
     pub name: String,
     pub topology: Topology,
@@ -29,6 +29,8 @@ pub(crate) struct NodeFacts {
     pub shared_storage: bool,
     pub default_image: Option<String>,
     pub procfs_root: PathBuf,
+    /// The last GPU and task usage sample ([`crate::usage`]), carried by every beat.
+    pub board: crate::usage::UsageBoard,
 }
 
 /// Whole-machine CPU use from `/proc/stat`, as the difference between two samples.
@@ -146,7 +148,6 @@ pub(crate) async fn run(
     running: impl Fn() -> u32,
     secret: SecretRefresher,
     contact: Arc<crate::fence::Contact>,
-    board: crate::usage::UsageBoard,
     shutdown: CancellationToken,
 ) {
     let mut cpu = CpuSampler::default();
@@ -159,7 +160,7 @@ pub(crate) async fn run(
         }
         // GPU and task figures come from the usage sampler's last sample; the beat only
         // carries them.
-        let sampled = board.get();
+        let sampled = facts.board.get();
         let usage = NodeUsage {
             cpu_percent: cpu.sample(&facts.procfs_root),
             memory_used_bytes: memory_used(&facts.procfs_root),

@@ -520,6 +520,7 @@ pub async fn start(
         shared_storage: config.shared_dir.is_some(),
         default_image: settings.default_image.clone(),
         procfs_root: config.procfs_root.clone(),
+        board: board.clone(),
     };
     let nodes = client.api::<Node>();
     heartbeat::beat(&nodes, &facts, NodeUsage::default()).await?;
@@ -594,7 +595,6 @@ pub async fn start(
                 move || counter.active_tasks(),
                 refresher,
                 contact,
-                board,
                 shutdown.clone(),
             );
             let measuring = usage::run(

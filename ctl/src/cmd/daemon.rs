@@ -365,4 +365,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn usage_interval_is_at_least_a_second() {
+        let cases: [(&str, Result<Duration, &str>); 4] = [
+            ("10s", Ok(Duration::from_secs(10))),
+            ("1s", Ok(Duration::from_secs(1))),
+            ("500ms", Err("\"500ms\": it must be at least 1s")),
+            ("0s", Err("\"0s\": it must be at least 1s")),
+        ];
+        for (text, want) in cases {
+            match (parse_usage_interval(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(message), Err(needle)) => assert!(message.contains(needle), "{message}"),
+                (got, want) => panic!("{text}: {got:?} instead of {want:?}"),
+            }
+        }
+    }
 }

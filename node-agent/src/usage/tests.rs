@@ -40,7 +40,9 @@ fn idle_gpu_cases() {
     let join = |parts: &[Vec<(Duration, f64)>]| -> VecDeque<(Duration, f64)> {
         parts.iter().flatten().copied().collect()
     };
-    let cases: &[(&str, VecDeque<(Duration, f64)>, u64, bool)] = &[
+    /// What, the samples, now (seconds), idle.
+    type Case<'a> = (&'a str, VecDeque<(Duration, f64)>, u64, bool);
+    let cases: &[Case] = &[
         ("no samples", join(&[]), 700, false),
         (
             "idle for the whole window",
@@ -242,7 +244,9 @@ fn task_gpu_usage_cases() {
             ..Default::default()
         })
         .collect();
-    let cases: &[(&str, &[u32], Option<(f64, u64)>)] = &[
+    /// What, the task's GPU indices, its (mean utilisation, memory in use).
+    type Case<'a> = (&'a str, &'a [u32], Option<(f64, u64)>);
+    let cases: &[Case] = &[
         ("no GPUs", &[], None),
         ("one", &[2], Some((100.0, 400))),
         ("mean of two, memory summed", &[0, 1], Some((20.5, 300))),
