@@ -110,6 +110,9 @@ pub struct AgentConfig {
     pub procfs_root: PathBuf,
     /// Use this GPU list instead of NVML.
     pub static_gpus: Option<StaticGpuSource>,
+    /// Use this inventory instead of NVML or `static_gpus` (a [`gpu::FakeGpus`] in tests,
+    /// whose readings the test sets).
+    pub gpu_inventory: Option<Arc<dyn GpuInventory>>,
     /// How often to heartbeat (default 5 s).
     pub heartbeat_interval: Duration,
     /// How often every task is reconciled even without events (default 10 s).
@@ -117,6 +120,9 @@ pub struct AgentConfig {
     /// How often GPUs and task containers are measured (`--usage-interval`, default
     /// [`usage::DEFAULT_USAGE_INTERVAL`], 10 s); the heartbeat carries the last sample.
     pub usage_interval: Duration,
+    /// How long a task's GPUs must stay under 5 % before it is flagged `GPUIdle`
+    /// ([`kohakuriver_api::usage::IDLE_GPU_WINDOW_SECONDS`], 10 min; shorter in tests).
+    pub idle_gpu_window: Duration,
     /// How long a killed task has between SIGTERM and SIGKILL (default 10 s).
     pub kill_grace: Duration,
     /// How long without reaching the server before the containers of tasks with a retry
@@ -185,9 +191,11 @@ impl std::fmt::Debug for AgentConfig {
             .field("sysfs_root", &self.sysfs_root)
             .field("procfs_root", &self.procfs_root)
             .field("static_gpus", &self.static_gpus)
+            .field("gpu_inventory", &self.gpu_inventory.is_some())
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("resync_interval", &self.resync_interval)
             .field("usage_interval", &self.usage_interval)
+            .field("idle_gpu_window", &self.idle_gpu_window)
             .field("kill_grace", &self.kill_grace)
             .field("fence_after", &self.fence_after)
             .field("default_image", &self.default_image)
@@ -227,9 +235,11 @@ impl AgentConfig {
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
             static_gpus: None,
+            gpu_inventory: None,
             heartbeat_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(10),
             usage_interval: usage::DEFAULT_USAGE_INTERVAL,
+            idle_gpu_window: Duration::from_secs(kohakuriver_api::usage::IDLE_GPU_WINDOW_SECONDS),
             kill_grace: Duration::from_secs(10),
             fence_after: DEFAULT_FENCE_AFTER,
             default_image: None,
@@ -380,9 +390,10 @@ pub async fn start(
         check_shared_dir(dir)?;
     }
     let topology = discovery::discover(&config.sysfs_root, &config.procfs_root)?;
-    let gpus: Arc<dyn GpuInventory> = match &config.static_gpus {
-        Some(source) => Arc::new(StaticGpus::from_source(source)?),
-        None => Arc::new(NvmlInventory::open(&config.sysfs_root)),
+    let gpus: Arc<dyn GpuInventory> = match (&config.gpu_inventory, &config.static_gpus) {
+        (Some(inventory), _) => inventory.clone(),
+        (None, Some(source)) => Arc::new(StaticGpus::from_source(source)?),
+        (None, None) => Arc::new(NvmlInventory::open(&config.sysfs_root)),
     };
     let runtime: Arc<dyn ContainerRuntime> = match &config.docker {
         DockerConnection::LocalDefaults => Arc::new(
@@ -509,7 +520,10 @@ pub async fn start(
         runtime.clone(),
         gpus.clone(),
         board.clone(),
-        usage::IdlePolicy::standard(config.usage_interval),
+        usage::IdlePolicy {
+            window: config.idle_gpu_window,
+            ..usage::IdlePolicy::standard(config.usage_interval)
+        },
     );
     let facts = heartbeat::NodeFacts {
         name: config.name.clone(),
