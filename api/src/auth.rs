@@ -935,6 +935,9 @@ pub fn validate_node_status(status: &NodeStatus) -> Vec<crate::FieldError> {
             format!("{} GPUs is more than {MAX_NODE_GPUS}", status.gpus.len()),
         ));
     }
+    if let Some(usage) = &status.usage {
+        errors.extend(validate_usage(usage));
+    }
     for (i, numa) in status.numa.iter().enumerate().take(MAX_NUMA_NODES) {
         let field = format!("status.numa[{i}].cpus");
         let ranges = numa.cpus.split(',').count();
@@ -970,6 +973,42 @@ pub fn validate_node_status(status: &NodeStatus) -> Vec<crate::FieldError> {
 
 /// The longest image reference a node may report.
 const MAX_IMAGE_REF: usize = 512;
+
+/// Bounds on the usage figures a heartbeat carries: at most as many GPU readings as a node
+/// may have GPUs, at most [`crate::usage::MAX_USAGE_TASKS`] task entries, each naming a uid
+/// of at most 64 characters.
+fn validate_usage(usage: &crate::NodeUsage) -> Vec<crate::FieldError> {
+    use crate::FieldError;
+    use crate::usage::MAX_USAGE_TASKS;
+    let mut errors = Vec::new();
+    if usage.gpus.len() > MAX_NODE_GPUS {
+        errors.push(FieldError::new(
+            "status.usage.gpus",
+            format!("{} GPUs is more than {MAX_NODE_GPUS}", usage.gpus.len()),
+        ));
+    }
+    if usage.tasks.len() > MAX_USAGE_TASKS {
+        errors.push(FieldError::new(
+            "status.usage.tasks",
+            format!(
+                "{} tasks is more than the {MAX_USAGE_TASKS} one node may report",
+                usage.tasks.len()
+            ),
+        ));
+    }
+    for (i, task) in usage.tasks.iter().enumerate().take(MAX_USAGE_TASKS) {
+        if task.uid.is_empty() || task.uid.len() > 64 {
+            errors.push(FieldError::new(
+                format!("status.usage.tasks[{i}].uid"),
+                format!(
+                    "{:?} must be a task uid of 1 to 64 characters",
+                    task.uid.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+    }
+    errors
+}
 
 /// An agent address is `http://HOST:PORT` or `https://HOST:PORT`, with no path, query,
 /// user name or fragment, so the server's calls to it cannot be steered elsewhere.

@@ -152,6 +152,12 @@ impl Tabular for Task {
             "The cores, NUMA node, GPUs and memory it holds (status.allocation).",
         ),
         column(
+            "IdleGPU",
+            "string",
+            1,
+            "True when the task has held GPUs under 5% utilisation for 10 minutes (condition GPUIdle, set by its agent).",
+        ),
+        column(
             "Exit",
             "string",
             1,
@@ -187,6 +193,7 @@ impl Tabular for Task {
                 .map(allocation_summary)
                 .unwrap_or_else(|| "-".to_string())
                 .into(),
+            idle_gpu(self).into(),
             self.status
                 .exit_code
                 .map(|c| c.to_string())
@@ -195,6 +202,14 @@ impl Tabular for Task {
             or_dash(self.status.reason.as_deref()).into(),
             truncate(&self.spec.command.join(" "), 50).into(),
         ]
+    }
+}
+
+/// `True` while the task's agent says its GPUs sit idle (condition `GPUIdle` True), else `-`.
+fn idle_gpu(task: &Task) -> String {
+    match find_condition(&task.status.conditions, crate::usage::GPU_IDLE_CONDITION) {
+        Some(c) if c.status == ConditionStatus::True => "True".to_string(),
+        _ => "-".to_string(),
     }
 }
 
@@ -564,6 +579,24 @@ mod tests {
         assert_eq!(cell("EXIT"), "3");
         assert_eq!(cell("REASON"), "-");
         assert_eq!(cell("COMMAND"), "true");
+        assert_eq!(cell("IDLEGPU"), "-");
+        for (status, want) in [
+            (ConditionStatus::True, "True"),
+            (ConditionStatus::False, "-"),
+            (ConditionStatus::Unknown, "-"),
+        ] {
+            let mut idle = t.clone();
+            crate::meta::set_condition(
+                &mut idle.status.conditions,
+                crate::usage::GPU_IDLE_CONDITION,
+                status,
+                Some("GPUIdle"),
+                None,
+                None,
+                now(),
+            );
+            assert_eq!(idle_gpu(&idle), want, "{status:?}");
+        }
         assert_eq!(t.cells(now())[3], Cell::Integer(4));
     }
 

@@ -36,6 +36,7 @@ pub mod target;
 pub mod task;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod usage;
 pub mod validation;
 pub mod watch;
 
@@ -57,6 +58,7 @@ pub use target::Target;
 pub use task::{
     Allocation, DesiredState, Placement, Resources, Task, TaskPhase, TaskSpec, TaskStatus,
 };
+pub use usage::{GpuUsage, TaskUsage};
 pub use validation::FieldError;
 pub use watch::{ApplyOutcome, ApplyResult, Bookmark, List, ListMeta, WatchEvent};
 

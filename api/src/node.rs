@@ -155,6 +155,12 @@ pub struct NodeUsage {
     /// Task containers the agent runs now.
     #[serde(default)]
     pub running_tasks: u32,
+    /// Each GPU's live readings (NVML); empty without GPUs or a driver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::usage::GpuUsage>,
+    /// Each running task's container, named by task uid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::usage::TaskUsage>,
 }
 
 impl NodeStatus {

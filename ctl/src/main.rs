@@ -72,6 +72,9 @@ enum Command {
     Login(cmd::login::Args),
     /// Show who the server takes this CLI for, and what that role may do.
     Whoami(cmd::whoami::Args),
+    /// Show what nodes and running tasks use now: CPU, memory, GPUs (like kubectl top).
+    #[command(subcommand)]
+    Top(cmd::top::TopCommand),
     /// Create, list and revoke tokens (admin).
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
@@ -144,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(args) => exit(cmd::wait::run(&cli.server.client()?, args).await?),
         Command::Login(args) => cmd::login::run(&cli.server, args).await,
         Command::Whoami(args) => cmd::whoami::run(&cli.server.client()?, args).await,
+        Command::Top(c) => cmd::top::run(&cli.server.client()?, c).await,
         Command::Token(c) => cmd::token::run(&cli.server.client()?, c).await,
         Command::Kubeconfig(args) => cmd::kubeconfig::run(&cli.server, args).await,
         Command::Backup(args) => cmd::backup::run(&cli.server.client()?, args).await,

@@ -241,7 +241,7 @@ fn get_prints_tables_yaml_json_and_names() {
         out.lines()
             .next()
             .unwrap()
-            .ends_with("IMAGE       ALLOCATION   EXIT   REASON   COMMAND"),
+            .ends_with("IMAGE       ALLOCATION   IDLEGPU   EXIT   REASON   COMMAND"),
         "{out}"
     );
 

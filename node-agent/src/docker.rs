@@ -14,7 +14,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
     AttachContainerOptions, CreateImageOptions, ImportImageOptions, InspectContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -23,7 +23,8 @@ use kohakuriver_api::Timestamp;
 use crate::container_config::ContainerSpec;
 use crate::engine_fault::{Fault, classify};
 use crate::runtime::{
-    ContainerRuntime, ContainerState, ContainerStatus, ImageInfo, LogChunk, LogStream, RuntimeError,
+    ContainerRuntime, ContainerState, ContainerStatus, ContainerUsage, ImageInfo, LogChunk,
+    LogStream, RuntimeError,
 };
 
 /// Docker through bollard.
@@ -316,6 +317,39 @@ impl ContainerRuntime for DockerRuntime {
             }
         }
         Ok(out)
+    }
+
+    async fn usage(&self, id: &str) -> Result<ContainerUsage, RuntimeError> {
+        // One sample, without the engine's second sample a second later (`one-shot`): the
+        // agent keeps its own previous sample to compute a rate.
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let stats = match self.docker.stats(id, Some(options)).next().await {
+            Some(Ok(stats)) => stats,
+            Some(Err(e)) if status_code(&e) == Some(404) => {
+                return Err(RuntimeError::NotFound(id.to_string()));
+            }
+            Some(Err(e)) => return Err(engine_error(e)),
+            None => {
+                return Err(RuntimeError::Engine(format!(
+                    "the engine sent no stats for container {id}"
+                )));
+            }
+        };
+        let cpu_nanoseconds = stats
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0);
+        let memory_bytes = stats.memory_stats.map_or(0, |m| {
+            crate::usage::memory_without_cache(m.usage.unwrap_or(0), m.stats.as_ref())
+        });
+        Ok(ContainerUsage {
+            cpu_nanoseconds,
+            memory_bytes,
+        })
     }
 
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {

@@ -4,7 +4,8 @@
 //! `GET /v1/tasks/{name}/log?uid=UID&stream=stdout|stderr&follow=true|false&tail=N` streams
 //! the capture file (whole, or its last N lines) as chunked raw bytes. With `follow` it polls
 //! the file for new bytes (every 100 ms, so new output arrives well within a second) and ends
-//! once the capture is final and everything was sent. `GET /healthz` answers `ok`.
+//! once the capture is final and everything was sent. `GET /metrics` answers the agent's
+//! Prometheus metrics ([`crate::metrics`]). `GET /healthz` answers `ok`.
 //!
 //! Every route but `/healthz` (unknown paths included) needs `Authorization: Bearer
 //! <agentSecret>`, the secret the API server presents for this node (see
@@ -46,6 +47,8 @@ pub struct EndpointState {
     pub shutdown: CancellationToken,
     /// The secret callers must present; none known means the endpoint is open.
     pub secret: AgentSecret,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 /// The secret the API server presents to this agent: a cheap `Clone` handle shared by the
@@ -145,6 +148,7 @@ pub fn router(state: EndpointState) -> Router {
     Router::new()
         .route(AgentUrl::HEALTHZ_ROUTE, get(|| async { "ok" }))
         .route(AgentUrl::TASK_LOG_ROUTE, get(task_log))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async {
             EndpointError::new(StatusReason::NotFound, "no such path on the agent endpoint")
         })
@@ -222,6 +226,15 @@ impl IntoResponse for EndpointError {
         let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (code, axum::Json(self.0)).into_response()
     }
+}
+
+/// The agent's metrics, scraped by Prometheus with the agent secret as its bearer token.
+async fn metrics_text(State(state): State<EndpointState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn task_log(
@@ -398,6 +411,7 @@ mod tests {
             logs: store.clone(),
             shutdown: CancellationToken::new(),
             secret: AgentSecret::new(Some(SECRET.to_string())),
+            metrics: Default::default(),
         });
         (dir, store, router)
     }
@@ -463,7 +477,7 @@ mod tests {
             Some(wrong.as_str()),
             Some(basic.as_str()),
         ] {
-            for path in [log, "/nowhere"] {
+            for path in [log, "/nowhere", "/metrics"] {
                 let (code, body) = get_with(r.clone(), path, auth).await;
                 assert_eq!(code, StatusCode::UNAUTHORIZED, "{path} with {auth:?}");
                 let status = status_of(&body);
@@ -474,8 +488,14 @@ mod tests {
         assert_eq!(get_with(r.clone(), "/healthz", None).await.1, "ok");
         let right = format!("bearer  {SECRET} ");
         assert_eq!(
-            get_with(r, log, Some(&right)).await,
+            get_with(r.clone(), log, Some(&right)).await,
             (StatusCode::OK, "a\nb\nc\n".into())
+        );
+        let (code, body) = get_with(r, "/metrics", Some(&right)).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("kohakuriver_agent_running_containers 0\n"),
+            "{body}"
         );
     }
 
@@ -487,6 +507,7 @@ mod tests {
             logs: store,
             shutdown: CancellationToken::new(),
             secret: secret.clone(),
+            metrics: Default::default(),
         });
         let log = "/v1/tasks/t/log?uid=u1";
         assert_eq!(get_with(r.clone(), log, None).await.0, StatusCode::OK);

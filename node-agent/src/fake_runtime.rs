@@ -16,7 +16,8 @@ use futures::stream::BoxStream;
 
 use crate::container_config::ContainerSpec;
 use crate::runtime::{
-    ContainerRuntime, ContainerState, ContainerStatus, ImageInfo, LogChunk, LogStream, RuntimeError,
+    ContainerRuntime, ContainerState, ContainerStatus, ContainerUsage, ImageInfo, LogChunk,
+    LogStream, RuntimeError,
 };
 
 /// One call made to the fake.
@@ -50,6 +51,7 @@ struct State {
     create_failures: VecDeque<RuntimeError>,
     pulls: HashMap<String, Duration>,
     start_delay: Option<Duration>,
+    usage: HashMap<String, ContainerUsage>,
     next_id: u64,
 }
 
@@ -120,6 +122,12 @@ impl FakeRuntime {
             c.oom_killed = oom;
             c.finished_at = Some(chrono::Utc::now());
         }
+    }
+
+    /// What `usage` answers for container `name` from now on (a container never given one
+    /// reads as zero).
+    pub fn set_usage(&self, name: &str, usage: ContainerUsage) {
+        self.state().usage.insert(name.to_string(), usage);
     }
 
     /// Gives container `name` this output.
@@ -302,6 +310,20 @@ impl ContainerRuntime for FakeRuntime {
             })
             .map(|(c, _)| c.clone())
             .collect())
+    }
+
+    async fn usage(&self, id: &str) -> Result<ContainerUsage, RuntimeError> {
+        let state = self.state();
+        let (container, _) = state
+            .containers
+            .values()
+            .find(|(c, _)| c.id == id || c.name == id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        Ok(state
+            .usage
+            .get(&container.name)
+            .copied()
+            .unwrap_or_default())
     }
 
     fn logs(&self, id: &str, _follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {

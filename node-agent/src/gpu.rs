@@ -1,12 +1,19 @@
-//! GPU inventory: NVML on real machines, a static list from config for tests.
+//! GPU inventory and live readings: NVML on real machines, a static list from config, and a
+//! scripted fake for tests.
 //!
-//! The agent asks a [`GpuInventory`] once at start and again at every heartbeat (health can
-//! change). A machine without the NVIDIA driver runs with no GPUs: [`NvmlInventory`] logs one
-//! info line and then reports an empty list, it never fails the agent.
+//! The agent asks a [`GpuInventory`] for its GPUs once at start and again at every heartbeat
+//! (health can change), and for their live readings (utilisation, memory, temperature,
+//! power) at every usage sample. A machine without the NVIDIA driver runs with no GPUs:
+//! [`NvmlInventory`] logs one info line and then reports an empty list and no readings, it
+//! never fails the agent. [`FakeGpus`] holds readings a test sets, so everything built on
+//! readings (node usage, task usage, the idle-GPU flag, the agent's metrics) is tested
+//! without a GPU.
 
 use std::path::{Path, PathBuf};
 
-use kohakuriver_api::Gpu;
+use std::sync::{Arc, Mutex};
+
+use kohakuriver_api::{Gpu, GpuUsage};
 use serde::Deserialize;
 
 /// Why a static GPU list could not be read.
@@ -37,6 +44,10 @@ pub trait GpuInventory: Send + Sync + 'static {
     /// The GPUs, ordered by index. Never fails: an inventory that cannot see its GPUs
     /// reports none.
     fn gpus(&self) -> Vec<Gpu>;
+
+    /// Each GPU's live readings now, ordered by index. Never fails: a GPU that cannot be
+    /// read has no entry, and a source that measures nothing (a static list) reports none.
+    fn readings(&self) -> Vec<GpuUsage>;
 }
 
 /// A fixed GPU list, for tests and for machines where NVML is not wanted.
@@ -113,6 +124,95 @@ impl GpuInventory for StaticGpus {
     fn gpus(&self) -> Vec<Gpu> {
         self.0.clone()
     }
+
+    /// A list written in a config file describes GPUs, it does not measure them: no
+    /// readings, so nothing is shown that was not measured.
+    fn readings(&self) -> Vec<GpuUsage> {
+        Vec::new()
+    }
+}
+
+/// GPUs whose readings a test sets: the fake that drives every test of usage, the idle-GPU
+/// flag and the GPU metrics. A cheap `Clone` handle; clones share the readings. A std
+/// `Mutex` is right: it is held only to copy a short list.
+#[derive(Clone, Debug, Default)]
+pub struct FakeGpus {
+    inventory: Vec<Gpu>,
+    readings: Arc<Mutex<Vec<GpuUsage>>>,
+}
+
+impl FakeGpus {
+    /// `count` GPUs as [`StaticGpus::fake`] makes them, each read as idle (0 %) with
+    /// 1 GiB of its 16 GiB in use, at 40 °C and 60 W.
+    pub fn new(count: u32) -> FakeGpus {
+        let inventory = StaticGpus::fake(count).0;
+        let readings = inventory
+            .iter()
+            .map(|g| GpuUsage {
+                index: g.index,
+                utilization_percent: 0,
+                memory_used_bytes: 1 << 30,
+                memory_total_bytes: g.memory_bytes,
+                temperature_celsius: Some(40),
+                power_watts: Some(60.0),
+            })
+            .collect();
+        FakeGpus {
+            inventory,
+            readings: Arc::new(Mutex::new(readings)),
+        }
+    }
+
+    /// Sets GPU `index`'s utilisation and memory in use (a GPU it does not have is ignored).
+    pub fn set(&self, index: u32, utilization_percent: u32, memory_used_bytes: u64) {
+        let mut readings = self.readings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = readings.iter_mut().find(|r| r.index == index) {
+            r.utilization_percent = utilization_percent;
+            r.memory_used_bytes = memory_used_bytes;
+        }
+    }
+
+    /// Replaces every reading (an empty list: the GPUs cannot be read now).
+    pub fn set_readings(&self, readings: Vec<GpuUsage>) {
+        *self.readings.lock().unwrap_or_else(|e| e.into_inner()) = readings;
+    }
+}
+
+impl GpuInventory for FakeGpus {
+    fn gpus(&self) -> Vec<Gpu> {
+        self.inventory.clone()
+    }
+
+    fn readings(&self) -> Vec<GpuUsage> {
+        self.readings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One GPU's reading from what NVML answered: None when neither its utilisation nor its
+/// memory could be read (no entry is better than zeros that were never measured).
+/// `power_milliwatts` is NVML's unit; the reading is in watts.
+pub fn nvml_reading(
+    index: u32,
+    utilization_percent: Option<u32>,
+    memory_used_total: Option<(u64, u64)>,
+    temperature_celsius: Option<u32>,
+    power_milliwatts: Option<u32>,
+) -> Option<GpuUsage> {
+    if utilization_percent.is_none() && memory_used_total.is_none() {
+        return None;
+    }
+    let (memory_used_bytes, memory_total_bytes) = memory_used_total.unwrap_or((0, 0));
+    Some(GpuUsage {
+        index,
+        utilization_percent: utilization_percent.unwrap_or(0).min(100),
+        memory_used_bytes,
+        memory_total_bytes,
+        temperature_celsius,
+        power_watts: power_milliwatts.map(|mw| f64::from(mw) / 1000.0),
+    })
 }
 
 /// GPUs seen through NVML. Holds the library open for the agent's life; without a driver it
@@ -207,63 +307,33 @@ impl GpuInventory for NvmlInventory {
         }
         gpus
     }
+    fn readings(&self) -> Vec<GpuUsage> {
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
+        let count = match nvml.device_count() {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::debug!(error = %err, "nvml cannot count gpus");
+                return Vec::new();
+            }
+        };
+        (0..count)
+            .filter_map(|i| {
+                let device = nvml.device_by_index(i).ok()?;
+                nvml_reading(
+                    device.index().unwrap_or(i),
+                    device.utilization_rates().ok().map(|u| u.gpu),
+                    device.memory_info().ok().map(|m| (m.used, m.total)),
+                    device
+                        .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
+                        .ok(),
+                    device.power_usage().ok(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fake_count_gives_indexed_healthy_gpus() {
-        let gpus = StaticGpus::fake(3).gpus();
-        assert_eq!(
-            gpus.iter().map(|g| g.index).collect::<Vec<_>>(),
-            vec![0, 1, 2]
-        );
-        assert!(gpus.iter().all(|g| g.healthy && g.numa == Some(0)));
-        assert_ne!(gpus[0].uuid, gpus[1].uuid);
-    }
-
-    #[test]
-    fn parses_yaml_list_sorted_with_defaults() {
-        let list = StaticGpus::parse(
-            "- {index: 1, uuid: GPU-b, name: A100, memoryBytes: 80, numa: 1}\n- {index: 0, healthy: false}\n",
-        )
-        .unwrap();
-        assert_eq!(list.0[0].index, 0);
-        assert!(!list.0[0].healthy);
-        assert_eq!(list.0[1].name, "A100");
-        assert_eq!(list.0[1].numa, Some(1));
-        assert!(list.0[1].healthy);
-    }
-
-    #[test]
-    fn parses_json_wrapped_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gpus.json");
-        std::fs::write(&path, r#"{"gpus": [{"index": 0, "uuid": "GPU-x"}]}"#).unwrap();
-        let list = StaticGpus::from_source(&StaticGpuSource::File(path)).unwrap();
-        assert_eq!(list.0.len(), 1);
-        assert_eq!(list.0[0].uuid, "GPU-x");
-    }
-
-    #[test]
-    fn bad_file_names_the_path() {
-        let err = StaticGpus::from_file(Path::new("/nonexistent/gpus.yaml")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/gpus.yaml"));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.yaml");
-        std::fs::write(&path, "index: [").unwrap();
-        assert!(matches!(
-            StaticGpus::from_file(&path),
-            Err(GpuError::Parse { .. })
-        ));
-    }
-
-    #[test]
-    fn nvml_without_driver_reports_no_gpus() {
-        // The test machines have no NVIDIA driver; on one that has, this still must not panic.
-        let inv = NvmlInventory::open(Path::new("/sys"));
-        let _ = inv.gpus();
-    }
-}
+mod tests;

@@ -1,8 +1,9 @@
 //! Registering this machine's `Node` and keeping it fresh.
 //!
 //! The agent creates its Node when missing, then writes the whole status (capacity, NUMA
-//! topology, GPUs, endpoint address, versions) plus usage figures and the `Ready` condition
-//! through the status subresource at every heartbeat. Writing everything each time makes a
+//! topology, GPUs, endpoint address, versions) plus usage figures (CPU and memory measured
+//! here; GPU and task readings from the last sample of [`crate::usage`]) and the `Ready`
+//! condition through the status subresource at every heartbeat. Writing everything each time makes a
 //! heartbeat also repair a Node that was deleted or edited meanwhile. The same loop asks for
 //! the agent secret again every minute.
 
@@ -18,7 +19,7 @@ use crate::credential::SecretRefresher;
 use crate::discovery::{Topology, meminfo_field};
 use crate::gpu::GpuInventory;
 
-/// What the agent reports about its machine, apart from usage.
+/// What the agent reports about its machine, and where the usage sampler publishes.
 pub(crate) struct NodeFacts {
     pub name: String,
     pub topology: Topology,
@@ -28,6 +29,8 @@ pub(crate) struct NodeFacts {
     pub shared_storage: bool,
     pub default_image: Option<String>,
     pub procfs_root: PathBuf,
+    /// The last GPU and task usage sample ([`crate::usage`]), carried by every beat.
+    pub board: crate::usage::UsageBoard,
 }
 
 /// Whole-machine CPU use from `/proc/stat`, as the difference between two samples.
@@ -155,10 +158,15 @@ pub(crate) async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+        // GPU and task figures come from the usage sampler's last sample; the beat only
+        // carries them.
+        let sampled = facts.board.get();
         let usage = NodeUsage {
             cpu_percent: cpu.sample(&facts.procfs_root),
             memory_used_bytes: memory_used(&facts.procfs_root),
             running_tasks: running(),
+            gpus: sampled.gpus,
+            tasks: sampled.tasks.into_iter().map(|t| t.usage).collect(),
         };
         match beat(&nodes, &facts, usage).await {
             Ok(()) => contact.reached(),

@@ -15,7 +15,9 @@
 //! directories go, and when), `endpoint` (HTTP, closed by the agent secret),
 //! `credential` (the node credential and the agent secret), `address` (where to listen),
 //! `heartbeat` (Node registration and usage), `fence` (stopping re-queueable tasks when
-//! cut off from the server).
+//! cut off from the server), `usage` (live GPU and container usage, the idle-GPU flag),
+//! `metrics` (the Prometheus registry behind `/metrics`), `metered_runtime` (Docker calls
+//! timed and counted).
 //!
 //! Architecture Invariant: the agent talks to the server only through `kohakuriver-client`.
 //! Architecture Invariant: on shutdown the agent stops its loops, waits (at most
@@ -37,12 +39,15 @@ mod heartbeat;
 pub mod image;
 pub mod log_capture;
 pub mod log_retention;
+pub mod metered_runtime;
+pub mod metrics;
 pub mod mount_policy;
 pub mod plan;
 mod reconciler;
 pub mod runtime;
 pub mod tarball_tags;
 mod task_events;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,10 +112,19 @@ pub struct AgentConfig {
     pub procfs_root: PathBuf,
     /// Use this GPU list instead of NVML.
     pub static_gpus: Option<StaticGpuSource>,
+    /// Use this inventory instead of NVML or `static_gpus` (a [`gpu::FakeGpus`] in tests,
+    /// whose readings the test sets).
+    pub gpu_inventory: Option<Arc<dyn GpuInventory>>,
     /// How often to heartbeat (default 5 s).
     pub heartbeat_interval: Duration,
     /// How often every task is reconciled even without events (default 10 s).
     pub resync_interval: Duration,
+    /// How often GPUs and task containers are measured (`--usage-interval`, default
+    /// [`usage::DEFAULT_USAGE_INTERVAL`], 10 s); the heartbeat carries the last sample.
+    pub usage_interval: Duration,
+    /// How long a task's GPUs must stay under 5 % before it is flagged `GPUIdle`
+    /// ([`kohakuriver_api::usage::IDLE_GPU_WINDOW_SECONDS`], 10 min; shorter in tests).
+    pub idle_gpu_window: Duration,
     /// How long a killed task has between SIGTERM and SIGKILL (default 10 s).
     pub kill_grace: Duration,
     /// How long without reaching the server before the containers of tasks with a retry
@@ -179,8 +193,11 @@ impl std::fmt::Debug for AgentConfig {
             .field("sysfs_root", &self.sysfs_root)
             .field("procfs_root", &self.procfs_root)
             .field("static_gpus", &self.static_gpus)
+            .field("gpu_inventory", &self.gpu_inventory.is_some())
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("resync_interval", &self.resync_interval)
+            .field("usage_interval", &self.usage_interval)
+            .field("idle_gpu_window", &self.idle_gpu_window)
             .field("kill_grace", &self.kill_grace)
             .field("fence_after", &self.fence_after)
             .field("default_image", &self.default_image)
@@ -220,8 +237,11 @@ impl AgentConfig {
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
             static_gpus: None,
+            gpu_inventory: None,
             heartbeat_interval: Duration::from_secs(5),
             resync_interval: Duration::from_secs(10),
+            usage_interval: usage::DEFAULT_USAGE_INTERVAL,
+            idle_gpu_window: Duration::from_secs(kohakuriver_api::usage::IDLE_GPU_WINDOW_SECONDS),
             kill_grace: Duration::from_secs(10),
             fence_after: DEFAULT_FENCE_AFTER,
             default_image: None,
@@ -372,9 +392,10 @@ pub async fn start(
         check_shared_dir(dir)?;
     }
     let topology = discovery::discover(&config.sysfs_root, &config.procfs_root)?;
-    let gpus: Arc<dyn GpuInventory> = match &config.static_gpus {
-        Some(source) => Arc::new(StaticGpus::from_source(source)?),
-        None => Arc::new(NvmlInventory::open(&config.sysfs_root)),
+    let gpus: Arc<dyn GpuInventory> = match (&config.gpu_inventory, &config.static_gpus) {
+        (Some(inventory), _) => inventory.clone(),
+        (None, Some(source)) => Arc::new(StaticGpus::from_source(source)?),
+        (None, None) => Arc::new(NvmlInventory::open(&config.sysfs_root)),
     };
     let runtime: Arc<dyn ContainerRuntime> = match &config.docker {
         DockerConnection::LocalDefaults => Arc::new(
@@ -384,6 +405,12 @@ pub async fn start(
         ),
         DockerConnection::Runtime(r) => r.clone(),
     };
+    // Every engine call is timed and its failures counted for `/metrics`.
+    let docker_metrics = metrics::DockerMetrics::default();
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(metered_runtime::MeteredRuntime::new(
+        runtime,
+        docker_metrics.clone(),
+    ));
     let docker_version = runtime.version().await.map_err(Error::Docker)?;
 
     let logs_dir = config.data_dir.join("logs");
@@ -490,6 +517,16 @@ pub async fn start(
         log_limits: config.log_limits,
     };
 
+    let board = usage::UsageBoard::default();
+    let sampler = usage::UsageSampler::new(
+        runtime.clone(),
+        gpus.clone(),
+        board.clone(),
+        usage::IdlePolicy {
+            window: config.idle_gpu_window,
+            ..usage::IdlePolicy::standard(config.usage_interval)
+        },
+    );
     let facts = heartbeat::NodeFacts {
         name: config.name.clone(),
         topology,
@@ -499,17 +536,19 @@ pub async fn start(
         shared_storage: config.shared_dir.is_some(),
         default_image: settings.default_image.clone(),
         procfs_root: config.procfs_root.clone(),
+        board: board.clone(),
     };
     let nodes = client.api::<Node>();
     heartbeat::beat(&nodes, &facts, NodeUsage::default()).await?;
     let contact = Arc::new(fence::Contact::now());
 
+    let capture_store = log_capture::LogStore::new(&logs_dir);
     let reconciler = reconciler::Reconciler::new(
         client.api::<Task>(),
         runtime.clone(),
         image::ImageEnsurer::new(runtime.clone(), config.data_dir.join("images"))
             .pull_timeout(config.pull_timeout),
-        log_capture::LogStore::new(&logs_dir),
+        capture_store.clone(),
         settings,
         mounts,
         config.kill_grace,
@@ -527,6 +566,11 @@ pub async fn start(
         logs: log_capture::LogStore::new(&logs_dir),
         shutdown: shutdown.clone(),
         secret: secret.clone(),
+        metrics: metrics::AgentMetrics::new(
+            &docker_metrics,
+            capture_store.captured_bytes(),
+            board.clone(),
+        ),
     });
     let refresher = credential::SecretRefresher {
         client: client.clone(),
@@ -534,6 +578,7 @@ pub async fn start(
         secret,
     };
 
+    let tasks_api = client.api::<Task>();
     tracing::info!(node = %config.name, endpoint = %advertise_url, "agent started");
     let join = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -574,8 +619,19 @@ pub async fn start(
                 contact,
                 shutdown.clone(),
             );
-            let (served, _, _, _, _) =
-                tokio::join!(serve, beats, reconciler.run(), fencing, sweeping);
+            let measuring = usage::run(
+                sampler,
+                {
+                    let reconciler = reconciler.clone();
+                    move || reconciler.cached_tasks()
+                },
+                tasks_api,
+                config.name.clone(),
+                config.usage_interval,
+                shutdown.clone(),
+            );
+            let (served, _, _, _, _, _) =
+                tokio::join!(serve, beats, reconciler.run(), fencing, sweeping, measuring);
             if let Err(err) = served {
                 tracing::warn!(error = %err, "agent endpoint failed");
             }

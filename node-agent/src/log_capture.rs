@@ -68,6 +68,9 @@ pub enum CaptureError {
 #[derive(Clone, Debug)]
 pub struct LogStore {
     root: PathBuf,
+    /// Bytes of task output this store's captures wrote, shared by its clones (the agent's
+    /// `log_captured_bytes` metric).
+    captured: prometheus_client::metrics::counter::Counter,
 }
 
 /// Bookkeeping of one task's capture, kept beside its files.
@@ -92,7 +95,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + '_ {
 impl LogStore {
     /// A store rooted at `root` (usually `<data-dir>/logs`).
     pub fn new(root: impl Into<PathBuf>) -> LogStore {
-        LogStore { root: root.into() }
+        LogStore {
+            root: root.into(),
+            captured: Default::default(),
+        }
+    }
+
+    /// The count of output bytes its captures wrote (clones of this store share it).
+    pub fn captured_bytes(&self) -> prometheus_client::metrics::counter::Counter {
+        self.captured.clone()
     }
 
     /// The directory of one task's logs.
@@ -897,6 +908,7 @@ async fn copy(
         };
         if !admitted.is_empty() {
             file.write_all(admitted).await.map_err(io_err(path))?;
+            store.captured.inc_by(admitted.len() as u64);
             appended += admitted.len() as u64;
             captured += admitted.len() as u64;
             *ends = admitted.ends_with(b"\n");

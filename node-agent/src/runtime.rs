@@ -142,6 +142,16 @@ pub struct LogChunk {
     pub bytes: Bytes,
 }
 
+/// A container's resource use as the engine counts it, at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ContainerUsage {
+    /// CPU time used since the container started, in nanoseconds (a counter: the rate is
+    /// the difference between two samples over the time between them).
+    pub cpu_nanoseconds: u64,
+    /// Memory in use now, without the page cache the kernel may drop, in bytes.
+    pub memory_bytes: u64,
+}
+
 /// Local facts about an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -177,6 +187,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerState>, RuntimeError>;
     /// Every container (running or not) carrying all these labels.
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerState>, RuntimeError>;
+    /// The container's CPU time and memory now (one sample, not a stream); NotFound when it
+    /// does not exist.
+    async fn usage(&self, id: &str) -> Result<ContainerUsage, RuntimeError>;
     /// The container's whole output from its start, stdout and stderr interleaved as
     /// written; with `follow` the stream ends when the container exits.
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>>;

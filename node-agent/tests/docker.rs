@@ -16,7 +16,7 @@ use kohakuriver_node_agent::container_config::ContainerSpec;
 use kohakuriver_node_agent::docker::DockerRuntime;
 use kohakuriver_node_agent::gpu::StaticGpuSource;
 use kohakuriver_node_agent::runtime::{
-    ContainerRuntime, ContainerState, ImageInfo, LogChunk, RuntimeError,
+    ContainerRuntime, ContainerState, ContainerUsage, ImageInfo, LogChunk, RuntimeError,
 };
 use kohakuriver_node_agent::tarball_tags;
 use serde_json::json;
@@ -395,6 +395,9 @@ impl ContainerRuntime for Recording {
     }
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerState>, RuntimeError> {
         self.inner.list(labels).await
+    }
+    async fn usage(&self, id: &str) -> Result<ContainerUsage, RuntimeError> {
+        self.inner.usage(id).await
     }
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, Result<LogChunk, RuntimeError>> {
         self.inner.logs(id, follow)

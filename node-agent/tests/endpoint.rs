@@ -21,6 +21,7 @@ async fn serve(dir: &std::path::Path, secret: AgentSecret, shutdown: Cancellatio
         logs,
         shutdown: shutdown.clone(),
         secret,
+        metrics: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

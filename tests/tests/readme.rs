@@ -51,6 +51,9 @@ fn plan(heading: &str, first_line: &str) -> Plan {
         ("Arrays", _) => Plan::Skip(
             "needs an agent and Docker for the members; tests/tests/groups.rs runs these commands",
         ),
+        ("Usage and idle GPUs", _) => Plan::Skip(
+            "needs running tasks on an agent, a node named gpu-01 and its host (HEAD); tests/tests/top.rs runs top and reads /metrics with the agent secret",
+        ),
         ("Several machines", _) => Plan::Skip("needs a second machine (HOST) and /var/lib"),
         ("Securing a cluster", _) => Plan::Skip("logs in on another machine (HOST, ca.pem)"),
         ("Run the server and apply a manifest", _) => Plan::Run {

@@ -568,6 +568,69 @@ fn node_status_bounds() {
     let mut n = node();
     n.status.numa[0].cpus = "0-5000".into();
     assert!(validate_node_status(&n.status)[0].message.contains("limit"));
+    // Usage: GPU readings and task entries are bounded, and a task entry names a uid.
+    let usage_errors = |usage: crate::NodeUsage| {
+        let mut n = node();
+        n.status.usage = Some(usage);
+        validate_node_status(&n.status)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+    };
+    let task = |uid: &str| crate::TaskUsage {
+        uid: uid.into(),
+        ..Default::default()
+    };
+    for (what, usage, want) in [
+        (
+            "fine",
+            crate::NodeUsage {
+                gpus: vec![Default::default(); 8],
+                tasks: vec![task("u1"), task("u2")],
+                ..Default::default()
+            },
+            "",
+        ),
+        (
+            "too many gpus",
+            crate::NodeUsage {
+                gpus: vec![Default::default(); MAX_NODE_GPUS + 1],
+                ..Default::default()
+            },
+            "status.usage.gpus: 65 GPUs is more than 64",
+        ),
+        (
+            "too many tasks",
+            crate::NodeUsage {
+                tasks: vec![task("u"); crate::usage::MAX_USAGE_TASKS + 1],
+                ..Default::default()
+            },
+            "status.usage.tasks: 4097 tasks is more than the 4096 one node may report",
+        ),
+        (
+            "empty uid",
+            crate::NodeUsage {
+                tasks: vec![task("u1"), task("")],
+                ..Default::default()
+            },
+            "status.usage.tasks[1].uid: \"\" must be a task uid of 1 to 64 characters",
+        ),
+        (
+            "long uid",
+            crate::NodeUsage {
+                tasks: vec![task(&"x".repeat(65))],
+                ..Default::default()
+            },
+            "status.usage.tasks[0].uid",
+        ),
+    ] {
+        let got = usage_errors(usage).join("; ");
+        if want.is_empty() {
+            assert_eq!(got, "", "{what}");
+        } else {
+            assert!(got.starts_with(want), "{what}: got {got:?}, want {want:?}");
+        }
+    }
     for (address, ok) in [
         ("http://10.0.0.5:8001", true),
         ("https://gpu-01:8001/", true),

@@ -212,6 +212,10 @@ pub struct AgentFlags {
     /// Heartbeat interval.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// How often GPUs and task containers are measured (`top`, the agent's /metrics, the
+    /// IdleGPU flag); the heartbeat carries the last sample. At least 1s.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_usage_interval)]
+    pub usage_interval: Duration,
     /// Time a killed task has between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kill_grace: Duration,
@@ -257,6 +261,18 @@ pub struct AgentFlags {
     pub agent_max_connections: u32,
 }
 
+/// Parses `--usage-interval`: a duration of at least a second (measuring every container
+/// more often would cost more than it tells).
+fn parse_usage_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_secs(1) {
+        return Err(format!(
+            "invalid usage interval {text:?}: it must be at least 1s, e.g. 10s"
+        ));
+    }
+    Ok(interval)
+}
+
 /// Parses `--log-max-size` (512M, 1Gi, bytes).
 fn parse_log_size(text: &str) -> Result<u64, String> {
     match kohakuriver_api::quantity::parse_bytes(text)? {
@@ -288,6 +304,7 @@ impl AgentFlags {
             (None, None) => None,
         };
         config.heartbeat_interval = self.heartbeat_interval;
+        config.usage_interval = self.usage_interval;
         config.kill_grace = self.kill_grace;
         config.fence_after = self.fence_after;
         config.pull_timeout = self.pull_timeout;
@@ -346,6 +363,23 @@ mod tests {
         ];
         for (text, want) in cases {
             match (parse_log_size(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(message), Err(needle)) => assert!(message.contains(needle), "{message}"),
+                (got, want) => panic!("{text}: {got:?} instead of {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn usage_interval_is_at_least_a_second() {
+        let cases: [(&str, Result<Duration, &str>); 4] = [
+            ("10s", Ok(Duration::from_secs(10))),
+            ("1s", Ok(Duration::from_secs(1))),
+            ("500ms", Err("\"500ms\": it must be at least 1s")),
+            ("0s", Err("\"0s\": it must be at least 1s")),
+        ];
+        for (text, want) in cases {
+            match (parse_usage_interval(text), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
                 (Err(message), Err(needle)) => assert!(message.contains(needle), "{message}"),
                 (got, want) => panic!("{text}: {got:?} instead of {want:?}"),

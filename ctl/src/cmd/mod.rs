@@ -20,6 +20,7 @@ pub mod task;
 pub mod task_batch;
 pub mod task_group;
 pub mod token;
+pub mod top;
 pub mod up;
 pub mod wait;
 pub mod whoami;
