@@ -154,7 +154,7 @@ impl Collector for Scraped {
             )
         });
         let mut family =
-            encoder.encode_descriptor("tasks", "Tasks by phase", None, MetricType::Gauge)?;
+            encoder.encode_descriptor("tasks", "Tasks by phase.", None, MetricType::Gauge)?;
         for (phase, n) in &phases {
             let labels = [("phase", phase.as_str())];
             ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
@@ -162,21 +162,21 @@ impl Collector for Scraped {
         gauge(
             &mut encoder,
             "task_queue_length",
-            "Pending tasks",
+            "Pending tasks.",
             None,
             queued as i64,
         )?;
         gauge(
             &mut encoder,
             "task_queue_oldest_age",
-            "How long the task waiting longest in the queue has waited (0 when none waits)",
+            "How long the task waiting longest in the queue has waited (0 when none waits).",
             Some(&Unit::Seconds),
             oldest.as_secs_f64(),
         )?;
         gauge(
             &mut encoder,
             "watches_open",
-            "Open watch streams",
+            "Open watch streams.",
             None,
             self.watches.total() as i64,
         )?;
@@ -184,7 +184,7 @@ impl Collector for Scraped {
             Ok(bytes) => gauge(
                 &mut encoder,
                 "store_size",
-                "Size of the database (for a file, with its write-ahead log)",
+                "Size of the database (for a file, with its write-ahead log).",
                 Some(&Unit::Bytes),
                 bytes as i64,
             )?,
@@ -193,7 +193,7 @@ impl Collector for Scraped {
         if !heartbeats.is_empty() {
             let mut family = encoder.encode_descriptor(
                 "node_heartbeat_age",
-                "Time since the server committed a change of the node's lastHeartbeat",
+                "Time since the server committed a change of the node's lastHeartbeat.",
                 Some(&Unit::Seconds),
                 MetricType::Gauge,
             )?;
