@@ -256,17 +256,17 @@ mod tests {
         Some(TaskState { phase, node })
     }
 
-    /// Plays `changes` (name, before, after, at) and renders every observation and the
-    /// final counts, one line each.
-    #[allow(clippy::type_complexity)]
-    fn play(
-        changes: &[(
-            &str,
-            Option<TaskState<'static>>,
-            Option<TaskState<'static>>,
-            i64,
-        )],
-    ) -> String {
+    /// One change of a case: the task's name, its state before and after, and the second
+    /// of the commit.
+    type Step = (
+        &'static str,
+        Option<TaskState<'static>>,
+        Option<TaskState<'static>>,
+        i64,
+    );
+
+    /// Plays `changes` and renders every observation and the final counts, one line each.
+    fn play(changes: &[Step]) -> String {
         let mut census = Census::default();
         let mut out = Vec::new();
         for (name, before, after, at) in changes {
@@ -332,16 +332,7 @@ mod tests {
 
     #[test]
     fn cases() {
-        let cases: Vec<(
-            &str,
-            Vec<(
-                &str,
-                Option<TaskState<'static>>,
-                Option<TaskState<'static>>,
-                i64,
-            )>,
-            &str,
-        )> = vec![
+        let cases: Vec<(&str, Vec<Step>, &str)> = vec![
             (
                 "the queue's oldest is the earliest still Pending",
                 vec![
