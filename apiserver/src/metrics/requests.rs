@@ -7,14 +7,13 @@
 //! is the time to its answer's head: a watch or a followed log is counted once its stream
 //! begins, not when it ends.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -25,10 +24,47 @@ use crate::state::AppState;
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";
 
+/// The route label: the template the router matched, shared with the router's own
+/// `MatchedPath` (a reference count, no copy per request), or [`UNMATCHED`].
+#[derive(Clone, Debug)]
+enum Route {
+    Matched(MatchedPath),
+    Unmatched,
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(path) => path.as_str(),
+            Route::Unmatched => UNMATCHED,
+        }
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
 /// One request's count labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CountLabels {
-    route: Arc<str>,
+    route: Route,
     verb: &'static str,
     code: u16,
 }
@@ -36,7 +72,7 @@ struct CountLabels {
 /// One request's latency labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
-    route: Arc<str>,
+    route: Route,
     verb: &'static str,
 }
 
@@ -45,8 +81,6 @@ struct LatencyLabels {
 pub struct RequestMetrics {
     counts: Family<CountLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
-    /// The label of requests no route matched, allocated once.
-    unmatched: Arc<str>,
 }
 
 impl Default for RequestMetrics {
@@ -57,7 +91,6 @@ impl Default for RequestMetrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
-            unmatched: Arc::from(UNMATCHED),
         }
     }
 }
@@ -78,7 +111,7 @@ impl RequestMetrics {
         );
     }
 
-    fn observe(&self, route: Arc<str>, verb: &'static str, code: u16, seconds: f64) {
+    fn observe(&self, route: Route, verb: &'static str, code: u16, seconds: f64) {
         self.counts
             .get_or_create(&CountLabels {
                 route: route.clone(),
@@ -121,8 +154,8 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let started = Instant::now();
     let metrics = state.metrics().requests();
     let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) => Arc::from(path.as_str()),
-        None => metrics.unmatched.clone(),
+        Some(path) => Route::Matched(path.clone()),
+        None => Route::Unmatched,
     };
     let verb = verb(request.method(), request.uri().query());
     let response = next.run(request).await;
