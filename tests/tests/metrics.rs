@@ -1,7 +1,9 @@
 //! The API server's `/metrics` with the real binary (issue 16): after a task succeeds the
 //! exposition passes `promtool check metrics`, and the task counters, the scheduling and
 //! start latency histograms and the request metrics moved as the task's life says. Only
-//! credentials read it: anonymous is 401, a metrics token reads it and nothing else.
+//! credentials read it: anonymous is 401, a metrics token reads it and nothing else. The
+//! task metrics are observed by the server as the writes commit, so they move the same when
+//! the controllers run as a separate `kohakuriver controllers` process.
 //!
 //! Needs Docker (see `docker_ready`) and `promtool` (Debian package `prometheus`).
 
@@ -10,7 +12,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kohakuriver_tests::{Cluster, docker_ready, http_get_auth};
+use kohakuriver_tests::{Cluster, Proc, ServerOptions, binary, docker_ready, http_get_auth};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -80,12 +82,45 @@ fn metrics_move_with_a_task_and_parse() {
     }
     let c = Cluster::up("metrics");
     let node = c.up_node().to_string();
+    a_task_moves_the_metrics(&c, &node);
+}
+
+#[test]
+fn metrics_move_the_same_with_separate_controllers() {
+    if !docker_ready() {
+        return;
+    }
+    let mut c = Cluster::start_with(ServerOptions {
+        extra_args: vec!["--no-controllers".into()],
+        ..ServerOptions::default()
+    });
+    let token = c.create_token("controllers", "controllers");
+    let args: Vec<String> = ["--server", c.url(), "--token", &token, "controllers"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut controllers = Proc::spawn(
+        "controllers",
+        binary(),
+        &args,
+        &c.dir().join("controllers.log"),
+    );
+    let node = c.add_agent("metrics-sep");
+    c.wait_node_ready(&node, T);
+    a_task_moves_the_metrics(&c, &node);
+    controllers.assert_running();
+    controllers.kill();
+}
+
+/// Runs a first task, scrapes, runs a second, scrapes again, and checks what moved.
+fn a_task_moves_the_metrics(c: &Cluster, node: &str) {
     // Anonymous: 401 Status.
     let anonymous = http_get_auth(&format!("{}/metrics", c.url()), None).unwrap();
     assert_eq!(anonymous.status, 401, "{}", anonymous.text());
     assert_eq!(anonymous.json()["kind"], "Status");
     // A metrics credential reads the metrics, and nothing of the cluster.
     let scraper = c.create_token("prometheus", "metrics");
+    let node = node.to_string();
     let denied = c.kr_as(&scraper, &["task", "list"]);
     assert_ne!(
         denied.code, 0,
@@ -98,18 +133,18 @@ fn metrics_move_with_a_task_and_parse() {
         denied.stderr
     );
     let viewer = c.create_token("vic", "viewer");
-    scrape(&c, &viewer);
+    scrape(c, &viewer);
 
     // A first task, so every family has samples before the measured one.
     c.kr(&["task", "submit", "-t", &node, "-w", "--", "true"])
         .code(0);
-    let before_text = scrape(&c, &scraper);
+    let before_text = scrape(c, &scraper);
     promtool_check(&before_text);
     let before = samples(&before_text);
 
     let id = c.submit(&["-t", &node, "--", "echo", "hi"]);
     c.wait_phase(&id, &["Succeeded"], T);
-    let after_text = scrape(&c, &scraper);
+    let after_text = scrape(c, &scraper);
     promtool_check(&after_text);
     let after = samples(&after_text);
 

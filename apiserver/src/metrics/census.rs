@@ -6,8 +6,8 @@
 //! phase, since when each Pending task waits, when each Assigned task was bound, and when
 //! each node's heartbeat last changed. `record` answers what the change means for the
 //! latency histograms: a binding (and how long the task waited in the queue) or a start
-//! (and how long after its binding). Pure: no clock, no IO, no locks; the caller passes the
-//! time.
+//! (and how long after its binding): the first write that leaves Assigned with the
+//! container started. Pure: no clock, no IO, no locks; the caller passes the time.
 //!
 //! A task's wait is measured from the commit that made it Pending: its creation, or the
 //! re-queue of a retry or of a lost node. Tasks found Pending when the server starts wait
@@ -19,13 +19,17 @@ use std::time::Duration;
 
 use kohakuriver_api::{TaskPhase, Timestamp};
 
-/// A task's state as far as the census cares: its phase (as written on the wire) and node.
+/// A task's state as far as the census cares: its phase (as written on the wire), node, and
+/// whether its status says the container started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskState<'a> {
     /// `status.phase`, e.g. `Pending`.
     pub phase: &'a str,
     /// `status.node`, when bound.
     pub node: Option<&'a str>,
+    /// The container of the current attempt started (`status.startedAt` is set; always so
+    /// for Running and Paused). Read only where it matters: a state that leaves Assigned.
+    pub started: bool,
 }
 
 /// One committed change.
@@ -58,8 +62,9 @@ pub struct Observed {
     pub bound: bool,
     /// With `bound`: how long the task had waited Pending, when known.
     pub queued: Option<Duration>,
-    /// The write reported the task Running for the first time since its binding: how long
-    /// after the binding.
+    /// The write is the first report since the task's binding that its container started
+    /// (Running, or an exit reported straight from Assigned by an agent that found the
+    /// container already done): how long after the binding.
     pub started: Option<Duration>,
 }
 
@@ -83,7 +88,6 @@ fn elapsed(since: Timestamp, at: Timestamp) -> Duration {
 
 const PENDING: &str = "Pending";
 const ASSIGNED: &str = "Assigned";
-const RUNNING: &str = "Running";
 
 impl Census {
     /// Records a committed change made at `at`; answers what it means for the histograms.
@@ -140,8 +144,10 @@ impl Census {
         }
         let phase_before = before.map(|b| b.phase);
         let phase_after = after.map(|a| a.phase);
-        if phase_after == Some(RUNNING)
-            && phase_before == Some(ASSIGNED)
+        if phase_before == Some(ASSIGNED)
+            && let Some(a) = after
+            && a.phase != ASSIGNED
+            && a.started
             && let Some(bound_at) = self.bound.remove(name)
         {
             observed.started = Some(elapsed(bound_at, at));
@@ -252,8 +258,23 @@ mod tests {
         chrono::DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
     }
 
+    /// A state; Running and Paused have started, as their writers say.
     fn st(phase: &'static str, node: Option<&'static str>) -> Option<TaskState<'static>> {
-        Some(TaskState { phase, node })
+        let started = matches!(phase, "Running" | "Paused");
+        Some(TaskState {
+            phase,
+            node,
+            started,
+        })
+    }
+
+    /// A state whose container started (an exit reported with `startedAt`).
+    fn ran(phase: &'static str, node: Option<&'static str>) -> Option<TaskState<'static>> {
+        Some(TaskState {
+            phase,
+            node,
+            started: true,
+        })
     }
 
     /// One change of a case: the task's name, its state before and after, and the second
@@ -371,6 +392,32 @@ mod tests {
                 "a@1: bound=true queued=Some(1) started=None\n\
                  a@2: bound=false queued=None started=Some(1)\n\
                  counts Running=1 | queue 0 oldest 0s | bound 0",
+            ),
+            (
+                "an exit reported straight from Assigned is the start, when the container ran",
+                vec![
+                    ("a", None, st("Pending", None), 0),
+                    ("a", st("Pending", None), st("Assigned", Some("n")), 1),
+                    (
+                        "a",
+                        st("Assigned", Some("n")),
+                        ran("Succeeded", Some("n")),
+                        4,
+                    ),
+                ],
+                "a@1: bound=true queued=Some(1) started=None\n\
+                 a@4: bound=false queued=None started=Some(3)\n\
+                 counts Succeeded=1 | queue 0 oldest 0s | bound 0",
+            ),
+            (
+                "a container that never started (StartFailed) is no start",
+                vec![
+                    ("a", None, st("Pending", None), 0),
+                    ("a", st("Pending", None), st("Assigned", Some("n")), 1),
+                    ("a", st("Assigned", Some("n")), st("Failed", Some("n")), 4),
+                ],
+                "a@1: bound=true queued=Some(1) started=None\n\
+                 counts Failed=1 | queue 0 oldest 0s | bound 0",
             ),
             (
                 "a bound task killed before it ran, then deleted, leaves nothing behind",

@@ -3,8 +3,9 @@
 //! scheduling and start latency, the binding counter and the write latency.
 //!
 //! It runs on the write path, so it does little: a task's phase and node come from the
-//! selectable fields the write already extracted (no JSON is parsed for a task), and only a
-//! node's write is parsed, for its `lastHeartbeat`. Being fed by the writer after each
+//! selectable fields the write already extracted; a task's JSON is parsed only when it
+//! leaves Assigned for anything but Running or Paused (did the container start?), and a
+//! node's for its `lastHeartbeat`. Being fed by the writer after each
 //! commit, in revision order, it sees every committed change exactly once, whether the
 //! controllers run in this process or elsewhere.
 
@@ -26,7 +27,7 @@ pub struct Recorder {
     census: Mutex<Census>,
     /// Created (or re-queued) → bound.
     scheduling: Histogram,
-    /// Bound → Running.
+    /// Bound → the container started.
     start: Histogram,
     bindings: Counter,
     /// One write, from its request's queueing to its commit.
@@ -107,7 +108,7 @@ impl Recorder {
         );
         registry.register_with_unit(
             "task_start_latency",
-            "Time from the commit of a task's binding to the commit of its first Running report",
+            "Time from the commit of a task's binding to the commit of the first report that its container started",
             Unit::Seconds,
             self.start.clone(),
         );
@@ -125,12 +126,36 @@ impl Recorder {
     }
 }
 
-/// A task's state as its selectable fields tell it.
+/// A task's state as its selectable fields tell it; `started` only for Running and Paused
+/// (see [`started`] for the rest).
 fn task_state(fields: &Selectable) -> TaskState<'_> {
+    let phase = fields.field("status.phase").unwrap_or("");
     TaskState {
-        phase: fields.field("status.phase").unwrap_or(""),
+        phase,
         node: fields.field("status.node").filter(|n| !n.is_empty()),
+        started: matches!(phase, "Running" | "Paused"),
     }
+}
+
+/// The little of a task's status that says whether its container started.
+#[derive(Deserialize)]
+struct StartedOnly {
+    #[serde(default)]
+    status: Option<StartedStatus>,
+}
+
+#[derive(Deserialize)]
+struct StartedStatus {
+    #[serde(default, rename = "startedAt")]
+    started_at: Option<serde::de::IgnoredAny>,
+}
+
+/// True when the task's JSON says its container started (`status.startedAt`).
+fn started(body: &str) -> bool {
+    serde_json::from_str::<StartedOnly>(body)
+        .ok()
+        .and_then(|t| t.status)
+        .is_some_and(|s| s.started_at.is_some())
 }
 
 fn record_task(census: &mut Census, event: &Event, at: Timestamp) -> super::census::Observed {
@@ -166,12 +191,21 @@ fn record_task(census: &mut Census, event: &Event, at: Timestamp) -> super::cens
         }
         (None, None) => None,
     };
-    let (before, after) = match event.event_type {
+    let (before, mut after) = match event.event_type {
         EventType::Added => (None, Some(task_state(body))),
         EventType::Modified => (prev.map(task_state), Some(task_state(body))),
         // The last stored state is what leaves.
         EventType::Deleted => (Some(task_state(prev.unwrap_or(body))), None),
     };
+    // A task leaving Assigned for anything but Running or Paused may have started anyway
+    // (an agent that found its container already exited reports the exit at once): only
+    // then is the body parsed, once per attempt at most.
+    if let (Some(b), Some(a)) = (before, after.as_mut())
+        && b.phase == "Assigned"
+        && !matches!(a.phase, "Assigned" | "Running" | "Paused")
+    {
+        a.started = started(&event.body);
+    }
     census.record(
         Change::Task {
             name: body.field("metadata.name").unwrap_or(""),
