@@ -47,11 +47,13 @@ pub enum Role {
     Controllers,
     /// A join credential: may only be exchanged for a node credential.
     Join,
+    /// A monitoring scraper: reads `GET /metrics` and nothing else of the cluster.
+    Metrics,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Viewer,
         Role::User,
         Role::Operator,
@@ -59,6 +61,7 @@ impl Role {
         Role::Node,
         Role::Controllers,
         Role::Join,
+        Role::Metrics,
     ];
 
     /// The role's name as written on the command line.
@@ -71,6 +74,7 @@ impl Role {
             Role::Node => "node",
             Role::Controllers => "controllers",
             Role::Join => "join",
+            Role::Metrics => "metrics",
         }
     }
 
@@ -92,7 +96,7 @@ impl Role {
             Role::User => Some(1),
             Role::Operator => Some(2),
             Role::Admin => Some(3),
-            Role::Node | Role::Controllers | Role::Join => None,
+            Role::Node | Role::Controllers | Role::Join | Role::Metrics => None,
         }
     }
 
@@ -133,6 +137,7 @@ impl Role {
                 "kill tasks past their deadline and delete finished tasks",
             ],
             Role::Join => &["exchange itself for a node credential (kohakuriver agent --token)"],
+            Role::Metrics => &["read the server's metrics (GET /metrics)"],
         }
     }
 }
@@ -265,6 +270,9 @@ pub enum Target<'a> {
     Tokens,
     /// The whole store: every object, the watch history, token hashes and the server's keys.
     Store,
+    /// The server's Prometheus metrics (`GET /metrics`): counts and latencies, plus the
+    /// names of nodes (heartbeat ages), never an object's spec or output.
+    Metrics,
 }
 
 impl Target<'_> {
@@ -297,6 +305,7 @@ impl Target<'_> {
             Target::Node(n) => format!("node {n}"),
             Target::Tokens => "tokens".to_string(),
             Target::Store => "the store".to_string(),
+            Target::Metrics => "the server's metrics".to_string(),
         }
     }
 }
@@ -378,15 +387,32 @@ pub fn authorize(
         };
     }
     // Every identity that uses the API may learn what it serves, as every authenticated
-    // Kubernetes user may; a join credential uses nothing but `POST /join`.
+    // Kubernetes user may; a join credential uses nothing but `POST /join`, a metrics
+    // credential nothing but `GET /metrics`.
     if let Target::Discovery = target {
         return match verb {
-            Get if who.role != Role::Join => Ok(()),
+            Get if !matches!(who.role, Role::Join | Role::Metrics) => Ok(()),
+            _ if who.role == Role::Metrics => {
+                refuse("a metrics credential may only read GET /metrics")
+            }
             _ => refuse("a join credential may only join a node (kohakuriver agent --token)"),
+        };
+    }
+    // The metrics are read by every person and by a metrics-only credential (a
+    // Prometheus scraper that should see nothing else); machines' credentials are for
+    // their own work.
+    if let Target::Metrics = target {
+        return match verb {
+            Get if who.role == Role::Metrics || who.role.at_least(Role::Viewer) => Ok(()),
+            _ if who.role.at_least(Role::Viewer) => refuse("the metrics are only read"),
+            _ => refuse(
+                "the metrics are read by people's credentials (viewer and up) and metrics credentials (token create --role metrics)",
+            ),
         };
     }
     match who.role {
         Role::Join => refuse("a join credential may only join a node (kohakuriver agent --token)"),
+        Role::Metrics => refuse("a metrics credential may only read GET /metrics"),
         Role::Node => match target {
             Target::Node(name) if *name == who.name => match verb {
                 Get | Create | Update | UpdateStatus | NodeCredentials => Ok(()),
@@ -412,7 +438,7 @@ pub fn authorize(
                 refuse("a node reads only the tasks bound to it, never task groups")
             }
             Target::Events | Target::Event(_) => events::node_on_events(who, verb, target),
-            Target::Tokens | Target::Store | Target::Server | Target::Discovery => refuse(""),
+            Target::Tokens | Target::Store | Target::Server | Target::Discovery | Target::Metrics => refuse(""),
         },
         Role::Controllers => match (verb, target) {
             (Get | List | Watch, Target::Tasks { .. } | Target::Task(_))
@@ -447,7 +473,7 @@ fn authorize_person(
     let role = who.role;
     let refuse = |why: &str| deny(who, verb, target, why);
     match target {
-        Target::Server | Target::Discovery => Ok(()),
+        Target::Server | Target::Discovery | Target::Metrics => Ok(()),
         Target::Tokens => {
             if role == Role::Admin && verb == ManageTokens {
                 Ok(())

@@ -13,7 +13,7 @@
 //! `params` (query parameters and selectors), `pages` (paged lists as of one revision), `watch` (watch streams), `table` (answers as
 //! a `meta.k8s.io` `Table` for kubectl), `handlers` (routes),
 //! `logs` (log proxy), `error` (`AppError`, the `Status` answer), `limits` (request rate
-//! and watch limits per identity).
+//! and watch limits per identity), `metrics` (Prometheus metrics, `GET /metrics`).
 
 mod admission;
 mod auth;
@@ -23,6 +23,7 @@ mod error;
 mod handlers;
 mod limits;
 mod logs;
+mod metrics;
 mod pages;
 mod params;
 mod schema;

@@ -10,6 +10,7 @@ use crate::Config;
 use crate::auth::{Authenticator, bootstrap, new_key};
 use crate::error::Error;
 use crate::limits::{RateLimiter, WatchCounter};
+use crate::metrics::Metrics;
 use crate::store::{HistoryBounds, Store};
 
 /// Shared server state; cloning is cheap.
@@ -26,6 +27,8 @@ pub struct AppState {
     rate: RateLimiter,
     /// Open watches, per identity and in total.
     watches: WatchCounter,
+    /// The Prometheus metrics.
+    metrics: Metrics,
 }
 
 impl AppState {
@@ -51,9 +54,11 @@ impl AppState {
             .build()
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
         let limits = config.limits;
+        let watches = WatchCounter::new(limits.watches_per_identity, limits.watches_total);
         Ok(AppState {
             rate: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
-            watches: WatchCounter::new(limits.watches_per_identity, limits.watches_total),
+            metrics: Metrics::new(&store, &watches),
+            watches,
             store,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
@@ -102,6 +107,11 @@ impl AppState {
     /// Open watches, and their limits.
     pub fn watches(&self) -> &WatchCounter {
         &self.watches
+    }
+
+    /// The Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The HTTP client used to reach agents.

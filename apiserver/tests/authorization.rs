@@ -5,6 +5,10 @@
 //! runs on a fresh in-memory server with the same fixture: nodes `node-a` and `node-b`
 //! (registered by their own agents), task `t1` owned by `alice`, bound to `node-a`,
 //! task group `g1` owned by `alice`, and event `e1` about `t1` reported by `node-a`.
+//!
+//! A metrics credential (role `metrics`, for a Prometheus scraper) is one more kind of
+//! caller; it may read `GET /metrics` and what the server says about itself, nothing else,
+//! and `a_metrics_credential_reads_the_metrics_and_nothing_else` walks every route for it.
 
 use std::collections::BTreeSet;
 
@@ -36,6 +40,7 @@ const TABLE: &str = "
 GET    /healthz                       | 200 200 200 200 200 200 200 200 200 200
 GET    /cacerts                       | 404 404 404 404 404 404 404 404 404 404
 GET    /version                       | 200 200 200 200 200 200 200 200 200 200
+GET    /metrics                       | 401 200 200 200 200 200 403 403 403 403
 GET    /api                           | 401 200 200 200 200 200 200 200 200 403
 GET    /apis                          | 401 200 200 200 200 200 200 200 200 403
 GET    /apis/kohakuriver              | 401 200 200 200 200 200 200 200 200 403
@@ -126,7 +131,7 @@ fn rows() -> Vec<Row> {
 /// The router's own template for a table path (`/tasks/{name}` under the API prefix;
 /// discovery and the open endpoints as written).
 fn template(path: &str) -> String {
-    if ["/healthz", "/cacerts", "/version", "/api"].contains(&path)
+    if ["/healthz", "/cacerts", "/version", "/metrics", "/api"].contains(&path)
         || path.starts_with("/apis")
         || path.starts_with("/openapi")
     {
@@ -156,6 +161,21 @@ fn every_route_is_in_the_table() {
         unknown.is_empty(),
         "cases for routes that do not exist: {unknown:?}"
     );
+}
+
+/// The index in `Fixture::tokens` of the metrics credential (after the callers of
+/// [`CALLERS`]).
+const METRICS_CALLER: usize = CALLERS.len();
+
+/// What a metrics credential gets from a table row: the open endpoints as anyone, the
+/// metrics and the server's own endpoints (`Target::Server`), and 403 for everything else.
+fn metrics_caller_expects(row: &Row) -> u16 {
+    match (row.method.as_str(), row.path.as_str()) {
+        (_, "/healthz" | "/version" | "/cacerts") => row.codes[0],
+        ("GET", "/metrics" | "/info" | "/whoami") => 200,
+        ("GET", p) if p.starts_with("/schemas/") => 200,
+        _ => 403,
+    }
 }
 
 /// One fresh server with the fixture, and a token for every caller.
@@ -188,6 +208,12 @@ impl Fixture {
             static_tokens.push((token.clone(), Identity::new(name, role)));
             tokens.push(Some(token));
         }
+        // The metrics credential goes last, after the stored join token.
+        let metrics_token = generate_token();
+        static_tokens.push((
+            metrics_token.clone(),
+            Identity::new("prometheus", Role::Metrics),
+        ));
         let config = Config {
             auth: AuthConfig {
                 static_tokens,
@@ -221,6 +247,8 @@ impl Fixture {
         fixture
             .tokens
             .push(Some(join["token"].as_str().unwrap().to_string()));
+        fixture.tokens.push(Some(metrics_token));
+        assert_eq!(fixture.tokens.len(), METRICS_CALLER + 1);
         let (code, spare) = fixture
             .send(
                 admin,
@@ -456,6 +484,65 @@ async fn every_route_for_every_caller() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[tokio::test]
+async fn a_metrics_credential_reads_the_metrics_and_nothing_else() {
+    let mut failures = Vec::new();
+    for row in rows() {
+        let want = metrics_caller_expects(&row);
+        let fixture = Fixture::new().await;
+        let (path, body) = request(&row, &fixture.spare_token_id);
+        let (code, answer) = fixture
+            .send(METRICS_CALLER, row.method.clone(), &path, body)
+            .await;
+        if code != want {
+            failures.push(format!(
+                "{} {} as metrics: got {code}, want {want}: {answer}",
+                row.method, row.path
+            ));
+        }
+        if code == 403 {
+            assert_eq!(answer["kind"], "Status", "{answer}");
+            let message = answer["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with("metrics \"prometheus\" may not"),
+                "{answer}"
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_answer_in_the_prometheus_text_format() {
+    let fixture = Fixture::new().await;
+    let (code, body) = fixture.send(1, Method::GET, "/metrics", Value::Null).await;
+    assert_eq!(code, 200, "{body}");
+    let text = body.as_str().unwrap();
+    // The fixture's task was created and bound by the controllers' credential.
+    assert!(text.contains("kohakuriver_task_bindings_total 1"), "{text}");
+    assert!(
+        text.contains("kohakuriver_tasks{phase=\"Assigned\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kohakuriver_node_heartbeat_age_seconds{node=\"node-a\"}"),
+        "{text}"
+    );
+    // Requests are labelled by their route's template, never by the raw path.
+    assert!(
+        text.contains(
+            "kohakuriver_api_requests_total{route=\"/apis/kohakuriver/v1/tasks/{name}/status\",verb=\"PATCH\",code=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("/tasks/t1"), "{text}");
 }
 
 #[tokio::test]

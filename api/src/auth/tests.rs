@@ -37,6 +37,7 @@ fn authorize_table() {
     let node_b = id(Role::Node, "node-b");
     let ctl = id(Role::Controllers, "controllers");
     let join = id(Role::Join, "rack-1");
+    let scraper = id(Role::Metrics, "prometheus");
     use Verb::*;
     let t = Target::Task(&alice_task);
     let tb = Target::Task(&bound_a);
@@ -53,6 +54,26 @@ fn authorize_table() {
         (&admin, Get, Target::Discovery, &open, true),
         (&join, Get, Target::Discovery, &open, false),
         (&admin, Update, Target::Discovery, &open, false),
+        // People and metrics credentials read the metrics; machines and joins do not.
+        (&viewer, Get, Target::Metrics, &open, true),
+        (&alice, Get, Target::Metrics, &private, true),
+        (&admin, Get, Target::Metrics, &open, true),
+        (&scraper, Get, Target::Metrics, &open, true),
+        (&admin, Update, Target::Metrics, &open, false),
+        (&node_a, Get, Target::Metrics, &open, false),
+        (&ctl, Get, Target::Metrics, &open, false),
+        (&join, Get, Target::Metrics, &open, false),
+        // A metrics credential reads the metrics and what the server says about itself
+        // (whoami), nothing of the cluster.
+        (&scraper, Get, Target::Server, &open, true),
+        (&scraper, Get, Target::Discovery, &open, false),
+        (&scraper, List, Target::Tasks { node: None }, &open, false),
+        (&scraper, Get, t, &open, false),
+        (&scraper, Logs, t, &open, false),
+        (&scraper, List, Target::Nodes, &open, false),
+        (&scraper, Get, Target::TaskGroups, &open, false),
+        (&scraper, ManageTokens, Target::Tokens, &open, false),
+        (&scraper, Backup, Target::Store, &open, false),
         // Viewers read.
         (&viewer, List, Target::Tasks { node: None }, &open, true),
         (&viewer, Get, t, &open, true),

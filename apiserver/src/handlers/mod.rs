@@ -10,6 +10,7 @@ mod backup;
 mod collection;
 mod credentials;
 mod discovery;
+mod metrics;
 mod objects;
 mod openapi;
 mod server;
@@ -48,6 +49,7 @@ fn routes() -> Vec<Route> {
         route("/healthz".into(), &[Method::GET], get(server::healthz)),
         route("/cacerts".into(), &[Method::GET], get(server::cacerts)),
         route("/version".into(), &[Method::GET], get(discovery::version)),
+        route("/metrics".into(), &[Method::GET], get(metrics::metrics)),
         route("/api".into(), &[Method::GET], get(discovery::core)),
         route("/apis".into(), &[Method::GET], get(discovery::groups)),
         route(
@@ -170,6 +172,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        // Outside authentication, so refused requests are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -23,6 +23,8 @@ pub(super) struct Db {
     /// The bytes of bodies the history keeps (`body` and `prev` of every event), counted
     /// at open and kept up to date by every commit and compaction.
     pub(super) history_bytes: u64,
+    /// The metrics fed by every commit (`metrics::Recorder`).
+    pub(super) recorder: std::sync::Arc<crate::metrics::Recorder>,
 }
 
 /// The bytes an event's bodies take, as SQL over the `events` table.

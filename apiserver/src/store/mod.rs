@@ -16,6 +16,7 @@
 //! everything a client was told about survives a crash, and every revision a watcher sees
 //! live is also readable from the history table. Live events leave in revision order.
 
+mod census;
 mod compaction;
 mod credentials;
 mod db;
@@ -39,6 +40,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::admission::Served;
 use crate::error::{AppError, Error};
+use crate::metrics::Recorder;
 use crate::pages::Continue;
 use crate::schema::{self, SyncMode};
 pub use compaction::HistoryBounds;
@@ -108,6 +110,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// The store's identity (see [`Store::id`]).
     id: String,
+    /// The metrics the writer feeds; write latency is recorded here too.
+    recorder: Arc<Recorder>,
 }
 
 /// One page of a list.
@@ -165,6 +169,10 @@ impl Store {
         let revision = meta("revision")?;
         let compacted = meta("compacted")?;
         let history_bytes = db::history_bytes(&conn).map_err(db_err("sizing the watch history"))?;
+        // Before the writer starts, so every later commit counts on top of it exactly once.
+        let census =
+            census::read(&conn, chrono::Utc::now()).map_err(db_err("counting tasks and nodes"))?;
+        let recorder = Arc::new(Recorder::new(census));
         let id = match (path, sync) {
             (Some(_), SyncMode::Normal) => schema::new_store_id(&conn)?,
             _ => schema::store_id(&conn)?,
@@ -190,6 +198,7 @@ impl Store {
             compacted,
             bounds,
             history_bytes,
+            recorder: recorder.clone(),
         }));
         let writes = writer::start(db.clone(), live.clone(), checkpoints)?;
         Ok(Store {
@@ -200,6 +209,7 @@ impl Store {
                 live,
                 path: path.map(Path::to_path_buf),
                 id,
+                recorder,
             }),
         })
     }
@@ -283,6 +293,37 @@ impl Store {
     /// Hands `op` to the writer (see [`awaited`] for its answer).
     fn submit(&self, op: Op) -> Result<(), AppError> {
         self.inner.writes.send(op).map_err(|_| writer_stopped())
+    }
+
+    /// The metrics the store's writes feed.
+    pub fn recorder(&self) -> &Recorder {
+        &self.inner.recorder
+    }
+
+    /// The database's size in bytes: a file's with its write-ahead log; an in-memory
+    /// database's pages (read between the writer's batches).
+    pub fn size_bytes(&self) -> Result<u64, AppError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            AppError::internal(format!("reading the database's size failed: {e}"))
+        };
+        match &self.inner.path {
+            Some(path) => {
+                let main = std::fs::metadata(path).map_err(|e| failed(&e))?.len();
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                let wal = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                Ok(main + wal)
+            }
+            None => {
+                let db = self.lock();
+                let pages = |pragma: &str| {
+                    db.conn
+                        .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+                        .map_err(|e| failed(&e))
+                };
+                Ok((pages("page_count")? * pages("page_size")?) as u64)
+            }
+        }
     }
 
     /// The last committed revision.
@@ -395,6 +436,7 @@ impl Store {
             + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let queued = std::time::Instant::now();
         self.submit(Op::Write(Box::new(write::Pending {
             name,
             dry_run,
@@ -403,6 +445,7 @@ impl Store {
             reply,
         })))?;
         let (object, written, extra, compact) = awaited(answer).await??;
+        self.inner.recorder.wrote(queued.elapsed());
         if compact {
             self.compact().await;
         }

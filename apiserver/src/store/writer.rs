@@ -276,6 +276,9 @@ pub(super) fn commit_batch(
     let written = events.len() as u64;
     db.revision = revision;
     db.history_bytes = history_bytes;
+    if !events.is_empty() {
+        db.recorder.committed(&events, chrono::Utc::now());
+    }
     for event in events {
         // A send fails only when nobody watches, which is fine.
         let _ = live.send(Arc::new(event));

@@ -21,11 +21,12 @@ pub enum TokenCommand {
   kohakuriver token create --name ci --role operator --ttl 30d
   kohakuriver token create --name gpu-01 --role node
   kohakuriver token create --name rack-3 --role join --uses 8 --ttl 1h
+  kohakuriver token create --name prometheus --role metrics
 
 Roles: viewer (read), user (submit and manage own tasks), operator (every task, cordon
 nodes, privileged tasks and host mounts), admin (also tokens); node (one agent, named by
 --name), join (exchanged by `kohakuriver agent --token` for a node credential),
-controllers (scheduler and lifecycles).")]
+controllers (scheduler and lifecycles), metrics (GET /metrics only, for a scraper).")]
     Create(CreateArgs),
     /// List tokens: id, name, role, times and uses; never a secret.
     #[command(after_help = "Examples:
@@ -45,7 +46,7 @@ pub struct CreateArgs {
     /// Whose token it is: a person, a pipeline, or the node name for role node.
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// viewer, user, operator, admin, node, join or controllers.
+    /// viewer, user, operator, admin, node, join, controllers or metrics.
     #[arg(long, value_name = "ROLE", value_parser = Role::parse)]
     pub role: Role,
     /// Lifetime, e.g. 12h, 30d (default: no expiry).
