@@ -438,7 +438,11 @@ pub fn authorize(
                 refuse("a node reads only the tasks bound to it, never task groups")
             }
             Target::Events | Target::Event(_) => events::node_on_events(who, verb, target),
-            Target::Tokens | Target::Store | Target::Server | Target::Discovery | Target::Metrics => refuse(""),
+            Target::Tokens
+            | Target::Store
+            | Target::Server
+            | Target::Discovery
+            | Target::Metrics => refuse(""),
         },
         Role::Controllers => match (verb, target) {
             (Get | List | Watch, Target::Tasks { .. } | Target::Task(_))
