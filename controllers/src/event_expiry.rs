@@ -1,7 +1,7 @@
 //! Event expiry: events that last happened longer ago than `--event-ttl` (default 1 h) are
 //! deleted, as Kubernetes' events expire with their etcd lease.
 //!
-//! [`expired`] decides (pure); [`run`] lists the events every quarter of the TTL (between
+//! [`expired`] decides (pure); `run` lists the events every quarter of the TTL (between
 //! 100 ms and a minute) and deletes what it names, each by its uid, so an event written
 //! again since (a new one of the same name) is left alone.
 
